@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SEED = 20261127
-N_PROMPTS, N_SAMPLES, N_AUDITED_PER_CELL = 40, 3, 12
+N_PROMPTS, N_SAMPLES, N_AUDITED_PER_CELL = 64, 3, 12
 BRAND, COMPETITOR = "Marlowe & Finch", "ParcelPeak"
 CLASSES = ("refund_request", "shipping_status", "product_question")
 SHORT = {"refund_request": "refund", "shipping_status": "shipping", "product_question": "product"}

@@ -1,0 +1,146 @@
+"""The Python API the command line is a thin layer over: build, approve, score."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance.baseline import Baseline
+from conformance.build import DEFAULT_CALIBRATION_FRACTION, DEFAULT_SEED, build_baseline, split_by_prompt
+from conformance.conformal import calibration_support, check_alpha
+from conformance.embedder import Embedder
+from conformance.errors import BaselineError, InputFileError
+from conformance.records import Record, read_records
+from conformance.registry import RegisteredBaseline, Registry
+from conformance.scores import DEFAULT_K
+from conformance.scoring import ScoringResult, score_record_set
+from conformance.verdict import write_json, write_verdicts
+
+
+@dataclass(frozen=True)
+class BuiltBaseline:
+    """A baseline as built and registered (and approved, when asked)."""
+
+    registered: RegisteredBaseline
+    baseline: Baseline
+    approved_by: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        support = self.baseline.descriptors["calibration_support"]
+        return {
+            "model_version": self.baseline.model_version,
+            "input_class": self.baseline.input_class,
+            "name": self.registered.name,
+            "version": self.registered.version,
+            "uri": self.registered.uri,
+            "n_fit": self.baseline.n_fit,
+            "n_calibration": self.baseline.n_calibration,
+            "alpha": self.baseline.alpha,
+            "smallest_alpha": support["smallest_alpha"],
+            "false_alarm_rate_95th": support["false_alarm_rate_95th"],
+            "digest": self.baseline.digest,
+            "approved_by": self.approved_by,
+        }
+
+
+def build(
+    approved_file: str | Path,
+    *,
+    alpha: float = 0.05,
+    approve_by: str | None = None,
+    k: int = DEFAULT_K,
+    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+    seed: int = DEFAULT_SEED,
+    registry: Registry | None = None,
+    embedder: Embedder | None = None,
+) -> list[BuiltBaseline]:
+    """Build and register one baseline per (model_version, input_class) in ``approved_file``.
+
+    Every cell is checked before anything is registered: an invalid approved
+    record or a cell too small for ``alpha`` stops the whole build with one
+    error that lists every problem.
+    """
+    alpha = check_alpha(alpha)
+    record_set = read_records(approved_file)
+    if record_set.invalid:
+        listed = "\n  ".join(f"{approved_file}: {bad.reason}" for bad in record_set.invalid[:50])
+        more = len(record_set.invalid) - 50
+        raise InputFileError(
+            f"{len(record_set.invalid)} approved record(s) are invalid; a baseline must be built from "
+            f"clean approved data. Fix or remove them:\n  {listed}" + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+    cells: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for record in record_set.records:
+        cells[record.cell].append(record)
+    problems = []
+    for (mv, ic), records in cells.items():
+        try:
+            split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
+        except BaselineError as exc:
+            problems.append(str(exc))
+            continue
+        support = calibration_support(len(split.calibration), alpha)
+        if not support.can_flag:
+            problems.append(
+                f"cell ({mv}, {ic}): {len(split.calibration)} calibration outputs (of {len(records)} approved) "
+                f"cannot flag anything at alpha={alpha}; it needs at least {support.min_n} calibration outputs, "
+                f"about {int(-(-support.min_n // calibration_fraction))} approved outputs in the cell"
+            )
+    if problems:
+        raise BaselineError("no baseline was built:\n  " + "\n  ".join(problems))
+    registry = registry or Registry()
+    _ = registry.client  # fail on an unreachable store before the slow part
+    built = []
+    for (mv, ic), records in cells.items():
+        baseline = build_baseline(records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
+                                  seed=seed, embedder=embedder, source=str(approved_file))
+        registered = registry.register(baseline)
+        if approve_by is not None:
+            registered = registry.approve(mv, ic, by=approve_by, version=registered.version)
+        built.append(BuiltBaseline(registered, baseline, approve_by))
+    return built
+
+
+def approve(
+    model_version: str, input_class: str, *, by: str, version: int | None = None, registry: Registry | None = None
+) -> RegisteredBaseline:
+    """Approve a registered baseline version (default: the newest); a person's step."""
+    return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
+
+
+def score(
+    audited_file: str | Path,
+    *,
+    out: str | Path | None = None,
+    summary: str | Path | None = None,
+    registry: Registry | None = None,
+    embedder: Embedder | None = None,
+    progress: bool | None = None,
+) -> ScoringResult:
+    """Score every record of ``audited_file`` against its approved baseline.
+
+    Writes one verdict per record to ``out`` (format by extension) and the
+    per-group batch summary to ``summary``, each atomically, when given.
+    """
+    for target in (out, summary):
+        if target is not None and not Path(target).parent.exists():
+            raise InputFileError(f"{target}: the folder {Path(target).parent} does not exist")
+    if out is not None and Path(out).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".parquet"):
+        raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
+    record_set = read_records(audited_file)
+    registry = registry or Registry()
+
+    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
+        found = registry.resolve_approved(model_version, input_class)
+        if isinstance(found, str):
+            return found
+        registered, baseline = found
+        return registered.uri, baseline
+
+    result = score_record_set(record_set, resolve, embedder=embedder, progress=progress)
+    if out is not None:
+        write_verdicts(result.verdicts, out)
+    if summary is not None:
+        write_json([s.to_dict() for s in result.summaries], summary)
+    return result

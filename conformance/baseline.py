@@ -1,0 +1,194 @@
+"""The baseline: what "approved" looked like for one (model_version, input_class).
+
+A baseline holds the reference (fit) bank of approved output embeddings, the
+sorted calibration scores of a disjoint set of approved outputs, descriptor
+statistics, alpha, the embedder fingerprint and the lineage. It is stored
+without pickle — numeric arrays in an ``.npz`` read with ``allow_pickle=False``
+and everything else in JSON — under a format version, with a content digest
+that covers both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.errors import BaselineError, EmbedderMismatchError
+
+FORMAT_VERSION = 1
+META_FILE = "baseline.json"
+ARRAYS_FILE = "arrays.npz"
+_ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
+
+
+@dataclass(frozen=True, eq=False)
+class Baseline:
+    """An approved reference distribution for one (model_version, input_class).
+
+    Attributes
+    ----------
+    reference : ndarray (n_chunks, dim)
+        Unit-norm chunk embeddings of the fit part's approved outputs.
+    reference_owner : ndarray (n_chunks,)
+        Index into ``reference_records`` of each reference chunk.
+    calibration_scores : ndarray (n_calibration,)
+        Nonconformity scores of the calibration part, sorted ascending.
+    calibration_embeddings : ndarray (n_calibration, dim)
+        One pooled embedding per calibration output (for batch tests).
+    reference_records : list of dict
+        ``record_id``, ``input`` and ``output`` of each fit-part record, shown
+        to reviewers as the nearest approved outputs.
+    """
+
+    model_version: str
+    input_class: str
+    alpha: float
+    scorer: dict[str, Any]
+    reference: np.ndarray
+    reference_owner: np.ndarray
+    calibration_scores: np.ndarray
+    calibration_embeddings: np.ndarray
+    reference_records: list[dict[str, str]]
+    calibration_record_ids: list[str]
+    descriptors: dict[str, Any]
+    embedder: dict[str, Any]
+    lineage: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+    digest: str = field(default="")
+
+    @property
+    def n_fit(self) -> int:
+        return len(self.reference_records)
+
+    @property
+    def n_calibration(self) -> int:
+        return int(self.calibration_scores.shape[0])
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the arrays, as plain JSON-able values."""
+        return {
+            "format_version": self.format_version,
+            "model_version": self.model_version,
+            "input_class": self.input_class,
+            "alpha": self.alpha,
+            "scorer": self.scorer,
+            "reference_records": self.reference_records,
+            "calibration_record_ids": self.calibration_record_ids,
+            "descriptors": self.descriptors,
+            "embedder": self.embedder,
+            "lineage": self.lineage,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A summary (no arrays), for printing and registry tags."""
+        return {
+            "model_version": self.model_version,
+            "input_class": self.input_class,
+            "alpha": self.alpha,
+            "n_fit": self.n_fit,
+            "n_calibration": self.n_calibration,
+            "scorer": self.scorer,
+            "digest": self.digest,
+            "format_version": self.format_version,
+        }
+
+    def check_embedder(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse to score with an embedder other than the one this baseline was built with."""
+        if fingerprint != self.embedder:
+            diffs = sorted(k for k in set(fingerprint) | set(self.embedder) if fingerprint.get(k) != self.embedder.get(k))
+            raise EmbedderMismatchError(
+                f"baseline for ({self.model_version}, {self.input_class}) was built with embedder "
+                f"{self.embedder.get('model')} ({self.embedder.get('source')}), but scoring uses "
+                f"{fingerprint.get('model')} ({fingerprint.get('source')}); they differ in: {', '.join(diffs)}. "
+                "Score with the embedder the baseline was built with, or rebuild and re-approve the baseline."
+            )
+
+
+def _array_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    digest = hashlib.sha256()
+    for name in _ARRAYS:
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(name.encode())
+        digest.update(str(arr.dtype).encode())
+        digest.update(json.dumps(list(arr.shape)).encode())
+        digest.update(arr.tobytes())
+    return digest.digest()
+
+
+def compute_digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over canonical JSON of the metadata and the raw bytes of every array."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    digest.update(_array_bytes(arrays))
+    return "sha256:" + digest.hexdigest()
+
+
+def with_digest(baseline: Baseline) -> Baseline:
+    """Return the baseline with its content digest filled in."""
+    arrays = {name: getattr(baseline, name) for name in _ARRAYS}
+    digest = compute_digest(baseline.metadata(), arrays)
+    return Baseline(**{**baseline.metadata(), **arrays, "digest": digest})
+
+
+def save_baseline(baseline: Baseline, directory: str | Path) -> Path:
+    """Write ``baseline.json`` and ``arrays.npz`` into ``directory`` (each atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {name: getattr(baseline, name) for name in _ARRAYS}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    meta = baseline.metadata() | {"digest": baseline.digest or compute_digest(baseline.metadata(), arrays)}
+    atomic_write_bytes(directory / ARRAYS_FILE, buffer.getvalue())
+    atomic_write_bytes(
+        directory / META_FILE, json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    )
+    return directory
+
+
+def load_baseline(directory: str | Path) -> Baseline:
+    """Load a baseline written by :func:`save_baseline` and check its digest."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in _ARRAYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise BaselineError(f"{directory}: not a readable baseline ({exc})") from exc
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BaselineError(
+            f"{directory}: baseline format version {version} is not supported by this release "
+            f"(it reads version {FORMAT_VERSION}); upgrade conformance"
+        )
+    stored = meta.pop("digest", "")
+    actual = compute_digest(meta, arrays)
+    if stored != actual:
+        raise BaselineError(
+            f"{directory}: baseline content does not match its digest (stored {stored}, computed {actual}); "
+            "the files were altered after the baseline was built — rebuild it and have it approved again"
+        )
+    return Baseline(**meta, **arrays, digest=stored)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,168 @@
+"""Building baselines from approved evaluation outputs.
+
+One baseline per (model_version, input_class) cell. The cell's records are
+split *by prompt* into a fit part (the reference bank) and a disjoint
+calibration part (whose scores turn a new score into a p-value): outputs that
+answer the same prompt are never split between the two, since they are far
+more alike than outputs for different prompts and would make the calibration
+scores too small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from conformance.baseline import Baseline, with_digest
+from conformance.conformal import calibration_support, check_alpha
+from conformance.embedder import Embedder, get_embedder
+from conformance.errors import BaselineError
+from conformance.records import Record
+from conformance.scores import DEFAULT_K, chunked_knn_scores
+
+DEFAULT_CALIBRATION_FRACTION = 0.5
+DEFAULT_SEED = 0
+
+
+class SmallCalibrationWarning(UserWarning):
+    """A baseline was built, but its calibration set is small for its alpha."""
+
+
+@dataclass(frozen=True)
+class Split:
+    fit: list[Record]
+    calibration: list[Record]
+
+
+def split_by_prompt(records: Sequence[Record], *, calibration_fraction: float, seed: int) -> Split:
+    """Split records into fit and calibration parts, keeping each prompt's outputs together."""
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction!r}")
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record.prompt_key].append(record)
+    keys = sorted(groups)
+    if len(keys) < 2:
+        raise BaselineError(
+            f"cell ({records[0].model_version}, {records[0].input_class}) has outputs for only "
+            f"{len(keys)} distinct prompt(s); a baseline needs outputs for several prompts, split "
+            "between a fit part and a calibration part"
+        )
+    order = np.random.default_rng(seed).permutation(len(keys))
+    target = calibration_fraction * len(records)
+    calibration: list[Record] = []
+    fit: list[Record] = []
+    for position in order:
+        group = groups[keys[position]]
+        (calibration if len(calibration) < target else fit).extend(group)
+    if not fit:  # one huge last group; move the last calibration group back
+        raise BaselineError("the split left no prompt for the fit part; add approved outputs for more prompts")
+    by_row = lambda r: r.row  # noqa: E731 - file order inside each part
+    return Split(fit=sorted(fit, key=by_row), calibration=sorted(calibration, key=by_row))
+
+
+def _lineage(records: Sequence[Record], source: str) -> dict[str, object]:
+    def values(name: str) -> list[str]:
+        return sorted({str(r.extras[name]) for r in records if r.extras.get(name) not in (None, "")})
+
+    digest = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.record_id):
+        digest.update(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        digest.update(b"\n")
+    return {
+        "source_file": source,
+        "dataset_digest": "sha256:" + digest.hexdigest(),
+        "n_records": len(records),
+        "eval_run_ids": values("eval_run_id"),
+        "training_data_versions": values("training_data_version"),
+        "policy_ids": values("policy_id"),
+        "policy_versions": values("policy_version"),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_baseline(
+    records: Sequence[Record],
+    *,
+    alpha: float = 0.05,
+    k: int = DEFAULT_K,
+    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+    seed: int = DEFAULT_SEED,
+    embedder: Embedder | None = None,
+    source: str = "",
+) -> Baseline:
+    """Build the baseline of one (model_version, input_class) cell.
+
+    Raises
+    ------
+    BaselineError
+        If the records span several cells, or the calibration part is too small
+        to ever flag an output at ``alpha`` (the message says how many more
+        approved outputs are needed).
+
+    Warns
+    -----
+    SmallCalibrationWarning
+        If the calibration part can flag at ``alpha`` but is small enough that
+        the realised false-alarm rate may well exceed twice alpha.
+    """
+    alpha = check_alpha(alpha)
+    if not records:
+        raise BaselineError("no approved records to build a baseline from")
+    cells = {r.cell for r in records}
+    if len(cells) != 1:
+        raise BaselineError(f"records span {len(cells)} cells; build one baseline per (model_version, input_class)")
+    (model_version, input_class) = cells.pop()
+    where = f"cell ({model_version}, {input_class})"
+    split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
+    support = calibration_support(len(split.calibration), alpha)
+    if not support.can_flag:
+        needed = int(np.ceil(support.min_n / calibration_fraction))
+        raise BaselineError(
+            f"{where}: {len(split.calibration)} calibration outputs cannot flag anything at alpha={alpha} "
+            f"(the smallest possible p-value is 1/{len(split.calibration) + 1} = {support.smallest_alpha:.3f}); "
+            f"at least {support.min_n} are needed, i.e. about {needed} approved outputs in the cell "
+            f"instead of {len(records)}, or a larger alpha (>= {support.smallest_alpha:.3f})"
+        )
+    embedder = embedder or get_embedder()
+    fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}")
+    cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration")
+    k_used = min(k, fit_emb.chunks.shape[0])
+    cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
+    if support.is_small:
+        warnings.warn(
+            f"{where}: only {support.n} calibration outputs; at alpha={alpha} the realised false-alarm "
+            f"rate may be as high as {support.false_alarm_rate_95th:.3f} (95th percentile), more than twice alpha. "
+            "Add approved outputs for a tighter guarantee.",
+            SmallCalibrationWarning,
+            stacklevel=2,
+        )
+    all_tokens = np.concatenate([fit_emb.n_tokens, cal_emb.n_tokens])
+    descriptors = {
+        "n_tokens_quantiles": {str(q): float(np.quantile(all_tokens, q)) for q in (0.01, 0.05, 0.5, 0.95, 0.99)},
+        "calibration_support": support.to_dict(),
+    }
+    baseline = Baseline(
+        model_version=model_version,
+        input_class=input_class,
+        alpha=alpha,
+        scorer={"name": "knn_cosine", "k": int(k_used), "chunk_pooling": "max", "seed": seed,
+                "calibration_fraction": calibration_fraction},
+        reference=fit_emb.chunks,
+        reference_owner=fit_emb.owner,
+        calibration_scores=np.sort(cal_scores),
+        calibration_embeddings=cal_emb.pooled(),
+        reference_records=[{"record_id": r.record_id, "input": r.input, "output": r.output} for r in split.fit],
+        calibration_record_ids=[r.record_id for r in split.calibration],
+        descriptors=descriptors,
+        embedder=embedder.fingerprint,
+        lineage=_lineage(records, source),
+    )
+    return with_digest(baseline)

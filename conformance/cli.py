@@ -1,0 +1,184 @@
+"""The ``conformance`` command line: a thin layer over :mod:`conformance.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from conformance._version import __version__
+
+EXIT_CODES = """\
+exit codes:
+  0  the command completed; for `score`, every record is within_bounds
+  1  `score` completed and at least one record is out_of_bounds, no_baseline or invalid
+  2  the command could not run (usage, unreadable file, missing required columns,
+     unreachable tracking store, too few approved outputs); nothing was written
+"""
+
+STORE = """\
+tracking store:
+  MLFLOW_TRACKING_URI when set (e.g. http://mlflow.internal:5000); otherwise an
+  embedded SQLite store at ./conformance_store/mlflow.db, with baseline artifacts
+  in ./conformance_store/artifacts/ (relative to the working directory).
+"""
+
+RECORDS = """\
+records (JSON Lines, CSV or Parquet; one model output per row):
+  required: record_id, model_version, input_class, input, output
+  optional, carried into every verdict: prompt_id, eval_run_id, timestamp,
+  policy_id, policy_version, training_data_version, context, sampling,
+  downstream_action, intent, metadata
+"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conformance",
+        formatter_class=_formatter,
+        description=(
+            "Was this model output within the bounds of what the model was approved to produce?\n\n"
+            "  1. conformance build APPROVED_FILE      one baseline per (model_version, input_class)\n"
+            "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
+            "  3. conformance score AUDITED_FILE ...   one verdict per audited output"
+        ),
+        epilog=STORE + "\n" + EXIT_CODES,
+    )
+    parser.add_argument("--version", action="version", version=f"conformance {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    build = verbs.add_parser(
+        "build", formatter_class=_formatter, help="build and register baselines from approved outputs",
+        description=(
+            "Build one baseline per (model_version, input_class) found in APPROVED_FILE and register\n"
+            "each as a new version in the MLflow model registry. Each cell's outputs are split by\n"
+            "prompt into a reference (fit) part and a disjoint calibration part.\n\n"
+            "example:\n  conformance build baselines/example/approved.jsonl --approve --by 'A. Reviewer'"
+        ),
+        epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
+    )
+    build.add_argument("approved_file", metavar="APPROVED_FILE", help="approved evaluation outputs (.jsonl, .csv, .parquet)")
+    build.add_argument("--alpha", type=float, default=0.05,
+                       help="false-alarm rate: an approved-like output is flagged with probability <= alpha (default 0.05)")
+    build.add_argument("--approve", action="store_true", help="approve the new versions at once (needs --by)")
+    build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
+    build.add_argument("--k", type=int, default=5, help="score = cosine distance to the k-th nearest approved output (default 5)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
+    build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+
+    approve = verbs.add_parser(
+        "approve", formatter_class=_formatter, help="approve a registered baseline version (a person's step)",
+        description=(
+            "Set the registry alias 'approved' on a baseline version and record who approved it and\n"
+            "when. Scoring uses the approved version of each (model_version, input_class).\n\n"
+            "example:\n  conformance approve --model-version support-bot-3.2 --input-class refund_request --by 'J. Doe'"
+        ),
+        epilog=STORE + "\n" + EXIT_CODES,
+    )
+    approve.add_argument("--model-version", required=True, metavar="V")
+    approve.add_argument("--input-class", required=True, metavar="C")
+    approve.add_argument("--version", type=int, metavar="N", help="registry version to approve (default: the newest)")
+    approve.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded in the registry)")
+    approve.add_argument("--format", choices=("table", "json"), default="table")
+
+    score = verbs.add_parser(
+        "score", formatter_class=_formatter, help="score audited outputs against approved baselines",
+        description=(
+            "Score every record of AUDITED_FILE against the approved baseline of its\n"
+            "(model_version, input_class) and write one verdict per record, in input order:\n"
+            "  within_bounds  p_value > alpha\n"
+            "  out_of_bounds  p_value <= alpha (more unusual than approved outputs usually are)\n"
+            "  no_baseline    no approved baseline for its (model_version, input_class)\n"
+            "  invalid        the record is malformed; the reason says where and what\n\n"
+            "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
+        ),
+        epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
+    )
+    score.add_argument("audited_file", metavar="AUDITED_FILE", help="audited outputs (.jsonl, .csv, .parquet)")
+    score.add_argument("--out", required=True, metavar="VERDICTS_FILE",
+                       help="where to write the verdicts; format from the extension (.jsonl, .csv, .parquet)")
+    score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
+    score.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    from conformance import api
+    from conformance.errors import ConformanceError
+
+    warnings.showwarning = _show_warning
+    try:
+        if args.verb == "build":
+            if args.approve and not args.by:
+                parser.error("build --approve needs --by NAME (who approves)")
+            built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
+                              k=args.k, seed=args.seed)
+            rows = [b.to_dict() for b in built]
+            if args.format == "json":
+                print(json.dumps(rows, indent=2))
+            else:
+                print(_table(rows, ("model_version", "input_class", "name", "version", "n_fit", "n_calibration",
+                                    "alpha", "approved_by")))
+            return 0
+        if args.verb == "approve":
+            reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version)
+            row = reg.to_dict() | {"approved_by": reg.tags.get("approved_by"), "approved_at": reg.tags.get("approved_at")}
+            if args.format == "json":
+                print(json.dumps(row, indent=2))
+            else:
+                print(f"approved {reg.uri} for ({reg.model_version}, {reg.input_class}) "
+                      f"by {row['approved_by']} at {row['approved_at']}")
+            return 0
+        if args.verb == "score":
+            result = api.score(args.audited_file, out=args.out, summary=args.summary,
+                               progress=False if args.no_progress else None)
+            summaries = [s.to_dict() for s in result.summaries]
+            if args.format == "json":
+                print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out}, indent=2))
+            else:
+                print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
+                                         "no_baseline", "invalid", "p_value", "verdict")))
+                counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+                print(f"\n{len(result.verdicts)} verdicts ({counts}) written to {args.out}")
+            return 0 if result.all_within_bounds else 1
+    except ConformanceError as exc:
+        print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # parameter ranges, e.g. alpha
+        print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Reading and validating records (one model output per row).
+
+A record file is JSON Lines (``.jsonl``, ``.ndjson``, optionally ``.gz``), CSV
+or Parquet. Every row is validated on its own: a bad row becomes a
+:class:`~conformance.errors.RecordProblem` (row number, field, reason) and the
+good rows still run. Only problems with the file as a whole (unreadable, wrong
+format, a required column absent from every row) raise
+:class:`~conformance.errors.InputFileError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import InputFileError, RecordProblem
+
+REQUIRED_FIELDS: tuple[str, ...] = ("record_id", "model_version", "input_class", "input", "output")
+"""Every record must have these, as non-empty strings."""
+
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "prompt_id",
+    "eval_run_id",
+    "timestamp",
+    "policy_id",
+    "policy_version",
+    "training_data_version",
+    "context",
+    "sampling",
+    "downstream_action",
+    "intent",
+    "metadata",
+)
+"""Carried through unchanged into every verdict, for reconstruction."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One validated model output."""
+
+    row: int
+    record_id: str
+    model_version: str
+    input_class: str
+    input: str
+    output: str
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> tuple[str, str]:
+        """The (model_version, input_class) pair this record is judged in."""
+        return (self.model_version, self.input_class)
+
+    @property
+    def prompt_key(self) -> str:
+        """Records sharing this key are outputs for the same prompt."""
+        prompt_id = self.extras.get("prompt_id")
+        return str(prompt_id) if prompt_id not in (None, "") else "input:" + self.input
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f: getattr(self, f) for f in REQUIRED_FIELDS}
+        out.update(self.extras)
+        return out
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    """A row that failed validation, kept so that it gets an ``invalid`` verdict."""
+
+    row: int
+    raw: Mapping[str, Any]
+    problems: tuple[RecordProblem, ...]
+
+    @property
+    def record_id(self) -> str | None:
+        value = self.raw.get("record_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(str(p) for p in self.problems)
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    """All rows of one file, in file order: valid records and invalid rows."""
+
+    path: str
+    rows: tuple[Record | InvalidRow, ...]
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for r in self.rows if isinstance(r, Record)]
+
+    @property
+    def invalid(self) -> list[InvalidRow]:
+        return [r for r in self.rows if isinstance(r, InvalidRow)]
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy/pandas scalars and arrays from Parquet into plain Python values."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _plain(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat") and not isinstance(value, str):
+        return value.isoformat()
+    return value
+
+
+def validate_row(row: int, raw: Mapping[str, Any], seen: dict[str, int]) -> Record | InvalidRow:
+    """Validate one raw row; ``seen`` maps record_id to the row it first appeared in."""
+    problems: list[RecordProblem] = []
+    rid_value = raw.get("record_id")
+    rid = rid_value if isinstance(rid_value, str) and rid_value.strip() else None
+    values: dict[str, str] = {}
+    for name in REQUIRED_FIELDS:
+        value = raw.get(name)
+        if name not in raw or _is_missing(value):
+            problems.append(RecordProblem(row, rid, name, "missing", f"required field {name!r} is missing"))
+        elif not isinstance(value, str):
+            problems.append(
+                RecordProblem(
+                    row, rid, name, "wrong_type",
+                    f"must be a string, got {type(value).__name__} ({str(value)[:40]!r})",
+                )
+            )
+        elif not value.strip():
+            problems.append(RecordProblem(row, rid, name, "empty", "must not be empty or only white space"))
+        else:
+            values[name] = value
+    if rid is not None and rid in seen:
+        problems.append(
+            RecordProblem(
+                row, rid, "record_id", "duplicate",
+                f"duplicate record_id, first used at row {seen[rid]}; record ids must be unique",
+            )
+        )
+    elif rid is not None:
+        seen[rid] = row
+    if problems:
+        return InvalidRow(row=row, raw=dict(raw), problems=tuple(problems))
+    extras = {k: _plain(raw[k]) for k in raw if k not in REQUIRED_FIELDS and not _is_missing(raw[k])}
+    return Record(row=row, extras=extras, **values)
+
+
+def _open_text(path: Path) -> Iterator[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        yield from handle
+
+
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if last == ".csv":
+        return "csv"
+    if last in (".parquet", ".pq"):
+        return "parquet"
+    raise InputFileError(
+        f"{path}: cannot tell the file format from its name; use .jsonl, .csv or .parquet "
+        "(optionally .jsonl.gz / .csv.gz)"
+    )
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordProblem]]:
+    row = 0
+    for line in _open_text(path):
+        if not line.strip():
+            continue  # blank lines are not rows
+        row += 1
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield row, RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(obj, dict):
+            yield row, RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield row, obj
+
+
+def _read_table(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pandas as pd
+
+    if fmt == "csv":
+        # Everything as text: a CSV cannot say whether "123" was meant as a number.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        frame = frame.replace({"": None})
+    else:
+        frame = pd.read_parquet(path)
+    missing = [c for c in REQUIRED_FIELDS if c not in frame.columns]
+    if missing:
+        raise InputFileError(
+            f"{path}: required column(s) {', '.join(missing)} are absent "
+            f"(found: {', '.join(map(str, frame.columns))}); every record needs "
+            f"{', '.join(REQUIRED_FIELDS)}"
+        )
+    columns = [str(c) for c in frame.columns]
+    for i, values in enumerate(frame.itertuples(index=False, name=None), start=1):
+        yield i, {c: _plain(v) for c, v in zip(columns, values) if not _is_missing(v)}
+
+
+def read_records(path: str | Path) -> RecordSet:
+    """Read and validate every row of a records file.
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing, unreadable, of an unknown format, or a required
+        column is absent from every row. Nothing is written in that case.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    seen: dict[str, int] = {}
+    rows: list[Record | InvalidRow] = []
+    present: set[str] = set()
+    try:
+        if fmt == "jsonl":
+            for row, item in _read_jsonl(path):
+                if isinstance(item, RecordProblem):
+                    rows.append(InvalidRow(row=row, raw={}, problems=(item,)))
+                else:
+                    present.update(item)
+                    rows.append(validate_row(row, item, seen))
+            missing = [c for c in REQUIRED_FIELDS if c not in present]
+            if rows and missing and len(present) > 0:
+                raise InputFileError(
+                    f"{path}: required field(s) {', '.join(missing)} appear in no row; "
+                    f"every record needs {', '.join(REQUIRED_FIELDS)}"
+                )
+        else:
+            for row, item in _read_table(path, fmt):
+                rows.append(validate_row(row, item, seen))
+    except InputFileError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
+        raise InputFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
+    except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
+        raise InputFileError(f"{path}: cannot be read as {fmt}: {type(exc).__name__}: {exc}") from exc
+    if not rows:
+        raise InputFileError(f"{path}: contains no records")
+    return RecordSet(path=str(path), rows=tuple(rows))

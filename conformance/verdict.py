@@ -1,0 +1,126 @@
+"""Verdicts: one per audited record, typed and frozen, with plain-words reasons."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.baseline import atomic_write_bytes
+from conformance.errors import InputFileError
+
+WITHIN = "within_bounds"
+OUT = "out_of_bounds"
+NO_BASELINE = "no_baseline"
+INVALID = "invalid"
+VERDICTS = (WITHIN, OUT, NO_BASELINE, INVALID)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one audited record, with what it was judged against."""
+
+    row: int
+    record_id: str | None
+    model_version: str | None
+    input_class: str | None
+    verdict: str
+    reason: str
+    p_value: float | None = None
+    score: float | None = None
+    alpha: float | None = None
+    baseline: str | None = None  # registry URI with version, models:/<name>/<version>
+    baseline_digest: str | None = None
+    test: str | None = None
+    nearest: tuple[str, ...] = ()
+    embedder: str | None = None  # fingerprint digest
+    code_version: str = ""
+    scored_at: str = ""
+    record: dict[str, Any] = field(default_factory=dict)  # the record's own fields, unchanged
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat row: the verdict's fields first, then the record's own fields."""
+        out = asdict(self)
+        record = out.pop("record")
+        out["nearest"] = list(self.nearest)
+        for key, value in record.items():
+            if key not in out:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """The batch-level result for one (model_version, input_class) group."""
+
+    model_version: str | None
+    input_class: str | None
+    n: int
+    counts: dict[str, int]
+    p_value: float | None
+    verdict: str
+    test: str | None
+    baseline: str | None
+    alpha: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"model_version": self.model_version, "input_class": self.input_class, "n": self.n}
+        out.update({name: self.counts.get(name, 0) for name in VERDICTS})
+        out.update({"p_value": self.p_value, "verdict": self.verdict, "test": self.test,
+                    "baseline": self.baseline, "alpha": self.alpha, "reason": self.reason})
+        return out
+
+
+def _cell_text(value: Any) -> Any:
+    """Nested values become JSON text in flat formats (CSV, Parquet)."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return value
+
+
+def write_verdicts(verdicts: Sequence[Verdict], path: str | Path) -> None:
+    """Write verdicts in input order; format by extension; atomically (all or nothing)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    rows = [v.to_dict() for v in verdicts]
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    if not path.parent.exists():
+        raise InputFileError(f"{path}: the folder {path.parent} does not exist")
+    if suffix in (".jsonl", ".ndjson"):
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    elif suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _cell_text(v) for k, v in r.items()})
+        data = buffer.getvalue().encode("utf-8")
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.DataFrame([{c: _cell_text(r.get(c)) for c in columns} for r in rows], columns=columns)
+        buffer_b = io.BytesIO()
+        frame.to_parquet(buffer_b, index=False)
+        data = buffer_b.getvalue()
+    else:
+        raise InputFileError(f"{path}: the verdicts file must end in .jsonl, .csv or .parquet")
+    atomic_write_bytes(path, data)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise InputFileError(f"{path}: the folder {path.parent} does not exist")
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
