@@ -1,0 +1,41 @@
+"""The verdict ledger: durable, append-only, hash-chained, reconstructable.
+
+Every scoring run appends its verdicts; each entry's hash covers its canonical
+content and the previous entry's hash, so altering, removing, inserting or
+reordering an entry is detected by :func:`verify`. SQLite by default (beside
+the embedded MLflow store), PostgreSQL for teams. See ``docs/ledger.md``.
+"""
+
+from conformance.ledger.entry import Entry
+from conformance.ledger.errors import (
+    EntryNotFoundError,
+    LedgerConnectionError,
+    LedgerError,
+    LedgerNotFoundError,
+    LedgerSchemaError,
+)
+from conformance.ledger.query import Filters, export_parquet
+from conformance.ledger.reconstruct import Reconstruction, reconstruct
+from conformance.ledger.store import AppendReport, Head, Ledger, default_ledger_url, resolve_ledger_url
+from conformance.ledger.verify import VerifyReport, verify, verify_export
+
+__all__ = [
+    "AppendReport",
+    "Entry",
+    "EntryNotFoundError",
+    "Filters",
+    "Head",
+    "Ledger",
+    "LedgerConnectionError",
+    "LedgerError",
+    "LedgerNotFoundError",
+    "LedgerSchemaError",
+    "Reconstruction",
+    "VerifyReport",
+    "default_ledger_url",
+    "export_parquet",
+    "reconstruct",
+    "resolve_ledger_url",
+    "verify",
+    "verify_export",
+]

@@ -1,0 +1,218 @@
+"""Command-line verbs of the ledger: ``ledger verify``, ``ledger head``, ``reconstruct``, ``verdicts``.
+
+Added to the ``conformance`` parser by :func:`add_parsers`; run by :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from conformance.verdict import VERDICTS
+
+LEDGER_VERBS = ("ledger", "reconstruct", "verdicts")
+LEDGER_HELP = (
+    "SQLAlchemy URL of the verdict ledger, e.g. postgresql://USER@HOST:5432/DB (default: "
+    "$CONFORMANCE_LEDGER_URL, else sqlite:///./conformance_store/ledger.db beside the embedded MLflow "
+    "store; that local file is the default even when MLFLOW_TRACKING_URI points at a server)"
+)
+LEDGER_EPILOG = """\
+ledger:
+  --ledger URL, else CONFORMANCE_LEDGER_URL, else ./conformance_store/ledger.db (SQLite).
+  PostgreSQL: postgresql://USER@HOST:PORT/DATABASE (add ?options=-csearch_path%3DSCHEMA for a schema).
+"""
+VERIFY_CODES = """\
+exit codes:
+  0  the chain is intact (and holds the expected head, when given)
+  1  an entry was altered, removed, inserted or reordered; the first one is named
+  2  the command could not run (unreachable ledger, no ledger, other schema version)
+"""
+RECONSTRUCT_CODES = """\
+exit codes:
+  0  the re-derived verdict, score and p-value are identical (or it is a no_baseline verdict)
+  1  they differ, or the verdict can no longer be reproduced; the output explains why
+  2  the command could not run (no such record, unreachable ledger or registry)
+"""
+PLAIN_CODES = """\
+exit codes:
+  0  done
+  2  the command could not run (unreachable ledger, no ledger, bad filter); nothing was written
+"""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _safe(value: Any) -> Any:
+    """Stored text is data: control characters (terminal escapes) are shown escaped, never sent raw."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value.replace("\n", " "))
+    return value
+
+
+def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], store_epilog: str) -> None:
+    """Add the ledger's verbs to the ``conformance`` sub-parsers."""
+    ledger = verbs.add_parser("ledger", formatter_class=formatter, help="verify the verdict ledger or export its head",
+                              description="The verdict ledger: append-only and hash-chained.")
+    sub = ledger.add_subparsers(dest="ledger_verb", metavar="ACTION", required=True)
+    verify = sub.add_parser(
+        "verify", formatter_class=formatter, help="walk the hash chain and report the first broken entry",
+        description=(
+            "Recompute every entry's hash from its stored content and check that each names its\n"
+            "predecessor. Prints the count and the head hash when intact; names the first entry that\n"
+            "was altered, removed, inserted or reordered otherwise.\n\n"
+            "examples:\n  conformance ledger verify\n  conformance ledger verify --expect-head 3f2a...\n"
+            "  conformance ledger verify --file export.parquet   (an export, offline)"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + VERIFY_CODES)
+    verify.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    verify.add_argument("--expect-head", metavar="HASH",
+                        help="a head hash exported earlier: it must still be in the chain (detects a full rewrite)")
+    verify.add_argument("--file", metavar="EXPORT", help="verify a Parquet export from `conformance verdicts --export`")
+    verify.add_argument("--format", choices=("table", "json"), default="table")
+    head = sub.add_parser(
+        "head", formatter_class=formatter, help="print the head hash, to keep elsewhere",
+        description=("Print the position and hash of the last entry. Keep it outside the ledger (a ticket,\n"
+                     "a signed log, MLflow with --log-mlflow): `ledger verify --expect-head HASH` then detects\n"
+                     "even a rewrite of the whole chain."),
+        epilog=LEDGER_EPILOG + "\n" + store_epilog + "\n" + PLAIN_CODES)
+    head.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    head.add_argument("--log-mlflow", action="store_true",
+                      help="also record the head as a run in the MLflow experiment 'conformance-ledger'")
+    head.add_argument("--format", choices=("table", "json"), default="table")
+
+    rec = verbs.add_parser(
+        "reconstruct", formatter_class=formatter, help="re-derive a recorded verdict and compare",
+        description=(
+            "Load the ledger entry of RECORD_ID (its latest, or --seq N), fetch the exact baseline version\n"
+            "it names from the MLflow registry, re-embed the stored output, re-score it, and report whether\n"
+            "verdict, score and p-value are identical; explain any difference.\n\n"
+            "example:\n  conformance reconstruct audit-0042"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + store_epilog + "\n" + RECONSTRUCT_CODES)
+    rec.add_argument("record_id", metavar="RECORD_ID")
+    rec.add_argument("--seq", type=int, metavar="N", help="which entry of the record (default: its latest)")
+    rec.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    rec.add_argument("--format", choices=("table", "json"), default="table")
+
+    ver = verbs.add_parser(
+        "verdicts", formatter_class=formatter, help="list or export recorded verdicts",
+        description=(
+            "List the ledger's entries, filtered, oldest first; or export them with their hashes\n"
+            "to Parquet, which `conformance ledger verify --file` checks offline.\n\n"
+            "examples:\n  conformance verdicts --verdict out_of_bounds --since 2026-06-01\n"
+            "  conformance verdicts --model-version support-bot-3.2 --export june.parquet"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + PLAIN_CODES)
+    ver.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    ver.add_argument("--model-version", metavar="V")
+    ver.add_argument("--input-class", metavar="C")
+    ver.add_argument("--verdict", choices=VERDICTS)
+    ver.add_argument("--baseline-version", type=int, metavar="N", help="registry version of the baseline")
+    ver.add_argument("--since", metavar="TIME", help="scored at or after (ISO 8601; UTC when no offset)")
+    ver.add_argument("--until", metavar="TIME", help="scored at or before (ISO 8601; UTC when no offset)")
+    ver.add_argument("--record-id", metavar="ID")
+    ver.add_argument("--run-id", metavar="ID", help="one scoring run")
+    ver.add_argument("--limit", type=int, metavar="N")
+    ver.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    ver.add_argument("--export", metavar="FILE.parquet", help="write the entries with hashes and content to Parquet")
+
+
+def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    from conformance.cli import _table
+
+    print(_table([{c: _safe(r.get(c)) for c in columns} for r in rows], columns))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a ledger verb; :class:`~conformance.errors.ConformanceError` propagates (exit 2)."""
+    from conformance.ledger import Filters, Ledger, export_parquet, reconstruct, verify, verify_export
+
+    if args.verb == "ledger" and args.ledger_verb == "verify":
+        if args.file:
+            report = verify_export(args.file, expect_head=args.expect_head)
+        else:
+            with Ledger(args.ledger, create=False) as ledger:
+                report = verify(ledger, expect_head=args.expect_head)
+        if args.format == "json":
+            print(json.dumps(report.to_dict(), indent=2))
+        elif report.ok:
+            print(f"intact: {report.count} entries in {report.source}; head #{report.head.seq} {report.head.entry_hash}")
+        else:
+            print(f"NOT intact: {_safe(report.problem)}\n({report.count} entries before it are intact; "
+                  f"{report.source})")
+        return 0 if report.ok else 1
+    if args.verb == "ledger" and args.ledger_verb == "head":
+        with Ledger(args.ledger, create=False) as ledger:
+            head, url = ledger.head(), ledger.display_url
+        row: dict[str, Any] = head.to_dict() | {"ledger": url}
+        if args.log_mlflow:
+            row["mlflow_run_id"] = log_head_to_mlflow(head.seq, head.entry_hash, url)
+        if args.format == "json":
+            print(json.dumps(row, indent=2))
+        else:
+            print(f"head #{head.seq} {head.entry_hash}  ({url})"
+                  + (f"\nlogged to MLflow run {row['mlflow_run_id']}" if args.log_mlflow else ""))
+        return 0
+    if args.verb == "reconstruct":
+        with Ledger(args.ledger, create=False) as ledger:
+            result = reconstruct(ledger, args.record_id, seq=args.seq)
+        if args.format == "json":
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            _print_reconstruction(result)
+        return 0 if result.status in ("identical", "nothing_to_rescore") else 1
+    if args.verb == "verdicts":
+        filters = Filters(model_version=args.model_version, input_class=args.input_class, verdict=args.verdict,
+                          baseline_version=args.baseline_version, since=args.since, until=args.until,
+                          record_id=args.record_id, run_id=args.run_id, limit=args.limit)
+        with Ledger(args.ledger, create=False) as ledger:
+            if args.export:
+                n = export_parquet(ledger, args.export, filters)
+                print(f"{n} entries exported to {args.export} (verify offline: "
+                      f"conformance ledger verify --file {args.export})", file=sys.stderr)
+                return 0
+            rows = [e.to_row() for e in ledger.query(filters)]
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        elif args.format == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["seq"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            print(buffer.getvalue(), end="")
+        else:
+            _print_table(rows, ("seq", "record_id", "model_version", "input_class", "verdict", "p_value", "baseline",
+                                "scored_at", "previous_seq"))
+            print(f"\n{len(rows)} entries")
+        return 0
+    return 2
+
+
+def _print_reconstruction(result: Any) -> None:
+    print(f"record {_safe(result.record_id)!s}, ledger entry #{result.seq}: {result.status.replace('_', ' ').upper()}")
+    rec, new = result.recorded, result.recomputed or {}
+    for name in ("verdict", "score", "p_value", "alpha", "baseline", "baseline_digest", "embedder", "code_version"):
+        now = new.get(name, "-") if result.recomputed else "-"
+        print(f"  {name:16} recorded {_safe(rec.get(name))!s:<40} recomputed {_safe(now)!s}")
+    for line in result.differences:
+        print(f"  difference: {_safe(line)}")
+    for line in result.explanations:
+        print(f"  note: {_safe(line)}")
+
+
+def log_head_to_mlflow(seq: int, head_hash: str, url: str) -> str:
+    """Record a head in the MLflow experiment ``conformance-ledger``; returns the run id."""
+    from conformance.registry import Registry
+
+    client = Registry().client
+    experiment = client.get_experiment_by_name("conformance-ledger")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("conformance-ledger")
+    run = client.create_run(experiment_id, run_name=f"ledger head #{seq}",
+                            tags={"ledger_url": url, "head_seq": str(seq), "head_hash": head_hash})
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)

@@ -1,0 +1,166 @@
+"""Ledger entries: what one entry holds, and how it is built from a verdict.
+
+An entry's *content* is a JSON object, stored as canonical text and hashed:
+
+``ledger_format``  format of the content (1)
+``seq``            position in the chain, from 1
+``prev_hash``      hash of entry ``seq - 1`` (64 zeros for the first)
+``run_id``         the scoring run that appended it
+``recorded_at``    when it was appended (UTC, ISO 8601)
+``previous_seq``   the latest earlier entry of the same ``record_id``, if any
+``record_digest``  SHA-256 of the record's canonical JSON
+``verdict``        the verdict's own fields (:class:`~conformance.verdict.Verdict` without ``record``)
+``record``         the record's own fields, as read (input, output, context, sampling, policy, ...)
+``batch``          the batch-level test of the record's (model_version, input_class) group in that run
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from conformance.ledger.canonical import canonical_json, entry_hash, idempotency_key, plain, record_digest
+from conformance.verdict import Verdict
+
+LEDGER_FORMAT = 1
+_URI = re.compile(r"^models:/(?P<name>.+)/(?P<version>\d+)$")
+
+
+def parse_baseline_uri(uri: str | None) -> tuple[str | None, int | None]:
+    """``models:/<name>/<version>`` -> ``(name, version)``; ``(None, None)`` for no baseline."""
+    if not uri:
+        return None, None
+    match = _URI.match(uri)
+    if match is None:
+        return uri, None
+    return match["name"], int(match["version"])
+
+
+def verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    """The verdict's own fields as plain JSON data (the record is kept apart)."""
+    out = asdict(verdict)
+    out.pop("record")
+    out["nearest"] = list(verdict.nearest)
+    return plain(out)
+
+
+def target_of(verdict: Mapping[str, Any]) -> str:
+    """What a verdict was judged against: the versioned baseline URI, or the verdict when there was none."""
+    return str(verdict.get("baseline") or verdict["verdict"])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A verdict made ready to append, before its place in the chain is known."""
+
+    key: str
+    record_id: str | None
+    digest: str
+    verdict: dict[str, Any]
+    record: dict[str, Any]
+    batch: dict[str, Any] | None
+
+
+def prepare(verdict: Verdict, batch: Mapping[str, Any] | None = None) -> Prepared:
+    record = plain(dict(verdict.record))
+    digest = record_digest(record)
+    fields = verdict_fields(verdict)
+    key = idempotency_key(verdict.record_id, digest, target_of(fields))
+    return Prepared(key, verdict.record_id, digest, fields, record, plain(dict(batch)) if batch else None)
+
+
+def chain(p: Prepared, *, seq: int, prev_hash: str, run_id: str, recorded_at: str,
+          previous_seq: int | None) -> tuple[str, str, dict[str, Any]]:
+    """Place a prepared verdict in the chain: ``(content_text, entry_hash, row)``."""
+    content = {
+        "ledger_format": LEDGER_FORMAT,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "run_id": run_id,
+        "recorded_at": recorded_at,
+        "previous_seq": previous_seq,
+        "record_digest": p.digest,
+        "verdict": p.verdict,
+        "record": p.record,
+        "batch": p.batch,
+    }
+    text = canonical_json(content)
+    digest = entry_hash(text)
+    row = index_of(content) | {"entry_hash": digest, "idem_key": p.key, "content": text}
+    return text, digest, row
+
+
+def index_of(content: Mapping[str, Any]) -> dict[str, Any]:
+    """The indexed columns of an entry, as its content says they must be."""
+    v = content["verdict"]
+    name, version = parse_baseline_uri(v.get("baseline"))
+    return {
+        "seq": content["seq"],
+        "prev_hash": content["prev_hash"],
+        "run_id": content["run_id"],
+        "record_id": v.get("record_id"),
+        "record_digest": content["record_digest"],
+        "model_version": v.get("model_version"),
+        "input_class": v.get("input_class"),
+        "verdict": v["verdict"],
+        "baseline_name": name,
+        "baseline_version": version,
+        "score": v.get("score"),
+        "p_value": v.get("p_value"),
+        "alpha": v.get("alpha"),
+        "scored_at": v.get("scored_at") or content["recorded_at"],
+        "recorded_at": content["recorded_at"],
+        "previous_seq": content["previous_seq"],
+    }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored ledger entry, as read back (nothing in it is ever executed)."""
+
+    seq: int
+    entry_hash: str
+    content_text: str
+
+    @property
+    def content(self) -> dict[str, Any]:
+        value = json.loads(self.content_text)
+        if not isinstance(value, dict):
+            raise ValueError(f"ledger entry #{self.seq}: content is not a JSON object")
+        return value
+
+    def verdict(self) -> Verdict:
+        """The recorded verdict, with its record, as a :class:`Verdict`."""
+        content = self.content
+        fields = dict(content["verdict"])
+        fields["nearest"] = tuple(fields.get("nearest") or ())
+        return Verdict(**fields, record=dict(content["record"]))
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat summary for tables, CSV and JSON listings."""
+        content = self.content
+        v = content["verdict"]
+        return {
+            "seq": self.seq,
+            "record_id": v.get("record_id"),
+            "model_version": v.get("model_version"),
+            "input_class": v.get("input_class"),
+            "verdict": v.get("verdict"),
+            "score": v.get("score"),
+            "p_value": v.get("p_value"),
+            "alpha": v.get("alpha"),
+            "baseline": v.get("baseline"),
+            "baseline_digest": v.get("baseline_digest"),
+            "embedder": v.get("embedder"),
+            "code_version": v.get("code_version"),
+            "scored_at": v.get("scored_at"),
+            "recorded_at": content.get("recorded_at"),
+            "run_id": content.get("run_id"),
+            "previous_seq": content.get("previous_seq"),
+            "reason": v.get("reason"),
+            "entry_hash": self.entry_hash,
+            "prev_hash": content.get("prev_hash"),
+        }

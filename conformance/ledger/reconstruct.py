@@ -1,0 +1,155 @@
+"""Reconstructing a recorded verdict from what the ledger stored.
+
+The entry names the exact baseline version (``models:/<name>/<version>``) and
+its digest, the embedder's fingerprint digest and the code version. To
+reconstruct, the baseline version is fetched from the MLflow registry, the
+stored output is re-embedded (an embedding depends only on its text, so it is
+bit-identical) and re-scored; the new verdict, score, p-value and nearest
+approved outputs are compared exactly with the recorded ones. Any difference is
+explained: a baseline version since deleted or altered, another embedder,
+another code version, or an entry altered since it was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conformance._version import __version__
+from conformance.ledger.canonical import entry_hash, plain
+from conformance.ledger.entry import Entry, parse_baseline_uri
+from conformance.ledger.errors import EntryNotFoundError
+from conformance.verdict import INVALID, NO_BASELINE
+
+if TYPE_CHECKING:
+    from conformance.embedder import Embedder
+    from conformance.ledger.store import Ledger
+    from conformance.registry import Registry
+
+IDENTICAL = "identical"
+DIFFERENT = "different"
+NOT_REPRODUCIBLE = "not_reproducible"
+NOTHING_TO_RESCORE = "nothing_to_rescore"
+COMPARED = ("verdict", "score", "p_value", "alpha", "nearest", "baseline_digest", "embedder", "test", "reason")
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Recorded against recomputed, with the differences and what explains them.
+
+    ``status`` is ``identical``, ``different``, ``not_reproducible`` (the
+    inputs needed are gone) or ``nothing_to_rescore`` (a ``no_baseline``
+    verdict: no baseline was used).
+    """
+
+    record_id: str | None
+    seq: int
+    status: str
+    recorded: dict[str, Any]
+    recomputed: dict[str, Any] | None = None
+    differences: list[str] = field(default_factory=list)
+    explanations: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.status == IDENTICAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"record_id": self.record_id, "seq": self.seq, "status": self.status, "recorded": self.recorded,
+                "recomputed": self.recomputed, "differences": self.differences, "explanations": self.explanations}
+
+
+def _pick(ledger: Ledger, record_id: str, seq: int | None) -> Entry:
+    entries = ledger.entries_of(record_id)
+    if not entries:
+        raise EntryNotFoundError(f"the ledger at {ledger.display_url} holds no entry for record_id {record_id!r}; "
+                                 "list what it holds with `conformance verdicts`")
+    if seq is None:
+        return entries[-1]
+    for entry in entries:
+        if entry.seq == seq:
+            return entry
+    raise EntryNotFoundError(f"record_id {record_id!r} has entries {', '.join(f'#{e.seq}' for e in entries)}, "
+                             f"not #{seq}; pass one of those to --seq")
+
+
+def _summary(verdict: dict[str, Any]) -> dict[str, Any]:
+    return {name: verdict.get(name) for name in ("verdict", "score", "p_value", "alpha", "nearest", "baseline",
+                                                 "baseline_digest", "embedder", "test", "code_version",
+                                                 "scored_at", "reason")}
+
+
+def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, registry: Registry | None = None,
+                embedder: Embedder | None = None) -> Reconstruction:
+    """Re-derive the verdict of ``record_id`` (its latest entry, or entry ``seq``) and compare.
+
+    Raises
+    ------
+    EntryNotFoundError
+        The ledger holds no such entry.
+    """
+    from conformance.records import InvalidRow, validate_row
+
+    entry = _pick(ledger, record_id, seq)
+    content = entry.content
+    recorded = dict(content["verdict"])
+    summary = _summary(recorded)
+    notes: list[str] = []
+    if entry_hash(entry.content_text) != entry.entry_hash:
+        notes.append(f"entry #{entry.seq} was altered after it was written (its content no longer matches its "
+                     "hash); run `conformance ledger verify`")
+    record = dict(content["record"])
+    checked = validate_row(int(recorded.get("row") or 1), record, {})
+    if recorded["verdict"] == INVALID:
+        if isinstance(checked, InvalidRow):
+            return Reconstruction(record_id, entry.seq, IDENTICAL, summary, {"verdict": INVALID, "reason": checked.reason},
+                                  [], notes + ["the stored record is still invalid on its own: " + checked.reason])
+        return Reconstruction(record_id, entry.seq, DIFFERENT, summary, {"verdict": "valid record"},
+                              ["verdict: recorded invalid, but the stored record is valid on its own"],
+                              notes + ["it was judged invalid within its file (for instance a duplicate record_id), "
+                                       "which the record alone cannot show; the recorded reason says why"])
+    if recorded["verdict"] == NO_BASELINE:
+        return Reconstruction(record_id, entry.seq, NOTHING_TO_RESCORE, summary, None, [],
+                              notes + ["no baseline was used, so there is no score to reproduce; the recorded "
+                                       "reason says why: " + str(recorded.get("reason"))])
+    name, version = parse_baseline_uri(recorded.get("baseline"))
+    if name is None or version is None or isinstance(checked, InvalidRow):
+        return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
+                              notes + [f"the entry names no versioned baseline ({recorded.get('baseline')!r}) "
+                                       "or holds no valid record; it cannot be re-scored"])
+    from conformance.embedder import fingerprint_digest, get_embedder
+    from conformance.registry import Registry
+    from conformance.scoring import judge
+
+    registry = registry or Registry()
+    try:
+        _, baseline = registry.load_version(name, version)
+    except Exception as exc:
+        return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
+                              notes + [f"baseline {recorded['baseline']} can no longer be loaded from the registry "
+                                       f"at {registry.uri} (deleted, or another tracking store?): "
+                                       f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"])
+    if baseline.digest != recorded.get("baseline_digest"):
+        notes.append(f"baseline {recorded['baseline']} now has digest {baseline.digest}, but the verdict was scored "
+                     f"against digest {recorded.get('baseline_digest')}: the registered artifact was replaced")
+    embedder = embedder or get_embedder()
+    now_fp = fingerprint_digest(embedder.fingerprint)
+    if now_fp != fingerprint_digest(baseline.embedder):
+        return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
+                              notes + [f"the embedder here (fingerprint {now_fp}, {embedder.fingerprint.get('model')}) "
+                                       f"is not the one baseline {recorded['baseline']} was built with "
+                                       f"(fingerprint {fingerprint_digest(baseline.embedder)}); re-score with that embedder"])
+    embedded = embedder.embed([checked.output], progress=False, desc="re-embedding the stored output")
+    new = judge(baseline, str(recorded["baseline"]), [checked], embedded, scored_at=str(recorded.get("scored_at")))[0]
+    recomputed = _summary(plain(new.to_dict()) | {"nearest": list(new.nearest)})
+    differences = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}"
+                   for name_ in COMPARED if summary[name_] != recomputed[name_]]
+    if not differences:
+        return Reconstruction(record_id, entry.seq, IDENTICAL, summary, recomputed, [], notes)
+    if recorded.get("code_version") != __version__:
+        notes.append(f"the verdict was scored by conformance {recorded.get('code_version')} and reconstructed by "
+                     f"{__version__}; the scoring code may have changed between them")
+    if not notes:
+        notes.append("same baseline digest, embedder and code version, yet the result differs: this should not "
+                     "happen; please report it with this output")
+    return Reconstruction(record_id, entry.seq, DIFFERENT, summary, recomputed, differences, notes)

@@ -1,0 +1,371 @@
+"""The ledger store: SQLite (embedded default) or PostgreSQL, through SQLAlchemy.
+
+Appends are atomic per batch and serialised across processes: on SQLite each
+append runs in a ``BEGIN IMMEDIATE`` transaction (one writer at a time, the
+others wait), on PostgreSQL under ``pg_advisory_xact_lock``. Inside the lock the
+writer reads the head, skips verdicts already recorded (same idempotency key),
+and inserts the rest with consecutive ``seq`` values, each hashing its
+predecessor. A process killed at any point leaves either the whole batch or
+none of it. The unique ``prev_hash`` column makes a fork impossible even if a
+writer ignored the lock.
+
+The library offers no way to update or delete an entry.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, insert, inspect, select, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from conformance.ledger import schema
+from conformance.ledger.canonical import GENESIS_HASH
+from conformance.ledger.entry import Entry, chain, prepare
+from conformance.ledger.errors import LedgerConnectionError, LedgerError, LedgerNotFoundError, LedgerSchemaError
+from conformance.ledger.query import Filters
+from conformance.verdict import GroupSummary, Verdict
+
+ENV_VAR = "CONFORMANCE_LEDGER_URL"
+LEDGER_FILE = "ledger.db"
+_CHUNK = 500  # keys per IN (...) look-up
+
+
+def default_ledger_url() -> str:
+    """The embedded default: ``sqlite:///<cwd>/conformance_store/ledger.db``, beside the embedded MLflow store.
+
+    It is the default even when ``MLFLOW_TRACKING_URI`` points at a server:
+    a team's shared ledger is named explicitly (``--ledger`` or ``CONFORMANCE_LEDGER_URL``).
+    """
+    from conformance.registry import default_store_dir
+
+    return "sqlite:///" + str(default_store_dir() / LEDGER_FILE)
+
+
+def resolve_ledger_url(url: str | None = None) -> str:
+    """``url`` if given, else ``CONFORMANCE_LEDGER_URL`` if set, else :func:`default_ledger_url`."""
+    if url and url.strip():
+        return url.strip()
+    env = os.environ.get(ENV_VAR, "").strip()
+    return env or default_ledger_url()
+
+
+def new_run_id() -> str:
+    """A scoring run's id: UTC time (sortable) and a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last entry of the chain: keep ``entry_hash`` elsewhere to detect a rewrite of the whole chain."""
+
+    seq: int
+    entry_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.seq, "head_seq": self.seq, "head_hash": self.entry_hash}
+
+
+@dataclass(frozen=True)
+class AppendReport:
+    """What one append did."""
+
+    run_id: str
+    added: int
+    already_recorded: int
+    first_seq: int | None
+    last_seq: int | None
+    head: Head
+    ledger: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "added": self.added, "already_recorded": self.already_recorded,
+                "first_seq": self.first_seq, "last_seq": self.last_seq, "head_hash": self.head.entry_hash,
+                "ledger": self.ledger}
+
+
+def _normalise(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise LedgerConnectionError(
+            f"{url!r} is not a database URL; use sqlite:///PATH/ledger.db or "
+            "postgresql://USER@HOST:PORT/DATABASE") from exc
+    dialect = parsed.drivername.split("+")[0]
+    if dialect in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if dialect == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise LedgerConnectionError(f"{url}: a ledger must be durable; give a file, e.g. sqlite:///ledger.db")
+        return parsed.set(drivername="sqlite")
+    raise LedgerConnectionError(f"{url}: the ledger supports sqlite:/// and postgresql:// URLs, not {dialect}")
+
+
+class Ledger:
+    """An append-only, hash-chained ledger of verdicts.
+
+    Parameters
+    ----------
+    url : str, optional
+        SQLAlchemy URL; default :func:`resolve_ledger_url`.
+    create : bool, default True
+        Create the tables when absent. Readers pass ``False`` and get
+        :class:`LedgerNotFoundError` instead of an empty new ledger.
+
+    Raises
+    ------
+    LedgerConnectionError
+        The URL cannot be reached or opened. Nothing is written.
+    LedgerSchemaError
+        The database holds a ledger of another schema version. Nothing is written.
+
+    Examples
+    --------
+    >>> ledger = Ledger("sqlite:///" + str(tmp / "ledger.db"))  # doctest: +SKIP
+    >>> report = ledger.append(result.verdicts, summaries=result.summaries)  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
+        self.url = resolve_ledger_url(url)
+        self._url = _normalise(self.url)
+        self.display_url = self._url.render_as_string(hide_password=True)
+        self.dialect = self._url.get_backend_name()
+        if self.dialect == "sqlite":
+            path = Path(str(self._url.database))
+            if not path.exists():
+                if not create:
+                    raise LedgerNotFoundError(
+                        f"no ledger at {self.display_url}: the file {path} does not exist; "
+                        "score something first, or pass --ledger URL of an existing ledger")
+                if url is None and not os.environ.get(ENV_VAR, "").strip():
+                    path.parent.mkdir(parents=True, exist_ok=True)  # the embedded default store
+                elif not path.parent.is_dir():
+                    raise LedgerConnectionError(
+                        f"cannot create the ledger {self.display_url}: the folder {path.parent} does not exist")
+        self.engine = self._engine()
+        try:
+            self._open(create)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    # -- connection -----------------------------------------------------------
+    def _engine(self) -> Engine:
+        try:
+            if self.dialect == "sqlite":
+                engine = create_engine(self._url, connect_args={"timeout": 120})
+                event.listen(engine, "connect", _sqlite_connect)
+                event.listen(engine, "begin", _sqlite_begin)
+                return engine
+            return create_engine(self._url, connect_args={"connect_timeout": 10}, pool_pre_ping=True)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise LedgerConnectionError(
+                f"{self.display_url}: the database driver is not installed ({exc}); "
+                "PostgreSQL needs psycopg (pip install 'psycopg[binary]')") from exc
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        """A transaction; with ``write``, the ledger's write lock (released at commit or rollback)."""
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            raise LedgerConnectionError(
+                f"cannot reach the ledger at {self.display_url}: {_first_line(exc)}. Check the URL "
+                f"(--ledger or {ENV_VAR}) and that the database is running; nothing was written") from exc
+        with conn:
+            conn.execution_options(ledger_write=write)
+            try:
+                with conn.begin():
+                    if write and self.dialect == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :name))"),
+                                     {"name": "." + schema.ENTRIES})
+                    yield conn
+            except DBAPIError as exc:
+                raise LedgerError(f"the ledger at {self.display_url} refused the operation: {_first_line(exc)}; "
+                                  "the transaction was rolled back and nothing was written") from exc
+
+    def _open(self, create: bool) -> None:
+        with self._transaction(write=False) as conn:
+            state = self._state(conn)
+        if state == "ok":
+            return
+        if not create:
+            raise LedgerNotFoundError(f"no ledger at {self.display_url}: its tables do not exist; "
+                                      "score something first, or pass --ledger URL of an existing ledger")
+        with self._transaction(write=True) as conn:
+            if self._state(conn) == "ok":  # another process created it meanwhile
+                return
+            schema.metadata.create_all(conn)
+            guards = schema.POSTGRES_GUARDS if self.dialect == "postgresql" else schema.SQLITE_GUARDS
+            for statement in guards:
+                conn.execute(text(statement))
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            conn.execute(insert(schema.meta), [{"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+                                               {"key": "created_at", "value": now},
+                                               {"key": "hash", "value": "sha256 over canonical JSON"}])
+
+    def _state(self, conn: Connection) -> str:
+        names = set(inspect(conn).get_table_names())
+        if schema.META not in names:
+            if schema.ENTRIES in names:
+                raise LedgerSchemaError(
+                    f"{self.display_url} has a table {schema.ENTRIES} but no {schema.META}: it is not a "
+                    "conformance ledger this version can read; nothing was written")
+            return "absent"
+        found = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).scalar()
+        if found != str(schema.SCHEMA_VERSION):
+            raise LedgerSchemaError(
+                f"the ledger at {self.display_url} has schema version {found}, and this conformance "
+                f"reads and writes schema version {schema.SCHEMA_VERSION}; use the conformance version that "
+                "wrote it, or a new ledger URL. Nothing was written")
+        return "ok"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------
+    def append(self, verdicts: Sequence[Verdict], *, run_id: str | None = None,
+               summaries: Iterable[GroupSummary] = ()) -> AppendReport:
+        """Append verdicts as one atomic batch; verdicts already recorded are skipped.
+
+        A verdict is already recorded when the ledger holds an entry with the
+        same ``record_id``, the same record content (digest) and the same
+        target (the versioned baseline URI, or ``no_baseline`` / ``invalid``).
+        A new entry for a ``record_id`` the ledger already holds points to the
+        latest earlier one (``previous_seq``).
+        """
+        run_id = run_id or new_run_id()
+        batches = {(s.model_version, s.input_class): s.to_dict() for s in summaries}
+        prepared, seen = [], set()
+        for verdict in verdicts:
+            p = prepare(verdict, batches.get((verdict.model_version, verdict.input_class)))
+            if p.key not in seen:
+                seen.add(p.key)
+                prepared.append(p)
+        recorded_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        table = schema.entries
+        with self._transaction(write=True) as conn:
+            existing: set[str] = set()
+            for chunk in _chunks([p.key for p in prepared]):
+                existing.update(conn.execute(select(table.c.idem_key).where(table.c.idem_key.in_(chunk))).scalars())
+            todo = [p for p in prepared if p.key not in existing]
+            head = self._head(conn)
+            if not todo:
+                return AppendReport(run_id, 0, len(verdicts), None, None, head, self.display_url)
+            latest: dict[str, int] = {}
+            for chunk in _chunks(sorted({p.record_id for p in todo if p.record_id is not None})):
+                latest.update(conn.execute(select(table.c.record_id, func.max(table.c.seq))
+                                           .where(table.c.record_id.in_(chunk)).group_by(table.c.record_id)).tuples().all())
+            rows, seq, prev = [], head.seq, head.entry_hash
+            for p in todo:
+                seq += 1
+                _, prev, row = chain(p, seq=seq, prev_hash=prev, run_id=run_id, recorded_at=recorded_at,
+                                     previous_seq=latest.get(p.record_id) if p.record_id is not None else None)
+                rows.append(row)
+                if p.record_id is not None:
+                    latest[p.record_id] = seq
+            conn.execute(insert(table), rows)
+        return AppendReport(run_id, len(rows), len(verdicts) - len(rows), head.seq + 1, seq, Head(seq, prev),
+                            self.display_url)
+
+    # -- reading --------------------------------------------------------------
+    @staticmethod
+    def _head(conn: Connection) -> Head:
+        row = conn.execute(select(schema.entries.c.seq, schema.entries.c.entry_hash)
+                           .order_by(schema.entries.c.seq.desc()).limit(1)).first()
+        return Head(0, GENESIS_HASH) if row is None else Head(int(row[0]), str(row[1]))
+
+    def head(self) -> Head:
+        """The last entry's position and hash (``0`` and 64 zeros when empty)."""
+        with self._transaction(write=False) as conn:
+            return self._head(conn)
+
+    def rows(self, *, page: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every stored row in ``seq`` order, all columns, streamed in pages (for ``verify``)."""
+        table = schema.entries
+        after = None
+        while True:
+            query = select(table).order_by(table.c.seq).limit(page)
+            if after is not None:
+                query = query.where(table.c.seq > after)
+            with self._transaction(write=False) as conn:
+                batch = [dict(r._mapping) for r in conn.execute(query)]
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1]["seq"]
+
+    def query_rows(self, filters: Filters | None = None) -> list[dict[str, Any]]:
+        """Stored rows (every column) matching ``filters``, in chain order."""
+        f = filters or Filters()
+        t = schema.entries
+        query = select(t).order_by(t.c.seq)
+        for column, value in (("model_version", f.model_version), ("input_class", f.input_class),
+                              ("verdict", f.verdict), ("baseline_version", f.baseline_version),
+                              ("record_id", f.record_id), ("run_id", f.run_id)):
+            if value is not None:
+                query = query.where(t.c[column] == value)
+        if f.since is not None:
+            query = query.where(t.c.scored_at >= f.since)
+        if f.until is not None:
+            query = query.where(t.c.scored_at <= f.until)
+        if f.limit is not None:
+            query = query.limit(f.limit)
+        with self._transaction(write=False) as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def query(self, filters: Filters | None = None) -> list[Entry]:
+        """Entries matching ``filters``, in chain order."""
+        return [Entry(int(r["seq"]), str(r["entry_hash"]), str(r["content"])) for r in self.query_rows(filters)]
+
+    def entries_of(self, record_id: str) -> list[Entry]:
+        """Every entry of one record, oldest first."""
+        return self.query(Filters(record_id=record_id))
+
+    def get(self, seq: int) -> Entry | None:
+        t = schema.entries
+        with self._transaction(write=False) as conn:
+            row = conn.execute(select(t.c.seq, t.c.entry_hash, t.c.content).where(t.c.seq == seq)).first()
+        return None if row is None else Entry(int(row[0]), str(row[1]), str(row[2]))
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own
+    # transaction handling would defer it and break BEGIN IMMEDIATE).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 120000")
+    cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous = FULL")  # a committed batch survives a power cut
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: two writers can never read the
+    # same head and both append after it.
+    mode = "IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")

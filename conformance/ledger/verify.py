@@ -1,0 +1,123 @@
+"""Walking the chain: is every entry as it was written, in its place, with none missing?
+
+``verify`` recomputes each entry's hash from its stored content, checks that
+the content names the previous entry's hash and its own position, and that the
+indexed columns agree with the hashed content. It stops at the first problem
+and names the entry. Given a head hash exported earlier, it also checks that
+this head is still in the chain, which detects a rewrite of the whole chain.
+An export (Parquet) can be checked the same way, offline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conformance.ledger import schema
+from conformance.ledger.canonical import GENESIS_HASH, entry_hash, idempotency_key
+from conformance.ledger.entry import index_of, target_of
+from conformance.ledger.errors import LedgerError
+from conformance.ledger.store import Head, Ledger
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of a walk: intact, or the first entry found wrong and why."""
+
+    ok: bool
+    count: int
+    head: Head
+    source: str
+    problem: str | None = None
+    bad_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "count": self.count, "head_seq": self.head.seq, "head_hash": self.head.entry_hash,
+                "source": self.source, "problem": self.problem, "bad_seq": self.bad_seq}
+
+
+def _check_entry(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with one entry on its own, or ``None``."""
+    seq = row["seq"]
+    text = row["content"]
+    if entry_hash(text) != row["entry_hash"]:
+        return f"entry #{seq} was altered: its content no longer matches its hash {row['entry_hash'][:16]}..."
+    try:
+        content = json.loads(text)
+        expected = index_of(content)
+        key = idempotency_key(content["verdict"].get("record_id"), content["record_digest"],
+                              target_of(content["verdict"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"entry #{seq} is not a well-formed ledger entry ({type(exc).__name__}: {exc})"
+    if content.get("seq") != seq:
+        return f"entry #{seq} holds the content of entry #{content.get('seq')}: entries were reordered or renumbered"
+    for column in schema.INDEX_COLUMNS:
+        if row[column] != expected[column]:
+            return (f"entry #{seq} was altered: its column {column} holds {row[column]!r} "
+                    f"but its hashed content says {expected[column]!r}")
+    if row["idem_key"] != key:
+        return f"entry #{seq} was altered: its idem_key column does not match its content"
+    return None
+
+
+def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, expect_head: str | None = None,
+                contiguous: bool = True) -> VerifyReport:
+    """Verify stored rows given in ``seq`` order.
+
+    With ``contiguous`` (a whole ledger) a gap, a repeat or a broken link is a
+    problem; without it (a filtered export) each entry is checked on its own
+    and links are checked between consecutive positions only.
+    """
+    prev_seq, prev_hash = 0, GENESIS_HASH
+    count = 0
+    found_head = expect_head is None
+
+    def fail(problem: str, bad: int) -> VerifyReport:
+        return VerifyReport(False, count, Head(prev_seq, prev_hash), source, problem, bad)
+
+    for row in rows:
+        seq = int(row["seq"])
+        if contiguous and seq != prev_seq + 1:
+            if seq > prev_seq + 1:
+                return fail(f"entry #{prev_seq + 1} is missing (removed): after entry #{prev_seq} comes #{seq}",
+                            prev_seq + 1)
+            return fail(f"entry #{seq} appears again after entry #{prev_seq}: inserted or reordered", seq)
+        problem = _check_entry(row)
+        if problem is not None:
+            return fail(problem, seq)
+        if seq == prev_seq + 1 and row["prev_hash"] != prev_hash:
+            first = "the chain's start" if prev_seq == 0 else f"entry #{prev_seq}"
+            return fail(f"entry #{seq} does not follow {first}: it names {row['prev_hash'][:16]}... as its "
+                        f"predecessor, but {first} hashes to {prev_hash[:16]}...; {first} was altered, "
+                        "replaced or inserted, or entries were removed or reordered", max(prev_seq, 1))
+        if row["entry_hash"] == expect_head:
+            found_head = True
+        prev_seq, prev_hash = seq, str(row["entry_hash"])
+        count += 1
+    if not found_head:
+        return fail(f"the expected head {expect_head} is not in the chain: the ledger was rewritten or "
+                    "truncated after that head was exported", prev_seq)
+    return VerifyReport(True, count, Head(prev_seq, prev_hash), source)
+
+
+def verify(ledger: Ledger, *, expect_head: str | None = None) -> VerifyReport:
+    """Walk a whole ledger from its first entry to its head."""
+    return verify_rows(ledger.rows(), source=ledger.display_url, expect_head=expect_head)
+
+
+def verify_export(path: str | Path, *, expect_head: str | None = None) -> VerifyReport:
+    """Check an export offline: every entry's hash, its columns, and links between consecutive entries."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise LedgerError(f"{path}: cannot be read as a ledger export (Parquet): {exc}") from exc
+    missing = [c.name for c in schema.entries.columns if c.name not in table.column_names]
+    if missing:
+        raise LedgerError(f"{path}: not a ledger export; columns {', '.join(missing)} are absent")
+    rows = sorted(table.select([c.name for c in schema.entries.columns]).to_pylist(), key=lambda r: r["seq"])
+    return verify_rows(rows, source=str(path), expect_head=expect_head, contiguous=False)
