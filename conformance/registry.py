@@ -82,6 +82,7 @@ class Registry:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or tracking_uri()
+        self.embedded = uri is None and not os.environ.get("MLFLOW_TRACKING_URI", "").strip()
         self._cache: dict[tuple[str, int], Baseline] = {}
         self._client: Any = None
 
@@ -99,8 +100,17 @@ class Registry:
 
             if self.uri.startswith("sqlite:///"):
                 Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            # set_tracking_uri also exports MLFLOW_TRACKING_URI to the environment;
+            # keep the environment as the user left it, so that "unset means the
+            # embedded store" stays true for the rest of the process.
+            before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_registry_uri(self.uri)
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             try:
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
                 self._client.search_experiments(max_results=1)
@@ -117,7 +127,7 @@ class Registry:
         if experiment is not None:
             return str(experiment.experiment_id)
         location = None
-        if self.uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if self.embedded:
             location = (default_store_dir() / "artifacts").as_uri()
         return str(self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
 

@@ -71,12 +71,16 @@ class GroupSummary:
     baseline: str | None
     alpha: float | None
     reason: str
+    #: Each batch test's p-value, B, seed and the combination (see conformance.batch).
+    tests: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model_version": self.model_version, "input_class": self.input_class, "n": self.n}
         out.update({name: self.counts.get(name, 0) for name in VERDICTS})
         out.update({"p_value": self.p_value, "verdict": self.verdict, "test": self.test,
                     "baseline": self.baseline, "alpha": self.alpha, "reason": self.reason})
+        if self.tests is not None:
+            out["tests"] = self.tests
         return out
 
 
@@ -109,7 +113,14 @@ def write_verdicts(verdicts: Sequence[Verdict], path: str | Path) -> None:
     elif suffix == ".parquet":
         import pandas as pd
 
-        frame = pd.DataFrame([{c: _cell_text(r.get(c)) for c in columns} for r in rows], columns=columns)
+        table = {c: [_cell_text(r.get(c)) for r in rows] for c in columns}
+        for c, values in table.items():
+            kinds = {type(v) for v in values if v is not None}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                # An invalid record may hold a number where others hold text
+                # (e.g. output: 123); Parquet columns have one type, so keep it as JSON text.
+                table[c] = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+        frame = pd.DataFrame(table, columns=columns)
         buffer_b = io.BytesIO()
         frame.to_parquet(buffer_b, index=False)
         data = buffer_b.getvalue()

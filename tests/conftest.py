@@ -1,0 +1,87 @@
+"""Shared fixtures.
+
+The end-to-end fixtures use the real parts: the packaged embedder and a real
+MLflow tracking store and registry (the embedded SQLite default, in a
+temporary working directory). They are session-scoped because loading the
+embedder takes seconds and it embeds ~30 texts/s on this machine's 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "baselines" / "example"
+SHARED_DATA = REPO.parent / "shared" / "data" / "mt_bench_answers.jsonl.gz"
+
+# Two of the example's six cells keep the end-to-end tests quick.
+E2E_CELLS = {("support-bot-3.1", "shipping_status"), ("support-bot-3.2", "shipping_status")}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from conformance.embedder import get_embedder
+
+    e = get_embedder()
+    _ = e.model  # load once for the whole session
+    return e
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A working directory with the embedded default store (MLFLOW_TRACKING_URI unset)."""
+    path = tmp_path_factory.mktemp("workdir")
+    old_cwd, old_uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+@pytest.fixture(scope="session")
+def approved_subset(workdir: Path) -> Path:
+    rows = [r for r in read_jsonl(EXAMPLE / "approved.jsonl") if (r["model_version"], r["input_class"]) in E2E_CELLS]
+    return write_jsonl(rows, workdir / "approved-subset.jsonl")
+
+
+@pytest.fixture(scope="session")
+def audited_subset(workdir: Path) -> Path:
+    """Audited rows of the two cells, plus every no_baseline and invalid row of the example."""
+    keep = []
+    for r in read_jsonl(EXAMPLE / "audited.jsonl"):
+        planted = (r.get("metadata") or {}).get("planted", "")
+        if (r.get("model_version"), r.get("input_class")) in E2E_CELLS or planted.startswith(("no_baseline", "invalid")):
+            keep.append(r)
+    return write_jsonl(keep, workdir / "audited-subset.jsonl")
+
+
+@pytest.fixture(scope="session")
+def built(workdir: Path, approved_subset: Path, embedder) -> list[dict]:
+    """The two cells built, registered and approved through the real CLI verb."""
+    import contextlib
+    import io
+
+    from conformance.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["build", str(approved_subset), "--approve", "--by", "Test Approver", "--format", "json"])
+    assert code == 0
+    return json.loads(out.getvalue())
