@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance.baseline import Baseline
 from conformance.build import DEFAULT_CALIBRATION_FRACTION, DEFAULT_SEED, build_baseline, split_by_prompt
@@ -16,6 +17,9 @@ from conformance.registry import RegisteredBaseline, Registry
 from conformance.scores import DEFAULT_K
 from conformance.scoring import ScoringResult, score_record_set
 from conformance.verdict import write_json, write_verdicts
+
+if TYPE_CHECKING:
+    from conformance.ledger import AppendReport, Ledger
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,13 @@ def approve(
     return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
 
 
+@dataclass(frozen=True)
+class RecordedScoringResult(ScoringResult):
+    """A scoring result and what the verdict ledger recorded of it (``None`` when not recorded)."""
+
+    ledger: AppendReport | None = None
+
+
 def score(
     audited_file: str | Path,
     *,
@@ -117,11 +128,18 @@ def score(
     registry: Registry | None = None,
     embedder: Embedder | None = None,
     progress: bool | None = None,
-) -> ScoringResult:
+    ledger: str | Ledger | bool | None = None,
+    run_id: str | None = None,
+) -> RecordedScoringResult:
     """Score every record of ``audited_file`` against its approved baseline.
 
-    Writes one verdict per record to ``out`` (format by extension) and the
-    per-group batch summary to ``summary``, each atomically, when given.
+    Appends every verdict (``invalid`` and ``no_baseline`` included) to the
+    verdict ledger as one atomic batch: ``ledger`` is a URL or an open
+    :class:`~conformance.ledger.Ledger`; ``None`` means ``CONFORMANCE_LEDGER_URL``
+    or the embedded SQLite ledger; ``False`` records nothing. Then writes one
+    verdict per record to ``out`` (format by extension) and the per-group batch
+    summary to ``summary``, each atomically, when given. The ledger is opened
+    first: an unreachable ledger raises before anything is scored or written.
     """
     for target in (out, summary):
         if target is not None and not Path(target).parent.exists():
@@ -130,6 +148,7 @@ def score(
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
     record_set = read_records(audited_file)
     registry = registry or Registry()
+    book = _open_ledger(ledger)
 
     def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
         found = registry.resolve_approved(model_version, input_class)
@@ -138,9 +157,26 @@ def score(
         registered, baseline = found
         return registered.uri, baseline
 
-    result = score_record_set(record_set, resolve, embedder=embedder, progress=progress)
+    try:
+        result = score_record_set(record_set, resolve, embedder=embedder, progress=progress)
+        report = None if book is None else book.append(result.verdicts, run_id=run_id, summaries=result.summaries)
+    finally:
+        if book is not None and not hasattr(ledger, "append"):
+            book.close()  # opened here from a URL
     if out is not None:
         write_verdicts(result.verdicts, out)
     if summary is not None:
         write_json([s.to_dict() for s in result.summaries], summary)
-    return result
+    return RecordedScoringResult(verdicts=result.verdicts, summaries=result.summaries, ledger=report)
+
+
+def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
+    from conformance.ledger import Ledger
+
+    if ledger is False:
+        return None
+    if isinstance(ledger, Ledger):
+        return ledger
+    if ledger is True:
+        ledger = None
+    return Ledger(ledger)

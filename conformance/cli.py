@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
             "Was this model output within the bounds of what the model was approved to produce?\n\n"
             "  1. conformance build APPROVED_FILE      one baseline per (model_version, input_class)\n"
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
-            "  3. conformance score AUDITED_FILE ...   one verdict per audited output"
+            "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
+            "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger"
         ),
         epilog=STORE + "\n" + EXIT_CODES,
     )
@@ -107,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
     score.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from conformance.ledger.cli import LEDGER_HELP, add_parsers
+
+    score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
+    add_parsers(verbs, _formatter, STORE)
     return parser
 
 
@@ -135,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from conformance import api
     from conformance.errors import ConformanceError
+    from conformance.ledger.cli import LEDGER_VERBS
+    from conformance.ledger.cli import run as run_ledger_verb
 
     warnings.showwarning = _show_warning
     try:
@@ -161,16 +168,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.verb == "score":
             result = api.score(args.audited_file, out=args.out, summary=args.summary,
-                               progress=False if args.no_progress else None)
+                               progress=False if args.no_progress else None, ledger=args.ledger)
             summaries = [s.to_dict() for s in result.summaries]
+            recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
-                print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out}, indent=2))
+                print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out,
+                                  "ledger": recorded}, indent=2))
             else:
                 print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
                                          "no_baseline", "invalid", "p_value", "verdict")))
                 counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
                 print(f"\n{len(result.verdicts)} verdicts ({counts}) written to {args.out}")
+                if result.ledger is not None:
+                    r = result.ledger
+                    print(f"ledger {r.ledger}: {r.added} new entries, {r.already_recorded} already recorded; "
+                          f"run {r.run_id}; head #{r.head.seq} {r.head.entry_hash}")
             return 0 if result.all_within_bounds else 1
+        if args.verb in LEDGER_VERBS:
+            return run_ledger_verb(args)
     except ConformanceError as exc:
         print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
         return 2
