@@ -12,6 +12,7 @@ from scipy import stats
 
 from conformance._version import __version__
 from conformance.baseline import Baseline
+from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
 from conformance.conformal import conformal_p_values
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
 from conformance.records import InvalidRow, Record, RecordSet
@@ -19,7 +20,6 @@ from conformance.scores import chunked_knn_scores
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
 N_NEAREST = 3
-BATCH_TEST = "one-sided Mann-Whitney U test of the batch's scores against the calibration scores"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ def batch_p_value(scores: Sequence[float], baseline: Baseline) -> float:
     """One-sided rank test: are the batch's scores larger than the calibration scores?
 
     Under the null both are i.i.d. scores against the same fit bank, so the test
-    is exact whatever the score's distribution.
+    is exact whatever the score's distribution. Kept for callers of the first
+    release; :func:`conformance.batch.batch_tests` runs the full set.
     """
     result = stats.mannwhitneyu(np.asarray(scores), baseline.calibration_scores, alternative="greater")
     return float(result.pvalue)
@@ -141,12 +142,14 @@ def score_record_set(
     to_embed = [r for cell in have for r in by_cell[cell]]
     embedded = embedder.embed([r.output for r in to_embed], progress=progress, desc="embedding audited outputs")
     by_row: dict[int, Verdict] = {}
+    pooled: dict[int, np.ndarray] = {}
     start = 0
     for cell in have:
         uri, baseline = resolved[cell]  # type: ignore[misc]
         records = by_cell[cell]
         part = _slice(embedded, start, start + len(records))
         start += len(records)
+        pooled.update(zip((r.row for r in records), part.pooled()))
         for verdict in judge(baseline, uri, records, part, scored_at=scored_at):
             by_row[verdict.row] = verdict
     for cell, result in resolved.items():
@@ -160,7 +163,7 @@ def score_record_set(
     for bad in record_set.invalid:
         by_row[bad.row] = _invalid_verdict(bad, scored_at)
     verdicts = [by_row[row.row] for row in record_set.rows]
-    return ScoringResult(verdicts=verdicts, summaries=summarise(verdicts, resolved))
+    return ScoringResult(verdicts=verdicts, summaries=summarise(verdicts, resolved, embeddings=pooled))
 
 
 def _invalid_verdict(bad: InvalidRow, scored_at: str) -> Verdict:
@@ -183,8 +186,22 @@ def _slice(embedded: EmbeddedTexts, start: int, stop: int) -> EmbeddedTexts:
                          n_tokens=embedded.n_tokens[start:stop])
 
 
-def summarise(verdicts: Sequence[Verdict], resolved: dict[tuple[str, str], tuple[str, Baseline] | str]) -> list[GroupSummary]:
-    """One summary per (model_version, input_class) group, in order of first appearance."""
+def summarise(
+    verdicts: Sequence[Verdict],
+    resolved: dict[tuple[str, str], tuple[str, Baseline] | str],
+    *,
+    embeddings: dict[int, np.ndarray] | None = None,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = DEFAULT_SEED,
+) -> list[GroupSummary]:
+    """One summary per (model_version, input_class) group, in order of first appearance.
+
+    Each group with scored outputs gets the batch tests of
+    :func:`conformance.batch.batch_tests` (rank tests on the scores; MMD and
+    energy permutation tests when ``embeddings``, pooled embeddings by verdict
+    row, are given), combined by Bonferroni; the group's ``p_value`` is the
+    combined one and ``tests`` holds each test's p-value, B and the seed.
+    """
     groups: dict[tuple[str | None, str | None], list[Verdict]] = {}
     for v in verdicts:
         groups.setdefault((v.model_version, v.input_class), []).append(v)
@@ -203,13 +220,23 @@ def summarise(verdicts: Sequence[Verdict], resolved: dict[tuple[str, str], tuple
             out.append(GroupSummary(mv, ic, len(members), counts, None, INVALID, None, uri, baseline.alpha,
                                     "no record of this group could be scored"))
             continue
-        p = batch_p_value(scored, baseline)
+        scored_rows = [v.row for v in members if v.score is not None]
+        batch_embeddings = None
+        if embeddings is not None and all(row in embeddings for row in scored_rows):
+            batch_embeddings = np.stack([embeddings[row] for row in scored_rows])
+        result = batch_tests(np.asarray(scored, dtype=np.float64), baseline.calibration_scores, batch_embeddings,
+                             baseline.calibration_embeddings if batch_embeddings is not None else None,
+                             n_permutations=n_permutations, seed=seed)
+        p = result.p_value
         verdict = OUT if p <= baseline.alpha else WITHIN
+        each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
         reason = (
             f"The {len(scored)} scored outputs were compared as a batch with the {baseline.n_calibration} "
-            f"approved calibration outputs: p-value {p:.4g} "
+            f"approved calibration outputs by {len(result.p_values)} tests ({each}; permutation tests with "
+            f"B={result.n_permutations}, seed {result.seed}), combined by Bonferroni: p-value {p:.4g} "
             + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
                else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
         )
-        out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, BATCH_TEST, uri, baseline.alpha, reason))
+        out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, result.description, uri, baseline.alpha,
+                                reason, tests=result.to_dict()))
     return out
