@@ -53,7 +53,18 @@ def canonical_json(value: Any) -> str:
     >>> canonical_json({"b": 1, "a": [1.5, None, "é"]})
     '{"a":[1.5,null,"é"],"b":1}'
     """
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:  # the common case: already plain data; one pass, no copy
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=_not_plain)
+    except (ValueError, TypeError):  # a non-finite float or a non-string key: normalise first
+        return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+
+
+def _not_plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return plain(value)
 
 
 def sha256_hex(text: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from conformance.ledger.canonical import canonical_json, entry_hash, idempotency_key, plain, record_digest
@@ -41,8 +41,7 @@ def parse_baseline_uri(uri: str | None) -> tuple[str | None, int | None]:
 
 def verdict_fields(verdict: Verdict) -> dict[str, Any]:
     """The verdict's own fields as plain JSON data (the record is kept apart)."""
-    out = asdict(verdict)
-    out.pop("record")
+    out = {f.name: getattr(verdict, f.name) for f in fields(verdict) if f.name != "record"}
     out["nearest"] = list(verdict.nearest)
     return plain(out)
 
@@ -65,11 +64,11 @@ class Prepared:
 
 
 def prepare(verdict: Verdict, batch: Mapping[str, Any] | None = None) -> Prepared:
-    record = plain(dict(verdict.record))
+    record = plain(verdict.record)
     digest = record_digest(record)
-    fields = verdict_fields(verdict)
-    key = idempotency_key(verdict.record_id, digest, target_of(fields))
-    return Prepared(key, verdict.record_id, digest, fields, record, plain(dict(batch)) if batch else None)
+    own = verdict_fields(verdict)
+    key = idempotency_key(verdict.record_id, digest, target_of(own))
+    return Prepared(key, verdict.record_id, digest, own, record, plain(dict(batch)) if batch else None)
 
 
 def chain(p: Prepared, *, seq: int, prev_hash: str, run_id: str, recorded_at: str,
