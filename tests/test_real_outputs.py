@@ -1,0 +1,46 @@
+"""On real model outputs (MT-bench answers of 32 chat models, ../shared/data): skipped when absent."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from conformance.build import SmallCalibrationWarning, build_baseline
+from conformance.records import Record
+from conformance.scoring import judge
+from tests.conftest import SHARED_DATA
+
+pytestmark = pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"real outputs not found at {SHARED_DATA}")
+
+
+def _records(rows: list[dict], cls: str) -> list[Record]:
+    return [Record(row=i + 1, record_id=f"{r['model']}:{r['prompt_id']}", model_version="mt-bench-pool",
+                   input_class=cls, input=r["input"], output=r["output"], extras={"prompt_id": r["prompt_id"]})
+            for i, r in enumerate(rows)]
+
+
+def test_answers_to_another_input_class_are_flagged(embedder) -> None:
+    rows = [json.loads(line) for line in gzip.open(SHARED_DATA, "rt", encoding="utf-8")]
+    turn1 = [r for r in rows if r["prompt_id"].endswith("turn1")]
+    models = sorted({r["model"] for r in turn1})
+    approved_models = set(models[::4])  # 8 models' writing answers are the approved distribution
+    writing = [r for r in turn1 if r["input_class"] == "writing" and r["model"] in approved_models]
+    with pytest.warns(SmallCalibrationWarning, match="40 calibration outputs"):
+        baseline = build_baseline(_records(writing, "writing"), alpha=0.05, embedder=embedder)
+    assert baseline.n_calibration >= 19
+
+    # Other models: answers to the calibration prompts (same class) vs answers to math prompts.
+    cal_prompts = {rid.split(":", 1)[1] for rid in baseline.calibration_record_ids}
+    held_out = [r for r in turn1 if r["model"] not in approved_models]
+    same = _records([r for r in held_out if r["prompt_id"] in cal_prompts][:40], "writing")
+    other = _records([r for r in held_out if r["input_class"] == "math"][: len(same)], "writing")
+    emb_same = embedder.embed([r.output for r in same], progress=False)
+    emb_other = embedder.embed([r.output for r in other], progress=False)
+    flag_same = np.mean([v.verdict == "out_of_bounds" for v in judge(baseline, "models:/t/1", same, emb_same, scored_at="t")])
+    flag_other = np.mean([v.verdict == "out_of_bounds" for v in judge(baseline, "models:/t/1", other, emb_other, scored_at="t")])
+    # Measured: 0.0 of 40 writing answers of other models vs 0.85 of 40 math answers.
+    assert flag_same <= 0.15, flag_same
+    assert flag_other >= 0.8, flag_other
