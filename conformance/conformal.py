@@ -104,3 +104,93 @@ def calibration_support(n: int, alpha: float) -> CalibrationSupport:
         expected_false_alarm_rate=mean,
         false_alarm_rate_95th=q95,
     )
+
+
+@dataclass(frozen=True)
+class FDRResult:
+    """Benjamini-Hochberg over a set of p-values.
+
+    ``flags[i]`` is True when p-value ``i`` is rejected at false discovery
+    rate ``q``; ``threshold`` is the BH cut-off ``k q / m`` (every p-value at or
+    below it is flagged), or ``None`` when nothing is flagged.
+    """
+
+    q: float
+    n_tested: int
+    flags: np.ndarray
+    threshold: float | None
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.flags.sum())
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"q": self.q, "n_tested": self.n_tested, "n_flagged": self.n_flagged, "threshold": self.threshold}
+
+
+def check_fdr(q: float) -> float:
+    """Validate a target false discovery rate; returns it as a float."""
+    if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0.0 < float(q) < 1.0:
+        raise ValueError(f"fdr (the target false discovery rate q) must be in (0, 1), got {q!r}")
+    return float(q)
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float) -> FDRResult:
+    """Flag p-values by the Benjamini-Hochberg step-up procedure at level ``q``.
+
+    With ``m`` p-values sorted ascending, find the largest ``k`` with
+    ``p_(k) <= k q / m`` and flag every p-value ``<= k q / m``. The expected
+    share of flagged approved-distribution outputs among all flagged ones is at
+    most ``q`` when the p-values are independent or positively dependent
+    (PRDS). Conformal p-values that share one calibration set are PRDS (Bates
+    et al. 2023, Theorem 4), and blocks of them with independent calibration
+    sets (one per baseline) are PRDS together, so BH may run over a whole batch.
+
+    >>> r = benjamini_hochberg(np.array([0.001, 0.2, 0.012, 0.9]), 0.05)
+    >>> r.flags.tolist(), r.threshold
+    ([True, False, True, False], 0.025)
+    """
+    q = check_fdr(q)
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p_values must be a 1-D array, got shape {p.shape}")
+    if np.any(~np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
+        raise ValueError("p_values must lie in (0, 1]")
+    m = p.size
+    if m == 0:
+        return FDRResult(q=q, n_tested=0, flags=np.zeros(0, dtype=bool), threshold=None)
+    ranked = np.sort(p)
+    below = np.nonzero(ranked <= q * np.arange(1, m + 1) / m)[0]
+    if below.size == 0:
+        return FDRResult(q=q, n_tested=m, flags=np.zeros(m, dtype=bool), threshold=None)
+    threshold = q * (below[-1] + 1) / m
+    return FDRResult(q=q, n_tested=m, flags=p <= threshold, threshold=float(threshold))
+
+
+def calibration_conditional_threshold(n: int, alpha: float, delta: float) -> float | None:
+    """The p-value cut-off that holds the false-alarm rate below ``alpha`` with probability ``1 - delta``.
+
+    Conditional on a calibration set of ``n`` scores, the rule ``p <= l/(n+1)``
+    has false-alarm rate Beta(l, n + 1 - l). The largest ``l`` whose Beta
+    distribution puts at least ``1 - delta`` below ``alpha`` gives a rule whose
+    false-alarm rate, *for this baseline*, is at most ``alpha`` except with
+    probability ``delta`` over the draw of the approved sample (the
+    calibration-conditional guarantee of Bates, Candès, Lei, Romano, Sesia,
+    "Testing for outliers with conformal p-values", Ann. Statist. 2023). Returns
+    ``None`` when no ``l >= 1`` qualifies: the calibration set is too small.
+
+    >>> calibration_conditional_threshold(1000, 0.05, 0.1)
+    0.04095904095904096
+    """
+    alpha = check_alpha(alpha)
+    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0.0 < float(delta) < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (the number of calibration scores) must be a positive integer, got {n!r}")
+    ells = np.arange(1, math.floor(alpha * (n + 1)) + 1)
+    if ells.size == 0:
+        return None
+    ok = stats.beta.cdf(alpha, ells, n + 1 - ells) >= 1.0 - delta
+    if not ok.any():
+        return None
+    return float(ells[ok][-1] / (n + 1))

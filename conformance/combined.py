@@ -1,0 +1,261 @@
+"""An input-conditional nonconformity score: several components, one rule fixed on the fit part.
+
+How far an output lies from other approved outputs mostly measures what it is
+*about*, and that is set by its input. So besides the plain kNN distance this
+score asks whether the output is unusual **for its input**:
+
+``knn``        cosine distance to the k-th nearest approved (fit) output
+``residual``   Mahalanobis norm (OAS shrinkage covariance) of the output embedding's
+               residual after a ridge regression on the input embedding
+``relevance``  1 - cosine(input, output): how little the output is about its input
+``mahalanobis`` Mahalanobis distance of the output embedding (OAS shrinkage)
+descriptors    two-sided robust z of each text descriptor (length, refusal, script, ...)
+
+The combination rule is fixed on the fit part alone: each component is
+standardised by its median and MAD over *cross-fitted* fit-part values (two
+folds split by prompt, each scored against a model fitted on the other), and
+the standardised values are combined by a smooth maximum,
+``log(sum(exp(asinh(z_j))))``, which is strictly increasing in every component and
+continuous whenever one component is (so ties, which would make the test
+conservative, do not occur). The calibration part then only supplies the
+scores that turn a new score into a p-value, so the split-conformal guarantee
+holds exactly whatever the components are.
+
+Input novelty (the input's distance to the nearest approved input, turned into
+its own conformal p-value) is kept out of the score and reported apart, so a
+reviewer can tell "unusual output for its input" from "unusual input".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from conformance.conformal import conformal_p_values
+
+EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norms == 0, 1.0, norms)
+
+
+def oas_precision(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision matrix of ``x`` under the Oracle Approximating Shrinkage covariance.
+
+    Chen, Wiesel, Eldar, Hero, "Shrinkage algorithms for MMSE covariance
+    estimation", IEEE TSP 2010 -- well conditioned when the dimension is close
+    to, or above, the number of rows (as for ~100 approved outputs in 384
+    dimensions).
+    """
+    n, d = x.shape
+    mean = x.mean(axis=0)
+    centred = x - mean
+    emp = centred.T @ centred / n
+    mu = np.trace(emp) / d
+    alpha = np.mean(emp**2)
+    num = alpha + mu**2
+    den = (n + 1.0) * (alpha - mu**2 / d)
+    shrink = 1.0 if den == 0 else min(1.0, num / den)
+    cov = (1.0 - shrink) * emp + shrink * mu * np.eye(d)
+    if mu == 0:
+        cov = cov + 1e-12 * np.eye(d)
+    return mean, np.linalg.inv(cov)
+
+
+def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    c = x - mean
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, precision, c), 0.0))
+
+
+def _kth_cosine_distance(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    sims = _unit(q) @ _unit(ref).T
+    k = min(k, ref.shape[0])
+    return 1.0 - np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
+
+
+class _Components:
+    """The embedding components, fitted on one set of fit rows."""
+
+    def __init__(self, y: np.ndarray, x: np.ndarray, *, k: int, ridge: float) -> None:
+        self.k = k
+        self.reference = y
+        self.x_mean, self.y_mean = x.mean(axis=0), y.mean(axis=0)
+        xc, yc = x - self.x_mean, y - self.y_mean
+        # Ridge in its dual form: cheap when there are fewer rows than dimensions.
+        gram = xc @ xc.T + ridge * np.eye(xc.shape[0])
+        self.coef = xc.T @ np.linalg.solve(gram, yc)
+        self.mean, self.precision = oas_precision(y)
+        self.res_mean = np.zeros(y.shape[1])
+        self.res_precision = np.eye(y.shape[1])
+
+    def residuals(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (y - self.y_mean) - (x - self.x_mean) @ self.coef
+
+    def __call__(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.column_stack([
+            _kth_cosine_distance(y, self.reference, self.k),
+            _mahalanobis(self.residuals(y, x), self.res_mean, self.res_precision),
+            1.0 - np.einsum("ij,ij->i", _unit(x), _unit(y)),
+            _mahalanobis(y, self.mean, self.precision),
+        ])
+
+
+class CombinedScorer:
+    """Input-conditional combined nonconformity score with split-conformal p-values.
+
+    Lifecycle: ``fit`` on the fit part, ``conformalize`` on the disjoint
+    calibration part, then ``p_values`` / ``input_p_values`` for new outputs.
+
+    Parameters
+    ----------
+    k : int, default 5
+        Neighbour rank of the kNN component.
+    ridge : float, default 1.0
+        Ridge penalty of the input -> output regression.
+    seed : int, default 0
+        Seed of the two-fold split by prompt used to standardise components.
+    use_descriptors : bool, default True
+        Whether text descriptors enter the score.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(120, 6)); y = x @ rng.normal(size=(6, 6)) + rng.normal(size=(120, 6))
+    >>> groups = np.arange(120)
+    >>> s = CombinedScorer().fit(y[:80], x[:80], groups=groups[:80]).conformalize(y[80:], x[80:])
+    >>> p = s.p_values(y[:3] + 5, x[:3])
+    >>> bool(np.all((p > 0) & (p <= 1)))
+    True
+    """
+
+    def __init__(self, *, k: int = 5, ridge: float = 1.0, seed: int = 0, use_descriptors: bool = True) -> None:
+        self.k = k
+        self.ridge = ridge
+        self.seed = seed
+        self.use_descriptors = use_descriptors
+
+    # -- validation -------------------------------------------------------------------------
+    def _check(self, y: np.ndarray, x: np.ndarray, d: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y = np.asarray(y, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        if y.ndim != 2 or x.ndim != 2 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"outputs and inputs must be 2-D arrays with the same number of rows, "
+                             f"got shapes {y.shape} and {x.shape}")
+        if d is None:
+            d = np.zeros((y.shape[0], 0))
+        d = np.asarray(d, dtype=np.float64)
+        if d.ndim != 2 or d.shape[0] != y.shape[0]:
+            raise ValueError(f"descriptors must be a 2-D array with one row per output ({y.shape[0]}), got {d.shape}")
+        if hasattr(self, "n_features_in_") and y.shape[1] != self.n_features_in_:
+            raise ValueError(f"outputs must have {self.n_features_in_} columns (as at fit), got {y.shape[1]}")
+        return y, x, d
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(
+        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None, *,
+        groups: Sequence[object],
+    ) -> CombinedScorer:
+        """Fit the components and fix the combination rule on the fit part only.
+
+        ``groups`` gives each row's prompt; the two folds used to standardise
+        the components never split a prompt.
+        """
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if not self.ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {self.ridge!r}")
+        y, x, d = self._check(outputs, inputs, descriptors)
+        if len(groups) != y.shape[0]:
+            raise ValueError(f"groups must have one entry per row ({y.shape[0]}), got {len(groups)}")
+        keys = sorted({str(g) for g in groups})
+        if len(keys) < 4:
+            raise ValueError(f"the fit part needs outputs for at least 4 distinct prompts, got {len(keys)}")
+        self.n_features_in_ = y.shape[1]
+        order = np.random.default_rng(self.seed).permutation(len(keys))
+        fold_of = {keys[j]: i % 2 for i, j in enumerate(order)}
+        fold = np.array([fold_of[str(g)] for g in groups])
+        cross = np.zeros((y.shape[0], len(EMBEDDING_COMPONENTS)))
+        residuals = np.zeros_like(y)
+        for f in (0, 1):
+            train, test = fold != f, fold == f
+            part = _Components(y[train], x[train], k=self.k, ridge=self.ridge)
+            residuals[test] = part.residuals(y[test], x[test])
+            cross[test] = part(y[test], x[test])
+        self.components_ = _Components(y, x, k=self.k, ridge=self.ridge)
+        # Residual covariance from cross-fitted residuals: in-sample ridge residuals are too small.
+        self.components_.res_mean, self.components_.res_precision = oas_precision(residuals)
+        for f in (0, 1):  # the residual component of the cross-fitted values, with that covariance
+            cross[fold == f, 1] = _mahalanobis(residuals[fold == f], self.components_.res_mean,
+                                               self.components_.res_precision)
+        self.location_, self.scale_ = self._robust(cross)
+        self.descriptor_location_, self.descriptor_scale_ = self._robust(d)
+        self.n_fit_ = y.shape[0]
+        self.fit_inputs_ = _unit(np.unique(x, axis=0))
+        return self
+
+    @staticmethod
+    def _robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if values.shape[1] == 0:
+            return np.zeros(0), np.ones(0)
+        loc = np.median(values, axis=0)
+        mad = 1.4826 * np.median(np.abs(values - loc), axis=0)
+        # A mostly constant count (refusal markers, headings) has MAD 0: fall back to its spread.
+        scale = np.where(mad > 0, mad, values.std(axis=0))
+        return loc, np.maximum(scale, 1e-3)
+
+    # -- scores -------------------------------------------------------------------------------
+    def _fitted(self) -> None:
+        if not hasattr(self, "components_"):
+            raise RuntimeError("call fit before scoring")
+
+    def standardised_components(
+        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Each component as a z-value (embedding components one-sided, descriptors two-sided)."""
+        self._fitted()
+        y, x, d = self._check(outputs, inputs, descriptors)
+        z = (self.components_(y, x) - self.location_) / self.scale_
+        if self.use_descriptors and self.descriptor_location_.size:
+            if d.shape[1] != self.descriptor_location_.size:
+                raise ValueError(f"descriptors must have {self.descriptor_location_.size} columns, got {d.shape[1]}")
+            z = np.hstack([z, np.abs(d - self.descriptor_location_) / self.descriptor_scale_])
+        return z
+
+    def score_samples(self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None) -> np.ndarray:
+        """The combined nonconformity score: larger is more unusual for the input."""
+        # asinh first: log-like growth keeps one huge component (say 40 refusal markers) from
+        # swamping the others below float resolution, which would bring back ties.
+        z = np.arcsinh(self.standardised_components(outputs, inputs, descriptors))
+        top = z.max(axis=1, keepdims=True)
+        return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+
+    def input_novelty(self, inputs: np.ndarray) -> np.ndarray:
+        """Cosine distance of each input to the nearest approved (fit) input."""
+        self._fitted()
+        return _kth_cosine_distance(np.asarray(inputs, dtype=np.float64), self.fit_inputs_, 1)
+
+    # -- conformal ----------------------------------------------------------------------------
+    def conformalize(
+        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None
+    ) -> CombinedScorer:
+        """Score the disjoint calibration part; its sorted scores turn new scores into p-values."""
+        self.calibration_scores_ = np.sort(self.score_samples(outputs, inputs, descriptors))
+        self.input_calibration_scores_ = np.sort(self.input_novelty(inputs))
+        return self
+
+    def _conformalized(self) -> None:
+        if not hasattr(self, "calibration_scores_"):
+            raise RuntimeError("call conformalize before p_values")
+
+    def p_values(self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None) -> np.ndarray:
+        """Split-conformal p-values of the combined score."""
+        self._conformalized()
+        return conformal_p_values(self.score_samples(outputs, inputs, descriptors), self.calibration_scores_)
+
+    def input_p_values(self, inputs: np.ndarray) -> np.ndarray:
+        """Split-conformal p-values of input novelty (reported apart from the output's verdict)."""
+        self._conformalized()
+        return conformal_p_values(self.input_novelty(inputs), self.input_calibration_scores_)

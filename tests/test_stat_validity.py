@@ -1,0 +1,181 @@
+"""The guarantee of the combined input-conditional score, measured on synthetic draws.
+
+For continuous scores the split-conformal rule ``p <= alpha`` flags an
+approved-distribution output with probability exactly
+``floor(alpha (n+1)) / (n+1)``. The tests compare the measured rate with that
+exact value inside a 99.9 % binomial interval, so they fail if the ``+1``s are
+dropped, if calibration rows leak into the fit part, or if the combined score
+ties (which makes the rate fall below it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from conformance.combined import CombinedScorer, oas_precision
+from conformance.conformal import calibration_conditional_threshold, conformal_p_values
+from conformance.descriptors import DESCRIPTORS, describe
+
+DIM, N_FIT, N_CAL, N_TEST = 12, 60, 19, 40
+
+
+def _draw(rng: np.random.Generator, n: int, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exchangeable (input, output, descriptors) rows: output depends on input; descriptors include counts."""
+    x = rng.normal(size=(n, DIM)) + 3 * np.eye(DIM)[0]  # inputs cluster, as embeddings do
+    y = x @ coef + 0.5 * rng.normal(size=(n, DIM))
+    d = np.column_stack([rng.normal(size=n), rng.poisson(0.3, size=n), rng.integers(0, 3, size=n)])
+    return y, x, d
+
+
+def _interval(k: int, n: int, level: float = 0.999) -> tuple[float, float]:
+    lo = 0.0 if k == 0 else stats.beta.ppf((1 - level) / 2, k, n - k + 1)
+    hi = 1.0 if k == n else stats.beta.ppf(1 - (1 - level) / 2, k + 1, n - k)
+    return float(lo), float(hi)
+
+
+def _false_alarms(alpha: float, *, leak: bool = False, plus_one: bool = True, draws: int = 300) -> tuple[int, int]:
+    rng = np.random.default_rng(123)
+    coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
+    flagged = total = 0
+    for _ in range(draws):
+        y, x, d = _draw(rng, N_FIT + N_CAL + N_TEST, coef)
+        fit, cal, test = slice(0, N_FIT), slice(N_FIT, N_FIT + N_CAL), slice(N_FIT + N_CAL, None)
+        if leak:  # the calibration rows are also in the fit bank: the broken split
+            fit = slice(0, N_FIT + N_CAL)
+        scorer = CombinedScorer(k=3).fit(y[fit], x[fit], d[fit], groups=np.arange(fit.stop))
+        scorer.conformalize(y[cal], x[cal], d[cal])
+        if plus_one:
+            p = scorer.p_values(y[test], x[test], d[test])
+        else:  # the broken formula #{cal >= s} / n
+            s = scorer.score_samples(y[test], x[test], d[test])
+            p = (N_CAL - np.searchsorted(scorer.calibration_scores_, s, side="left")) / N_CAL
+        flagged += int(np.sum(p <= alpha))
+        total += p.size
+    return flagged, total
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.08])
+def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float) -> None:
+    exact = math.floor(alpha * (N_CAL + 1)) / (N_CAL + 1)  # 0.10 and 0.05 with 19 calibration rows
+    k, n = _false_alarms(alpha)
+    lo, hi = _interval(k, n)
+    assert lo <= exact <= hi, (k / n, exact)
+    assert lo <= alpha  # the guarantee itself: not significantly above alpha
+
+
+def test_dropping_the_plus_ones_is_detected() -> None:
+    k, n = _false_alarms(0.08, plus_one=False)
+    assert _interval(k, n)[0] > 0.08  # the broken p-value flags about 10 %, above alpha
+
+
+def test_leaking_calibration_into_the_fit_part_is_detected() -> None:
+    k, n = _false_alarms(0.1, leak=True, draws=120)
+    assert _interval(k, n)[0] > 0.1  # calibration scores too small -> too many false alarms
+
+
+def test_combined_score_has_no_ties_even_with_count_descriptors() -> None:
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(DIM, DIM))
+    y, x, d = _draw(rng, 200, coef)
+    scorer = CombinedScorer().fit(y[:100], x[:100], d[:100], groups=np.arange(100))
+    s = scorer.score_samples(y[100:], x[100:], d[100:])
+    assert np.unique(s).size == s.size
+
+
+def test_power_against_an_output_unusual_for_its_input() -> None:
+    """Outputs answering another input: typical as outputs, atypical for their input."""
+    rng = np.random.default_rng(2)
+    coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
+    y, x, d = _draw(rng, 300, coef)
+    scorer = CombinedScorer().fit(y[:150], x[:150], d[:150], groups=np.arange(150)).conformalize(
+        y[150:250], x[150:250], d[150:250])
+    swapped = scorer.p_values(y[250:][::-1], x[250:], d[250:])  # outputs paired with the wrong inputs
+    honest = scorer.p_values(y[250:], x[250:], d[250:])
+    assert np.mean(swapped <= 0.05) > 0.5 > np.mean(honest <= 0.05)
+
+
+def test_input_novelty_is_reported_apart() -> None:
+    rng = np.random.default_rng(3)
+    coef = rng.normal(size=(DIM, DIM))
+    y, x, d = _draw(rng, 200, coef)
+    scorer = CombinedScorer().fit(y[:100], x[:100], d[:100], groups=np.arange(100)).conformalize(
+        y[100:190], x[100:190], d[100:190])
+    novel = scorer.input_p_values(x[190:] - 6 * np.eye(DIM)[0])
+    assert np.all(novel <= 0.05)
+    assert np.all(scorer.input_p_values(x[190:]) > 0)
+
+
+def test_lifecycle_errors() -> None:
+    scorer = CombinedScorer()
+    with pytest.raises(RuntimeError, match="call fit before scoring"):
+        scorer.score_samples(np.ones((2, 3)), np.ones((2, 3)))
+    rng = np.random.default_rng(0)
+    y, x = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
+    scorer.fit(y, x, groups=np.arange(10))
+    with pytest.raises(RuntimeError, match="call conformalize before p_values"):
+        scorer.p_values(y, x)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        CombinedScorer(k=0).fit(y, x, groups=np.arange(10))
+    with pytest.raises(ValueError, match="at least 4 distinct prompts, got 2"):
+        CombinedScorer().fit(y, x, groups=[0, 1] * 5)
+
+
+def test_oas_is_well_conditioned_when_dimension_exceeds_rows() -> None:
+    x = np.random.default_rng(0).normal(size=(20, 50))
+    _, precision = oas_precision(x)
+    assert np.all(np.isfinite(precision)) and np.linalg.cond(precision) < 1e6
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5000), st.floats(0.001, 0.5), st.floats(0.001, 0.5))
+def test_calibration_conditional_threshold_is_at_most_alpha(n: int, alpha: float, delta: float) -> None:
+    t = calibration_conditional_threshold(n, alpha, delta)
+    if t is not None:
+        assert 0 < t <= alpha
+        ell = round(t * (n + 1))
+        assert stats.beta.cdf(alpha, ell, n + 1 - ell) >= 1 - delta - 1e-12
+
+
+def test_calibration_conditional_guarantee_holds_over_calibration_draws() -> None:
+    """Over many calibration sets, the share whose realised false-alarm rate exceeds alpha is <= delta."""
+    rng = np.random.default_rng(9)
+    n, alpha, delta, draws = 200, 0.1, 0.1, 2000
+    t = calibration_conditional_threshold(n, alpha, delta)
+    assert t is not None and t < alpha
+    exceed = 0
+    for _ in range(draws):
+        cal = np.sort(rng.uniform(size=n))
+        # realised false-alarm rate of `p <= t` for a uniform score: P(s > the cut-off calibration score)
+        ell = round(t * (n + 1))
+        exceed += (1.0 - cal[n - ell]) > alpha
+    assert _interval(exceed, draws)[0] <= delta
+    with pytest.raises(ValueError, match="delta must be in \\(0, 1\\), got 1.5"):
+        calibration_conditional_threshold(n, alpha, 1.5)
+
+
+def test_descriptors() -> None:
+    d = describe(["I'm sorry, but as an AI I cannot do that.", "```python\nprint(1)\n```", "Привет мир"],
+                 [12, 9, 600])
+    col = {name: d[:, i] for i, name in enumerate(DESCRIPTORS)}
+    assert col["refusal_markers"][0] >= 2 and col["code_blocks"][1] == 1
+    assert col["non_ascii_letters"][2] == 1.0 and col["window_coverage"][2] == pytest.approx(254 / 600)
+    with pytest.raises(ValueError, match="n_tokens must have one length per text"):
+        describe(["a"], [1, 2])
+
+
+def test_p_values_match_the_formula() -> None:
+    rng = np.random.default_rng(4)
+    coef = rng.normal(size=(DIM, DIM))
+    y, x, d = _draw(rng, 120, coef)
+    scorer = CombinedScorer().fit(y[:60], x[:60], d[:60], groups=np.arange(60)).conformalize(
+        y[60:100], x[60:100], d[60:100])
+    s = scorer.score_samples(y[100:], x[100:], d[100:])
+    expected = [(1 + np.sum(scorer.calibration_scores_ >= v)) / 41 for v in s]
+    assert np.allclose(scorer.p_values(y[100:], x[100:], d[100:]), expected)
+    assert np.allclose(conformal_p_values(s, scorer.calibration_scores_), expected)
