@@ -85,3 +85,7 @@ def built(workdir: Path, approved_subset: Path, embedder) -> list[dict]:
         code = main(["build", str(approved_subset), "--approve", "--by", "Test Approver", "--format", "json"])
     assert code == 0
     return json.loads(out.getvalue())
+
+
+# The ledger's backend-parametrised fixture (SQLite and the real PostgreSQL server).
+from tests.ledger_support import ledger_url  # noqa: E402, F401

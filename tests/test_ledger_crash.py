@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from conformance.ledger import Ledger, verify
-from tests.ledger_support import ledger_url  # noqa: F401
+
 
 WRITER = Path(__file__).with_name("ledger_writer.py")
 

@@ -22,7 +22,7 @@ from conformance.ledger import (
     verify_export,
 )
 from conformance.ledger.canonical import GENESIS_HASH, canonical_json, entry_hash
-from tests.ledger_support import ledger_url, make_verdict, postgres_reachable, sqlite_url, tamper  # noqa: F401
+from tests.ledger_support import make_verdict, postgres_reachable, sqlite_url, tamper
 
 
 def _filled(url: str, n: int = 6) -> Ledger:
