@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from conformance.baseline import Baseline
 from conformance.build import DEFAULT_CALIBRATION_FRACTION, DEFAULT_SEED, build_baseline, split_by_prompt
-from conformance.conformal import calibration_support, check_alpha
+from conformance.conformal import calibration_support, check_alpha, check_fdr
 from conformance.embedder import Embedder
 from conformance.errors import BaselineError, InputFileError
 from conformance.records import Record, read_records
@@ -130,6 +130,7 @@ def score(
     progress: bool | None = None,
     ledger: str | Ledger | bool | None = None,
     run_id: str | None = None,
+    fdr: float | None = None,
 ) -> RecordedScoringResult:
     """Score every record of ``audited_file`` against its approved baseline.
 
@@ -140,12 +141,16 @@ def score(
     verdict per record to ``out`` (format by extension) and the per-group batch
     summary to ``summary``, each atomically, when given. The ledger is opened
     first: an unreachable ledger raises before anything is scored or written.
+    With ``fdr`` (q in (0, 1)), Benjamini-Hochberg flags records over the whole
+    batch (see :func:`conformance.scoring.score_record_set`).
     """
     for target in (out, summary):
         if target is not None and not Path(target).parent.exists():
             raise InputFileError(f"{target}: the folder {Path(target).parent} does not exist")
     if out is not None and Path(out).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".parquet"):
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
+    if fdr is not None:
+        check_fdr(fdr)
     record_set = read_records(audited_file)
     registry = registry or Registry()
     book = _open_ledger(ledger)
@@ -158,7 +163,7 @@ def score(
         return registered.uri, baseline
 
     try:
-        result = score_record_set(record_set, resolve, embedder=embedder, progress=progress)
+        result = score_record_set(record_set, resolve, embedder=embedder, progress=progress, fdr=fdr)
         report = None if book is None else book.append(result.verdicts, run_id=run_id, summaries=result.summaries)
     finally:
         if book is not None and not hasattr(ledger, "append"):

@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
     score.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--fdr", type=float, metavar="Q",
+                       help="also flag records by Benjamini-Hochberg at false discovery rate Q in (0, 1), over "
+                            "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
+                            "column and the BH threshold and flagged count to the summary; the verdict column "
+                            "and the exit code stay as without --fdr (p_value <= alpha)")
     from conformance.ledger.cli import LEDGER_HELP, add_parsers
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
@@ -168,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.verb == "score":
             result = api.score(args.audited_file, out=args.out, summary=args.summary,
-                               progress=False if args.no_progress else None, ledger=args.ledger)
+                               progress=False if args.no_progress else None, ledger=args.ledger,
+                               fdr=args.fdr)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
@@ -179,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          "no_baseline", "invalid", "p_value", "verdict")))
                 counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
                 print(f"\n{len(result.verdicts)} verdicts ({counts}) written to {args.out}")
+                fdr = result.summaries[0].fdr if result.summaries else None
+                if fdr is not None:
+                    cut = "nothing" if fdr["threshold"] is None else f"p_value <= {fdr['threshold']:.4g}"
+                    print(f"Benjamini-Hochberg at FDR {fdr['q']:g} over the {fdr['n_tested']} records with a "
+                          f"p-value: {fdr['n_flagged']} flagged ({cut}); see the bh_flag column")
                 if result.ledger is not None:
                     r = result.ledger
                     print(f"ledger {r.ledger}: {r.added} new entries, {r.already_recorded} already recorded; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -13,7 +13,7 @@ from scipy import stats
 from conformance._version import __version__
 from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
-from conformance.conformal import conformal_p_values
+from conformance.conformal import benjamini_hochberg, check_fdr, conformal_p_values
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
 from conformance.records import InvalidRow, Record, RecordSet
 from conformance.scores import chunked_knn_scores
@@ -123,9 +123,20 @@ def score_record_set(
     *,
     embedder: Embedder | None = None,
     progress: bool | None = None,
+    fdr: float | None = None,
 ) -> ScoringResult:
     """Score every row of ``record_set``; ``resolve(model_version, input_class)``
-    returns ``(registry_uri, baseline)`` or a reason why there is no baseline."""
+    returns ``(registry_uri, baseline)`` or a reason why there is no baseline.
+
+    With ``fdr`` (a target false discovery rate q in (0, 1)), Benjamini-Hochberg
+    runs over the conformal p-values of *every* scored record of the batch, all
+    groups together: each such verdict gets ``bh_flag`` and each group summary
+    the batch-wide threshold and its number of flagged records. The ``verdict``
+    itself stays ``p_value <= alpha``: a BH flag depends on the rest of the
+    batch, a verdict only on its record and baseline.
+    """
+    if fdr is not None:
+        fdr = check_fdr(fdr)
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     by_cell: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for record in record_set.records:
@@ -163,7 +174,27 @@ def score_record_set(
     for bad in record_set.invalid:
         by_row[bad.row] = _invalid_verdict(bad, scored_at)
     verdicts = [by_row[row.row] for row in record_set.rows]
-    return ScoringResult(verdicts=verdicts, summaries=summarise(verdicts, resolved, embeddings=pooled))
+    summaries = summarise(verdicts, resolved, embeddings=pooled)
+    if fdr is not None:
+        verdicts, summaries = apply_fdr(verdicts, summaries, fdr)
+    return ScoringResult(verdicts=verdicts, summaries=summaries)
+
+
+def apply_fdr(
+    verdicts: Sequence[Verdict], summaries: Sequence[GroupSummary], q: float
+) -> tuple[list[Verdict], list[GroupSummary]]:
+    """Benjamini-Hochberg at ``q`` over every verdict that has a p-value (the whole batch)."""
+    tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
+    result = benjamini_hochberg(np.array([verdicts[i].p_value for i in tested], dtype=np.float64), q)
+    out = list(verdicts)
+    for i, flag in zip(tested, result.flags):
+        out[i] = replace(out[i], bh_flag=bool(flag))
+    batch = result.to_dict() | {"scope": "whole batch (all groups)", "procedure": "benjamini-hochberg"}
+    groups = []
+    for summary in summaries:
+        members = [v for v in out if (v.model_version, v.input_class) == (summary.model_version, summary.input_class)]
+        groups.append(replace(summary, fdr=batch | {"n_flagged_in_group": sum(1 for v in members if v.bh_flag)}))
+    return out, groups
 
 
 def _invalid_verdict(bad: InvalidRow, scored_at: str) -> Verdict:

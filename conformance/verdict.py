@@ -41,6 +41,10 @@ class Verdict:
     code_version: str = ""
     scored_at: str = ""
     record: dict[str, Any] = field(default_factory=dict)  # the record's own fields, unchanged
+    #: With ``score --fdr Q``: flagged by Benjamini-Hochberg at FDR Q over the
+    #: whole batch (``None`` when not asked, or when the record has no p-value).
+    #: It depends on the other records of the batch, so it never changes ``verdict``.
+    bh_flag: bool | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -51,6 +55,8 @@ class Verdict:
         out = asdict(self)
         record = out.pop("record")
         out["nearest"] = list(self.nearest)
+        if self.bh_flag is None:  # the column appears only when --fdr was asked for
+            del out["bh_flag"]
         for key, value in record.items():
             if key not in out:
                 out[key] = value
@@ -73,6 +79,8 @@ class GroupSummary:
     reason: str
     #: Each batch test's p-value, B, seed and the combination (see conformance.batch).
     tests: dict[str, Any] | None = None
+    #: With ``score --fdr Q``: q, the batch-wide BH threshold, and how many were flagged.
+    fdr: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model_version": self.model_version, "input_class": self.input_class, "n": self.n}
@@ -81,6 +89,8 @@ class GroupSummary:
                     "baseline": self.baseline, "alpha": self.alpha, "reason": self.reason})
         if self.tests is not None:
             out["tests"] = self.tests
+        if self.fdr is not None:
+            out["fdr"] = self.fdr
         return out
 
 
