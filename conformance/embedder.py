@@ -132,7 +132,9 @@ class Embedder:
                 "max_seq_length": int(self.model.max_seq_length),
                 "dimension": int(self.model.get_embedding_dimension()),
                 "normalized": True,
-                "chunking": {"window": self.window, "overlap": CHUNK_OVERLAP, "pad_step": PAD_STEP, "pooling": "max-score"},
+                "chunking": {
+                    "window": self.window, "overlap": CHUNK_OVERLAP, "pad_step": PAD_STEP, "pooling": "max-score",
+                },
             }
         return dict(self._fingerprint)
 

@@ -191,10 +191,12 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordProble
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield row, RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
+            message = f"not valid JSON: {exc.msg} at column {exc.colno}"
+            yield row, RecordProblem(row, None, "(line)", "bad_json", message)
             continue
         if not isinstance(obj, dict):
-            yield row, RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}")
+            message = f"expected a JSON object, got {type(obj).__name__}"
+            yield row, RecordProblem(row, None, "(line)", "not_object", message)
             continue
         yield row, obj
 

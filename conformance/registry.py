@@ -193,7 +193,9 @@ class Registry:
             )
 
     # -- approve ------------------------------------------------------------
-    def approve(self, model_version: str, input_class: str, *, by: str, version: int | None = None) -> RegisteredBaseline:
+    def approve(
+        self, model_version: str, input_class: str, *, by: str, version: int | None = None
+    ) -> RegisteredBaseline:
         """Set the ``approved`` alias on a version (default: the newest) and record who and when."""
         if not by or not by.strip():
             raise RegistryError("an approval needs the approver's name: pass --by NAME")
@@ -262,7 +264,9 @@ class Registry:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
                 found = sorted(Path(local).rglob("baseline.json"))
                 if not found:
-                    raise RegistryError(f"models:/{name}/{version} holds no baseline.json; it was not built by conformance")
+                    raise RegistryError(
+                        f"models:/{name}/{version} holds no baseline.json; it was not built by conformance"
+                    )
                 baseline = load_baseline(found[0].parent)
             if tags.get("digest") and tags["digest"] != baseline.digest:
                 raise RegistryError(

@@ -67,7 +67,8 @@ def audited_subset(workdir: Path) -> Path:
     keep = []
     for r in read_jsonl(EXAMPLE / "audited.jsonl"):
         planted = (r.get("metadata") or {}).get("planted", "")
-        if (r.get("model_version"), r.get("input_class")) in E2E_CELLS or planted.startswith(("no_baseline", "invalid")):
+        in_cells = (r.get("model_version"), r.get("input_class")) in E2E_CELLS
+        if in_cells or planted.startswith(("no_baseline", "invalid")):
             keep.append(r)
     return write_jsonl(keep, workdir / "audited-subset.jsonl")
 

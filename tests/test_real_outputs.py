@@ -23,7 +23,8 @@ def _records(rows: list[dict], cls: str) -> list[Record]:
 
 
 def test_answers_to_another_input_class_are_flagged(embedder) -> None:
-    rows = [json.loads(line) for line in gzip.open(SHARED_DATA, "rt", encoding="utf-8")]
+    with gzip.open(SHARED_DATA, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
     turn1 = [r for r in rows if r["prompt_id"].endswith("turn1")]
     models = sorted({r["model"] for r in turn1})
     approved_models = set(models[::4])  # 8 models' writing answers are the approved distribution
@@ -39,8 +40,11 @@ def test_answers_to_another_input_class_are_flagged(embedder) -> None:
     other = _records([r for r in held_out if r["input_class"] == "math"][: len(same)], "writing")
     emb_same = embedder.embed([r.output for r in same], progress=False)
     emb_other = embedder.embed([r.output for r in other], progress=False)
-    flag_same = np.mean([v.verdict == "out_of_bounds" for v in judge(baseline, "models:/t/1", same, emb_same, scored_at="t")])
-    flag_other = np.mean([v.verdict == "out_of_bounds" for v in judge(baseline, "models:/t/1", other, emb_other, scored_at="t")])
+    def flag_rate(records: list[Record], embedded) -> float:
+        verdicts = judge(baseline, "models:/t/1", records, embedded, scored_at="t")
+        return float(np.mean([v.verdict == "out_of_bounds" for v in verdicts]))
+
+    flag_same, flag_other = flag_rate(same, emb_same), flag_rate(other, emb_other)
     # Measured: 0.0 of 40 writing answers of other models vs 0.85 of 40 math answers.
     assert flag_same <= 0.15, flag_same
     assert flag_other >= 0.8, flag_other

@@ -48,9 +48,8 @@ def test_jsonl_good_and_bad_rows_keep_order(tmp_path: Path) -> None:
 
 def test_csv_reads_everything_as_text(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
-    pd.DataFrame([GOOD, {**GOOD, "record_id": "r2", "output": ""}, {**GOOD, "record_id": "007", "output": "42"}]).to_csv(
-        path, index=False
-    )
+    rows = [GOOD, {**GOOD, "record_id": "r2", "output": ""}, {**GOOD, "record_id": "007", "output": "42"}]
+    pd.DataFrame(rows).to_csv(path, index=False)
     rs = read_records(path)
     assert [type(r).__name__ for r in rs.rows] == ["Record", "InvalidRow", "Record"]
     assert rs.rows[2].record_id == "007" and rs.rows[2].output == "42"  # not coerced to numbers
