@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from conformance.baseline import Baseline
 from conformance.build import DEFAULT_CALIBRATION_FRACTION, DEFAULT_SEED, build_baseline, split_by_prompt
-from conformance.conformal import calibration_support, check_alpha, check_fdr
+from conformance.conformal import calibration_conditional_threshold, calibration_support, check_alpha, check_fdr
 from conformance.embedder import Embedder
 from conformance.errors import BaselineError, InputFileError
 from conformance.records import Record, read_records
@@ -43,6 +43,8 @@ class BuiltBaseline:
             "alpha": self.baseline.alpha,
             "smallest_alpha": support["smallest_alpha"],
             "false_alarm_rate_95th": support["false_alarm_rate_95th"],
+            "expected_false_alarm_rate": support["expected_false_alarm_rate"],
+            "conditional_threshold": self.baseline.scorer.get("conditional_threshold"),
             "digest": self.baseline.digest,
             "approved_by": self.approved_by,
         }
@@ -58,6 +60,8 @@ def build(
     seed: int = DEFAULT_SEED,
     registry: Registry | None = None,
     embedder: Embedder | None = None,
+    delta: float | None = None,
+    scorer: str = "knn_cosine",
 ) -> list[BuiltBaseline]:
     """Build and register one baseline per (model_version, input_class) in ``approved_file``.
 
@@ -85,6 +89,11 @@ def build(
             problems.append(str(exc))
             continue
         support = calibration_support(len(split.calibration), alpha)
+        if delta is not None and calibration_conditional_threshold(len(split.calibration), alpha, delta) is None:
+            problems.append(
+                f"cell ({mv}, {ic}): {len(split.calibration)} calibration outputs (of {len(records)} approved) "
+                f"cannot give the calibration-conditional guarantee at alpha={alpha}, delta={delta}"
+            )
         if not support.can_flag:
             problems.append(
                 f"cell ({mv}, {ic}): {len(split.calibration)} calibration outputs (of {len(records)} approved) "
@@ -98,7 +107,7 @@ def build(
     built = []
     for (mv, ic), records in cells.items():
         baseline = build_baseline(records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
-                                  seed=seed, embedder=embedder, source=str(approved_file))
+                                  seed=seed, embedder=embedder, source=str(approved_file), delta=delta, scorer=scorer)
         registered = registry.register(baseline)
         if approve_by is not None:
             registered = registry.approve(mv, ic, by=approve_by, version=registered.version)

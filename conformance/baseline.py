@@ -23,10 +23,14 @@ import numpy as np
 
 from conformance.errors import BaselineError, EmbedderMismatchError
 
-FORMAT_VERSION = 1
+#: 2 added ``scorer_state`` (the arrays of a fitted combined scorer, stored as
+#: ``scorer__<name>`` in the npz); format 1 files still load (see :func:`load_baseline`).
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
+_STATE_PREFIX = "scorer__"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +67,8 @@ class Baseline:
     lineage: dict[str, Any]
     format_version: int = FORMAT_VERSION
     digest: str = field(default="")
+    #: Arrays of the fitted scorer beyond the kNN bank (format 2; empty for ``knn_cosine``).
+    scorer_state: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_fit(self) -> int:
@@ -114,7 +120,9 @@ class Baseline:
 
 def _array_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     digest = hashlib.sha256()
-    for name in _ARRAYS:
+    # The four arrays of format 1 first, then any scorer state in name order: a
+    # baseline without scorer state hashes exactly as in format 1.
+    for name in (*_ARRAYS, *sorted(n for n in arrays if n not in _ARRAYS)):
         arr = np.ascontiguousarray(arrays[name])
         digest.update(name.encode())
         digest.update(str(arr.dtype).encode())
@@ -133,16 +141,22 @@ def compute_digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
 
 def with_digest(baseline: Baseline) -> Baseline:
     """Return the baseline with its content digest filled in."""
+    digest = compute_digest(baseline.metadata(), _all_arrays(baseline))
+    return Baseline(**{**baseline.metadata(), **{n: getattr(baseline, n) for n in _ARRAYS}, "digest": digest,
+                       "scorer_state": dict(baseline.scorer_state)})
+
+
+def _all_arrays(baseline: Baseline) -> dict[str, np.ndarray]:
     arrays = {name: getattr(baseline, name) for name in _ARRAYS}
-    digest = compute_digest(baseline.metadata(), arrays)
-    return Baseline(**{**baseline.metadata(), **arrays, "digest": digest})
+    arrays.update({_STATE_PREFIX + name: value for name, value in baseline.scorer_state.items()})
+    return arrays
 
 
 def save_baseline(baseline: Baseline, directory: str | Path) -> Path:
     """Write ``baseline.json`` and ``arrays.npz`` into ``directory`` (each atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {name: getattr(baseline, name) for name in _ARRAYS}
+    arrays = _all_arrays(baseline)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     meta = baseline.metadata() | {"digest": baseline.digest or compute_digest(baseline.metadata(), arrays)}
@@ -159,15 +173,21 @@ def load_baseline(directory: str | Path) -> Baseline:
     try:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in _ARRAYS}
+            arrays = {name: npz[name] for name in npz.files}
+        missing = [name for name in _ARRAYS if name not in arrays]
+        if missing:
+            raise KeyError(f"arrays missing: {', '.join(missing)}")
     except (OSError, ValueError, KeyError) as exc:
         raise BaselineError(f"{directory}: not a readable baseline ({exc})") from exc
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise BaselineError(
             f"{directory}: baseline format version {version} is not supported by this release "
-            f"(it reads version {FORMAT_VERSION}); upgrade conformance"
+            f"(it reads versions {', '.join(map(str, READABLE_FORMATS))}); upgrade conformance"
         )
+    if version == 1 and set(arrays) != set(_ARRAYS):
+        raise BaselineError(f"{directory}: a format 1 baseline holds exactly {', '.join(_ARRAYS)}; "
+                            f"found {', '.join(sorted(arrays))}")
     stored = meta.pop("digest", "")
     actual = compute_digest(meta, arrays)
     if stored != actual:
@@ -175,7 +195,11 @@ def load_baseline(directory: str | Path) -> Baseline:
             f"{directory}: baseline content does not match its digest (stored {stored}, computed {actual}); "
             "the files were altered after the baseline was built — rebuild it and have it approved again"
         )
-    return Baseline(**meta, **arrays, digest=stored)
+    state = {name[len(_STATE_PREFIX):]: arrays.pop(name) for name in list(arrays) if name.startswith(_STATE_PREFIX)}
+    unknown = sorted(set(arrays) - set(_ARRAYS))
+    if unknown:
+        raise BaselineError(f"{directory}: unknown arrays in the baseline: {', '.join(unknown)}")
+    return Baseline(**meta, **arrays, digest=stored, scorer_state=state)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

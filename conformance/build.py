@@ -21,11 +21,16 @@ from datetime import datetime, timezone
 import numpy as np
 
 from conformance.baseline import Baseline, with_digest
-from conformance.conformal import calibration_support, check_alpha
-from conformance.embedder import Embedder, get_embedder
+from conformance.conformal import calibration_conditional_threshold, calibration_support, check_alpha
+from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scores import DEFAULT_K, chunked_knn_scores
+from conformance.combined import EMBEDDING_COMPONENTS, CombinedScorer, chunked_combined_scores
+from conformance.descriptors import DESCRIPTORS, describe
+
+#: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
+SCORERS = ("knn_cosine", "combined")
 
 DEFAULT_CALIBRATION_FRACTION = 0.5
 DEFAULT_SEED = 0
@@ -97,8 +102,16 @@ def build_baseline(
     seed: int = DEFAULT_SEED,
     embedder: Embedder | None = None,
     source: str = "",
+    delta: float | None = None,
+    scorer: str = "knn_cosine",
 ) -> Baseline:
     """Build the baseline of one (model_version, input_class) cell.
+
+    With ``delta``, the baseline also carries the calibration-conditional
+    guarantee (Bates et al. 2023): its verdicts flag at ``p <= t`` with ``t``
+    from :func:`~conformance.conformal.calibration_conditional_threshold`, so
+    that with probability at least ``1 - delta`` over the approved sample this
+    baseline's false-alarm rate is at most ``alpha``.
 
     Raises
     ------
@@ -131,11 +144,23 @@ def build_baseline(
             f"at least {support.min_n} are needed, i.e. about {needed} approved outputs in the cell "
             f"instead of {len(records)}, or a larger alpha (>= {support.smallest_alpha:.3f})"
         )
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    conditional = None if delta is None else calibration_conditional_threshold(len(split.calibration), alpha, delta)
+    if delta is not None and conditional is None:
+        raise BaselineError(
+            f"{where}: {len(split.calibration)} calibration outputs cannot give the calibration-conditional "
+            f"guarantee at alpha={alpha}, delta={delta}; add approved outputs, or build without --delta"
+        )
     embedder = embedder or get_embedder()
     fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}")
     cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration")
     k_used = min(k, fit_emb.chunks.shape[0])
     cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
+    scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
+    state: dict[str, np.ndarray] = {}
+    if scorer == "combined":
+        cal_scores, scorer_meta, state = _fit_combined(split, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
     if support.is_small:
         warnings.warn(
             f"{where}: only {support.n} calibration outputs; at alpha={alpha} the realised false-alarm "
@@ -153,8 +178,8 @@ def build_baseline(
         model_version=model_version,
         input_class=input_class,
         alpha=alpha,
-        scorer={"name": "knn_cosine", "k": int(k_used), "chunk_pooling": "max", "seed": seed,
-                "calibration_fraction": calibration_fraction},
+        scorer=scorer_meta | {"chunk_pooling": "max", "seed": seed, "calibration_fraction": calibration_fraction}
+        | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
         calibration_scores=np.sort(cal_scores),
@@ -164,5 +189,34 @@ def build_baseline(
         descriptors=descriptors,
         embedder=embedder.fingerprint,
         lineage=_lineage(records, source),
+        scorer_state=state,
     )
     return with_digest(baseline)
+
+
+def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """One pooled embedding per input text (each distinct input embedded once)."""
+    distinct = sorted(set(texts))
+    pooled = embedder.embed(distinct, desc="embedding inputs").pooled().astype(np.float64)
+    where = {text: i for i, text in enumerate(distinct)}
+    return pooled[[where[t] for t in texts]]
+
+
+def _fit_combined(
+    split: Split, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *, k: int, seed: int
+) -> tuple[np.ndarray, dict[str, object], dict[str, np.ndarray]]:
+    """Fit the input-conditional combined score on the fit part; score the calibration part with it."""
+    window = int(embedder.fingerprint["chunking"]["window"])
+    fit_in = embed_inputs(embedder, [r.input for r in split.fit])
+    cal_in = embed_inputs(embedder, [r.input for r in split.calibration])
+    fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window)
+    cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
+    model = CombinedScorer(k=k, seed=seed).fit(fit_emb.pooled(), fit_in, fit_desc,
+                                               groups=[r.prompt_key for r in split.fit])
+    model.conformalize(cal_emb.pooled(), cal_in, cal_desc)
+    cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
+    model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
+    meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
+            "rule": "smooth maximum log(sum(exp(asinh(z)))) of components standardised by median/MAD of "
+                    "two-fold cross-fitted fit-part values; input novelty reported apart"}
+    return cal_scores, meta, model.to_state()

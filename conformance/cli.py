@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
     build.add_argument("--k", type=int, default=5, help="score = cosine distance to the k-th nearest approved output (default 5)")
     build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
+    build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="knn_cosine",
+                       help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
+                            "combined (input-conditional: ridge residual on the input, relevance, Mahalanobis, "
+                            "text descriptors; input novelty reported apart) (default knn_cosine)")
+    build.add_argument("--delta", type=float, metavar="D",
+                       help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
+                            "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
+                            "a p-value cut-off below alpha, shown as conditional_threshold)")
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
 
     approve = verbs.add_parser(
@@ -154,13 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.approve and not args.by:
                 parser.error("build --approve needs --by NAME (who approves)")
             built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
-                              k=args.k, seed=args.seed)
+                              k=args.k, seed=args.seed, delta=args.delta,
+                              scorer=args.scorer)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))
             else:
                 print(_table(rows, ("model_version", "input_class", "name", "version", "n_fit", "n_calibration",
-                                    "alpha", "approved_by")))
+                                    "alpha", "smallest_alpha", "false_alarm_rate_95th", "approved_by")))
             return 0
         if args.verb == "approve":
             reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version)

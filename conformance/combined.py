@@ -259,3 +259,50 @@ class CombinedScorer:
         """Split-conformal p-values of input novelty (reported apart from the output's verdict)."""
         self._conformalized()
         return conformal_p_values(self.input_novelty(inputs), self.input_calibration_scores_)
+
+    # -- storage ------------------------------------------------------------------------------
+    _STATE = ("reference", "x_mean", "y_mean", "coef", "mean", "precision", "res_mean", "res_precision")
+
+    def params(self) -> dict[str, object]:
+        """The constructor arguments, as JSON-able values (stored in the baseline's scorer)."""
+        return {"k": self.k, "ridge": self.ridge, "seed": self.seed, "use_descriptors": self.use_descriptors}
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Every fitted array, by name (stored without pickle in the baseline's npz)."""
+        self._conformalized()
+        state = {f"components.{name}": getattr(self.components_, name) for name in self._STATE}
+        state.update(location=self.location_, scale=self.scale_, descriptor_location=self.descriptor_location_,
+                     descriptor_scale=self.descriptor_scale_, fit_inputs=self.fit_inputs_,
+                     calibration_scores=self.calibration_scores_,
+                     input_calibration_scores=self.input_calibration_scores_)
+        return {name: np.asarray(value) for name, value in state.items()}
+
+    @classmethod
+    def from_state(cls, params: dict[str, object], state: dict[str, np.ndarray]) -> CombinedScorer:
+        """Rebuild a fitted, conformalized scorer from :meth:`params` and :meth:`to_state`."""
+        scorer = cls(**params)  # type: ignore[arg-type]
+        components = _Components.__new__(_Components)
+        components.k = scorer.k
+        for name in cls._STATE:
+            setattr(components, name, state[f"components.{name}"])
+        scorer.components_ = components
+        scorer.n_features_in_ = int(components.reference.shape[1])
+        scorer.location_, scorer.scale_ = state["location"], state["scale"]
+        scorer.descriptor_location_, scorer.descriptor_scale_ = state["descriptor_location"], state["descriptor_scale"]
+        scorer.fit_inputs_ = state["fit_inputs"]
+        scorer.n_fit_ = int(components.reference.shape[0])
+        scorer.calibration_scores_ = state["calibration_scores"]
+        scorer.input_calibration_scores_ = state["input_calibration_scores"]
+        return scorer
+
+
+def chunked_combined_scores(
+    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
+) -> np.ndarray:
+    """Per-text combined score: the maximum over its chunks (each chunk scored with its text's input
+    and descriptors), so an off-policy paragraph in a long output is not averaged away."""
+    owner = np.asarray(owner)
+    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner])
+    out = np.full(inputs.shape[0], -np.inf)
+    np.maximum.at(out, owner, per_chunk)
+    return out

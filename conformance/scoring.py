@@ -13,7 +13,10 @@ from scipy import stats
 from conformance._version import __version__
 from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
+from conformance.build import embed_inputs
+from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import benjamini_hochberg, check_fdr, conformal_p_values
+from conformance.descriptors import describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
 from conformance.records import InvalidRow, Record, RecordSet
 from conformance.scores import chunked_knn_scores
@@ -41,10 +44,20 @@ class ScoringResult:
 
 def test_name(baseline: Baseline) -> str:
     scorer = baseline.scorer
+    if scorer["name"] == "combined":
+        return f"split-conformal p-value on the input-conditional combined score (k={scorer.get('k')})"
     return f"split-conformal p-value on {scorer['name']} (k={scorer.get('k')}) score"
 
 
-def _reason(baseline: Baseline, uri: str, score: float, p_value: float) -> str:
+def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
+    if input_p_value <= baseline.alpha:
+        return (f" Its input itself lies outside the approved inputs of this class (input novelty p-value "
+                f"{input_p_value:.4f}): the output may be unusual because the question is.")
+    return (f" Its input is like the approved inputs of this class (input novelty p-value {input_p_value:.4f}), "
+            "so the score measures how unusual the output is for its input.")
+
+
+def _reason(baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None) -> str:
     n = baseline.n_calibration
     beaten = int(np.searchsorted(baseline.calibration_scores, score, side="left"))
     share = 100.0 * beaten / n
@@ -54,9 +67,29 @@ def _reason(baseline: Baseline, uri: str, score: float, p_value: float) -> str:
         f"(p-value {p_value:.4f}; alpha {baseline.alpha:g}, so an output like the approved ones is "
         f"flagged at most {100 * baseline.alpha:g}% of the time)."
     )
+    if input_p_value is not None:
+        lead += _input_sentence(baseline, input_p_value)
+    cut = flag_threshold(baseline)
+    if cut < baseline.alpha:
+        delta = float(baseline.scorer["delta"])
+        lead += (
+            f" This baseline also carries the calibration-conditional guarantee: with probability at least "
+            f"{100 * (1 - delta):g}% over the approved sample it was built from, its false-alarm rate is at most "
+            f"{100 * baseline.alpha:g}%; for that, outputs are flagged at p-values at or below {cut:.4g}."
+        )
+        if p_value <= cut:
+            return lead + " The p-value is at or below that cut-off: out of bounds."
+        return lead + " The p-value is above that cut-off: within bounds."
     if p_value <= baseline.alpha:
         return lead + " The p-value is at or below alpha: out of bounds."
     return lead + " The p-value is above alpha: within bounds."
+
+
+def flag_threshold(baseline: Baseline) -> float:
+    """The p-value at or below which an output is out of bounds: alpha, or the
+    calibration-conditional cut-off when the baseline was built with ``delta``."""
+    conditional = baseline.scorer.get("conditional_threshold")
+    return float(conditional) if conditional is not None else baseline.alpha
 
 
 def judge(
@@ -66,14 +99,26 @@ def judge(
     embedded: EmbeddedTexts,
     *,
     scored_at: str,
+    inputs: np.ndarray | None = None,
 ) -> list[Verdict]:
-    """Verdicts for records of the baseline's cell, given their embeddings."""
+    """Verdicts for records of the baseline's cell, given their embeddings (and, for the
+    combined score, one pooled embedding per record's input)."""
     k = int(baseline.scorer["k"])
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
+    input_p: list[float | None] = [None] * len(records)
+    if baseline.scorer["name"] == "combined":
+        if inputs is None:
+            raise ValueError("a baseline with the combined score needs the records' input embeddings")
+        model = CombinedScorer.from_state(
+            {name: baseline.scorer[name] for name in ("k", "ridge", "seed", "use_descriptors")}, baseline.scorer_state)
+        window = int(baseline.embedder["chunking"]["window"])
+        desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window)
+        scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
+        input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = conformal_p_values(scores, baseline.calibration_scores)
     embedder_digest = fingerprint_digest(baseline.embedder)
     verdicts = []
-    for record, score, p_value, idx in zip(records, scores, p_values, nearest_idx):
+    for record, score, p_value, idx, in_p in zip(records, scores, p_values, nearest_idx, input_p):
         owners: list[int] = []
         for chunk in idx:
             owner = int(baseline.reference_owner[chunk])
@@ -85,8 +130,8 @@ def judge(
                 record_id=record.record_id,
                 model_version=record.model_version,
                 input_class=record.input_class,
-                verdict=OUT if p_value <= baseline.alpha else WITHIN,
-                reason=_reason(baseline, uri, float(score), float(p_value)),
+                verdict=OUT if p_value <= flag_threshold(baseline) else WITHIN,
+                reason=_reason(baseline, uri, float(score), float(p_value), in_p),
                 p_value=float(p_value),
                 score=float(score),
                 alpha=baseline.alpha,
@@ -161,7 +206,8 @@ def score_record_set(
         part = _slice(embedded, start, start + len(records))
         start += len(records)
         pooled.update(zip((r.row for r in records), part.pooled()))
-        for verdict in judge(baseline, uri, records, part, scored_at=scored_at):
+        inputs = embed_inputs(embedder, [r.input for r in records]) if baseline.scorer["name"] == "combined" else None
+        for verdict in judge(baseline, uri, records, part, scored_at=scored_at, inputs=inputs):
             by_row[verdict.row] = verdict
     for cell, result in resolved.items():
         if isinstance(result, str):

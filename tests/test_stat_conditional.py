@@ -1,0 +1,45 @@
+"""build --delta: the calibration-conditional guarantee, carried by the baseline and named in each verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conformance.build import build_baseline
+from conformance.conformal import calibration_conditional_threshold
+from conformance.errors import BaselineError
+from conformance.records import Record
+from conformance.scoring import flag_threshold
+from conformance.verdict import OUT, WITHIN
+from tests.test_stat_fdr import FakeEmbedder, _score
+
+
+def _approved(n: int) -> list[Record]:
+    return [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=f"q{i}",
+                   output=f"0:{i}", extras={"prompt_id": f"p{i}"}) for i in range(n)]
+
+
+def test_build_with_delta_records_the_cut_off_and_verdicts_use_it() -> None:
+    baseline = build_baseline(_approved(400), alpha=0.1, delta=0.1, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    t = calibration_conditional_threshold(baseline.n_calibration, 0.1, 0.1)
+    assert t is not None and baseline.scorer["conditional_threshold"] == t < 0.1 and baseline.scorer["delta"] == 0.1
+    assert flag_threshold(baseline) == t
+    result = _score(baseline, [f"0:{i}" for i in range(9000, 9200)])
+    for v in result.verdicts:
+        assert v.verdict == (OUT if v.p_value <= t else WITHIN)
+        assert "calibration-conditional guarantee" in v.reason and "90%" in v.reason
+    between = [v for v in result.verdicts if t < v.p_value <= 0.1]
+    assert between and all(v.verdict == WITHIN for v in between)  # the stricter cut-off is what decides
+
+
+def test_without_delta_the_verdict_is_p_at_most_alpha() -> None:
+    baseline = build_baseline(_approved(200), alpha=0.1, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert "delta" not in baseline.scorer and flag_threshold(baseline) == 0.1
+    result = _score(baseline, [f"0:{i}" for i in range(9000, 9100)])
+    assert all(v.verdict == (OUT if v.p_value <= 0.1 else WITHIN) for v in result.verdicts)
+    assert all("calibration-conditional" not in v.reason for v in result.verdicts)
+
+
+def test_delta_refuses_a_calibration_set_too_small() -> None:
+    with pytest.raises(BaselineError, match="cannot give the calibration-conditional guarantee"):
+        build_baseline(_approved(40), alpha=0.05, delta=0.01, embedder=FakeEmbedder())  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""Baseline format 2 (combined-score state) and the kept loader for format 1."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.baseline import FORMAT_VERSION, load_baseline, save_baseline
+from conformance.build import build_baseline
+from conformance.combined import CombinedScorer
+from conformance.errors import BaselineError
+from conformance.records import Record, RecordSet
+from conformance.scoring import score_record_set
+from tests.test_stat_fdr import FakeEmbedder, _score
+
+FORMAT1 = Path(__file__).parent / "data" / "baseline_format1"
+
+
+class WindowedFakeEmbedder(FakeEmbedder):
+    fingerprint = {"model": "fake", "source": "tests", "chunking": {"window": 254}}
+
+
+def test_format_1_file_still_loads_verifies_and_scores() -> None:
+    baseline = load_baseline(FORMAT1)
+    assert FORMAT_VERSION == 2 and baseline.format_version == 1 and baseline.scorer_state == {}
+    assert baseline.digest == "sha256:d656c279b332ccb2e8261316f1302b52663817d83d4feafc2736bfd4e40a541e"
+    result = _score(baseline, [f"0:{i}" for i in range(9500, 9520)])
+    assert all(0 < v.p_value <= 1 for v in result.verdicts)
+
+
+def test_format_1_file_with_altered_bytes_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "b"
+    shutil.copytree(FORMAT1, folder)
+    meta = (folder / "baseline.json").read_text().replace('"alpha": 0.05', '"alpha": 0.5')
+    (folder / "baseline.json").write_text(meta)
+    with pytest.raises(BaselineError, match="does not match its digest"):
+        load_baseline(folder)
+
+
+def _approved(n: int) -> list[Record]:
+    return [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=f"0:{50000 + i % 60}",
+                   output=f"0:{i}", extras={"prompt_id": f"p{i % 60}"}) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    baseline = build_baseline(_approved(240), alpha=0.1, scorer="combined", embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+    folder = save_baseline(baseline, tmp_path_factory.mktemp("combined") / "b")
+    return baseline, folder
+
+
+def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, folder = combined
+    loaded = load_baseline(folder)
+    assert loaded.format_version == 2 and loaded.digest == baseline.digest
+    assert set(loaded.scorer_state) == set(baseline.scorer_state) and loaded.scorer["name"] == "combined"
+    for name, value in baseline.scorer_state.items():
+        assert np.array_equal(loaded.scorer_state[name], value)
+    params = {n: loaded.scorer[n] for n in ("k", "ridge", "seed", "use_descriptors")}
+    model = CombinedScorer.from_state(params, loaded.scorer_state)
+    assert np.array_equal(model.calibration_scores_, loaded.calibration_scores)
+
+
+def test_combined_verdicts_report_input_novelty_apart(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, _ = combined
+    rows = tuple(
+        [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"0:{50000 + i}",
+                output=f"0:{60000 + i}") for i in range(20)]
+        + [Record(row=21, record_id="novel", model_version="m", input_class="c", input="9:70000", output="0:70001")]
+    )
+    result = score_record_set(RecordSet(path="<t>", rows=rows), lambda mv, ic: ("models:/m-c/1", baseline),
+                              embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+    usual = [v for v in result.verdicts if v.record_id != "novel"]
+    assert all("Its input is like the approved inputs" in v.reason for v in usual)
+    assert all(0 < v.p_value <= 1 for v in result.verdicts)
+    novel = result.verdicts[-1]
+    assert "input itself lies outside the approved inputs" in novel.reason
+    assert "combined" in (novel.test or "")
+
+
+def test_unknown_scorer_is_refused() -> None:
+    with pytest.raises(ValueError, match="scorer must be one of knn_cosine, combined, got 'bogus'"):
+        build_baseline(_approved(40), scorer="bogus", embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
