@@ -227,7 +227,7 @@ def main() -> None:
                 fa[s][0] += int(np.sum(p[s] <= 0.05))
                 fa[s][1] += p[s].size
             for size in (10, 25, 50):
-                for d in range(max(1, args.batch_draws // 4)):
+                for _ in range(max(1, args.batch_draws // 4)):
                     pick = rng.choice(len(cell.test), size=min(size, len(cell.test)), replace=False)
                     res = cell.batch([cell.test[i] for i in pick], seed=int(rng.integers(1 << 30)))
                     for key, value in res.items():
@@ -252,7 +252,7 @@ def main() -> None:
             cell = Cell(by_model[approved], texts, seed=split)
             test_q = {question(r["prompt_id"]) for r in cell.test}
             audited = [r for r in by_model[swapped] if question(r["prompt_id"]) in test_q]
-            p_null, p_alt = cell.p_values(cell.test), cell.p_values(audited)
+            p_alt = cell.p_values(audited)
             s_null, s_alt = cell.scores(cell.test), cell.scores(audited)
             for s in per_output:
                 per_output[s]["detect"].append(float(np.mean(p_alt[s] <= 0.05)))

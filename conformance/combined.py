@@ -224,7 +224,9 @@ class CombinedScorer:
             z = np.hstack([z, np.abs(d - self.descriptor_location_) / self.descriptor_scale_])
         return z
 
-    def score_samples(self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None) -> np.ndarray:
+    def score_samples(
+        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None
+    ) -> np.ndarray:
         """The combined nonconformity score: larger is more unusual for the input."""
         # asinh first: log-like growth keeps one huge component (say 40 refusal markers) from
         # swamping the others below float resolution, which would bring back ties.

@@ -72,7 +72,8 @@ class FakeEmbedder:
         rows = []
         for text in texts:
             centre, seed = text.split(":")
-            v = 0.5 * np.random.default_rng(int(seed)).normal(size=DIM) + 3 * np.eye(DIM)[0] + float(centre) * np.eye(DIM)[1]
+            noise = 0.5 * np.random.default_rng(int(seed)).normal(size=DIM)
+            v = noise + 3 * np.eye(DIM)[0] + float(centre) * np.eye(DIM)[1]
             rows.append(v / np.linalg.norm(v))
         chunks = np.asarray(rows, dtype=np.float32).reshape(-1, DIM)
         return EmbeddedTexts(chunks=chunks, owner=np.arange(len(texts)), n_tokens=np.full(len(texts), 10))
