@@ -69,6 +69,11 @@ class Baseline:
     digest: str = field(default="")
     #: Arrays of the fitted scorer beyond the kNN bank (format 2; empty for ``knn_cosine``).
     scorer_state: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per calibration record, in the order of ``calibration_record_ids``: its prompt key
+    #: and its score (format 2, optional). The batch tests use them to take one output per
+    #: prompt, since outputs for one prompt are not independent of each other.
+    calibration_prompt_keys: list[str] | None = None
+    calibration_scores_by_record: list[float] | None = None
 
     @property
     def n_fit(self) -> int:
@@ -91,6 +96,10 @@ class Baseline:
             "descriptors": self.descriptors,
             "embedder": self.embedder,
             "lineage": self.lineage,
+        } | {
+            name: getattr(self, name)
+            for name in ("calibration_prompt_keys", "calibration_scores_by_record")
+            if getattr(self, name) is not None
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +118,8 @@ class Baseline:
     def check_embedder(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to score with an embedder other than the one this baseline was built with."""
         if fingerprint != self.embedder:
-            diffs = sorted(k for k in set(fingerprint) | set(self.embedder) if fingerprint.get(k) != self.embedder.get(k))
+            keys = set(fingerprint) | set(self.embedder)
+            diffs = sorted(k for k in keys if fingerprint.get(k) != self.embedder.get(k))
             raise EmbedderMismatchError(
                 f"baseline for ({self.model_version}, {self.input_class}) was built with embedder "
                 f"{self.embedder.get('model')} ({self.embedder.get('source')}), but scoring uses "
@@ -158,7 +168,7 @@ def save_baseline(baseline: Baseline, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     arrays = _all_arrays(baseline)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
     meta = baseline.metadata() | {"digest": baseline.digest or compute_digest(baseline.metadata(), arrays)}
     atomic_write_bytes(directory / ARRAYS_FILE, buffer.getvalue())
     atomic_write_bytes(

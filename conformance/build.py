@@ -186,6 +186,8 @@ def build_baseline(
         calibration_embeddings=cal_emb.pooled(),
         reference_records=[{"record_id": r.record_id, "input": r.input, "output": r.output} for r in split.fit],
         calibration_record_ids=[r.record_id for r in split.calibration],
+        calibration_prompt_keys=[r.prompt_key for r in split.calibration],
+        calibration_scores_by_record=[float(s) for s in cal_scores],
         descriptors=descriptors,
         embedder=embedder.fingerprint,
         lineage=_lineage(records, source),

@@ -65,12 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
     )
-    build.add_argument("approved_file", metavar="APPROVED_FILE", help="approved evaluation outputs (.jsonl, .csv, .parquet)")
+    build.add_argument("approved_file", metavar="APPROVED_FILE",
+                       help="approved evaluation outputs (.jsonl, .csv, .parquet)")
     build.add_argument("--alpha", type=float, default=0.05,
-                       help="false-alarm rate: an approved-like output is flagged with probability <= alpha (default 0.05)")
+                       help="false-alarm rate: an approved-like output is flagged with probability <= alpha "
+                            "(default 0.05)")
     build.add_argument("--approve", action="store_true", help="approve the new versions at once (needs --by)")
     build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
-    build.add_argument("--k", type=int, default=5, help="score = cosine distance to the k-th nearest approved output (default 5)")
+    build.add_argument("--k", type=int, default=5,
+                       help="score = cosine distance to the k-th nearest approved output (default 5)")
     build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
     build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="knn_cosine",
                        help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
@@ -173,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.verb == "approve":
             reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version)
-            row = reg.to_dict() | {"approved_by": reg.tags.get("approved_by"), "approved_at": reg.tags.get("approved_at")}
+            row = reg.to_dict() | {"approved_by": reg.tags.get("approved_by"),
+                                   "approved_at": reg.tags.get("approved_at")}
             if args.format == "json":
                 print(json.dumps(row, indent=2))
             else:

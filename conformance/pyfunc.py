@@ -22,7 +22,7 @@ def example_output() -> pd.DataFrame:
                           "score": 0.3, "alpha": 0.05, "reason": "..."}])
 
 
-class BaselineModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class BaselineModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """Scores records against one baseline; rows of other cells get ``no_baseline``."""
 
     baseline: Baseline

@@ -39,6 +39,11 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
 """Carried through unchanged into every verdict, for reconstruction."""
 
 
+def prompt_key_of(prompt_id: Any, input_text: Any) -> str:
+    """The prompt an output answers: its ``prompt_id`` if it has one, else its input."""
+    return str(prompt_id) if prompt_id not in (None, "") else "input:" + str(input_text)
+
+
 @dataclass(frozen=True)
 class Record:
     """One validated model output."""
@@ -59,8 +64,7 @@ class Record:
     @property
     def prompt_key(self) -> str:
         """Records sharing this key are outputs for the same prompt."""
-        prompt_id = self.extras.get("prompt_id")
-        return str(prompt_id) if prompt_id not in (None, "") else "input:" + self.input
+        return prompt_key_of(self.extras.get("prompt_id"), self.input)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f: getattr(self, f) for f in REQUIRED_FIELDS}

@@ -12,13 +12,13 @@ from scipy import stats
 
 from conformance._version import __version__
 from conformance.baseline import Baseline
-from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
+from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests, one_per_prompt
 from conformance.build import embed_inputs
 from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import benjamini_hochberg, check_fdr, conformal_p_values
 from conformance.descriptors import describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
-from conformance.records import InvalidRow, Record, RecordSet
+from conformance.records import InvalidRow, Record, RecordSet, prompt_key_of
 from conformance.scores import chunked_knn_scores
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
@@ -201,7 +201,9 @@ def score_record_set(
     pooled: dict[int, np.ndarray] = {}
     start = 0
     for cell in have:
-        uri, baseline = resolved[cell]  # type: ignore[misc]
+        found = resolved[cell]
+        assert not isinstance(found, str)  # `have` holds only resolved cells
+        uri, baseline = found
         records = by_cell[cell]
         part = _slice(embedded, start, start + len(records))
         start += len(records)
@@ -297,19 +299,33 @@ def summarise(
             out.append(GroupSummary(mv, ic, len(members), counts, None, INVALID, None, uri, baseline.alpha,
                                     "no record of this group could be scored"))
             continue
-        scored_rows = [v.row for v in members if v.score is not None]
+        scored_members = [v for v in members if v.score is not None]
         batch_embeddings = None
-        if embeddings is not None and all(row in embeddings for row in scored_rows):
-            batch_embeddings = np.stack([embeddings[row] for row in scored_rows])
-        result = batch_tests(np.asarray(scored, dtype=np.float64), baseline.calibration_scores, batch_embeddings,
-                             baseline.calibration_embeddings if batch_embeddings is not None else None,
+        if embeddings is not None and all(v.row in embeddings for v in scored_members):
+            batch_embeddings = np.stack([embeddings[v.row] for v in scored_members])
+        batch_scores = np.asarray(scored, dtype=np.float64)
+        cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
+        per_prompt = ""
+        if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
+            # One output per prompt on both sides: see conformance.batch.one_per_prompt.
+            keep = one_per_prompt([_prompt_key(v) for v in scored_members],
+                                  [v.record_id or f"row {v.row}" for v in scored_members], seed)
+            keep_cal = one_per_prompt(baseline.calibration_prompt_keys, baseline.calibration_record_ids, seed)
+            batch_scores = batch_scores[keep]
+            batch_embeddings = None if batch_embeddings is None else batch_embeddings[keep]
+            cal_scores = np.sort(np.asarray(baseline.calibration_scores_by_record)[keep_cal])
+            cal_embeddings = cal_embeddings[keep_cal]
+            per_prompt = (f" (one output per prompt: {len(keep)} of the batch's prompts against "
+                          f"{len(keep_cal)} approved calibration prompts)")
+        result = batch_tests(batch_scores, cal_scores, batch_embeddings,
+                             cal_embeddings if batch_embeddings is not None else None,
                              n_permutations=n_permutations, seed=seed)
         p = result.p_value
         verdict = OUT if p <= baseline.alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
         reason = (
             f"The {len(scored)} scored outputs were compared as a batch with the {baseline.n_calibration} "
-            f"approved calibration outputs by {len(result.p_values)} tests ({each}; permutation tests with "
+            f"approved calibration outputs{per_prompt} by {len(result.p_values)} tests ({each}; permutation tests with "
             f"B={result.n_permutations}, seed {result.seed}), combined by Bonferroni: p-value {p:.4g} "
             + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
                else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
@@ -317,3 +333,7 @@ def summarise(
         out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, result.description, uri, baseline.alpha,
                                 reason, tests=result.to_dict()))
     return out
+
+
+def _prompt_key(verdict: Verdict) -> str:
+    return prompt_key_of(verdict.record.get("prompt_id"), verdict.record.get("input", ""))

@@ -83,7 +83,7 @@ class GroupSummary:
     fdr: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"model_version": self.model_version, "input_class": self.input_class, "n": self.n}
+        out: dict[str, Any] = {"model_version": self.model_version, "input_class": self.input_class, "n": self.n}
         out.update({name: self.counts.get(name, 0) for name in VERDICTS})
         out.update({"p_value": self.p_value, "verdict": self.verdict, "test": self.test,
                     "baseline": self.baseline, "alpha": self.alpha, "reason": self.reason})

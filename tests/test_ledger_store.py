@@ -153,7 +153,8 @@ def test_verify_detects_a_reorder_and_a_consistent_rewrite(ledger_url: str) -> N
         head = ledger.head().entry_hash
         rows = {r["seq"]: r for r in ledger.rows()}
     # swap the contents (and hashes) of entries 2 and 3, keeping the seq column in order
-    swap = ["UPDATE conformance_ledger SET seq = -2 WHERE seq = 2", "UPDATE conformance_ledger SET seq = 2 WHERE seq = 3",
+    swap = ["UPDATE conformance_ledger SET seq = -2 WHERE seq = 2",
+            "UPDATE conformance_ledger SET seq = 2 WHERE seq = 3",
             "UPDATE conformance_ledger SET seq = 3 WHERE seq = -2"]
     tamper(ledger_url, *swap)
     with Ledger(ledger_url, create=False) as ledger:
@@ -203,7 +204,8 @@ def test_export_verifies_offline_and_detects_an_edit(ledger_url: str, tmp_path: 
     table[2]["p_value"] = 0.001
     import pyarrow as pa
 
-    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(tmp_path / "all.parquet")), tmp_path / "bad.parquet")
+    schema = pq.read_schema(tmp_path / "all.parquet")
+    pq.write_table(pa.Table.from_pylist(table, schema=schema), tmp_path / "bad.parquet")
     report = verify_export(tmp_path / "bad.parquet")
     assert not report.ok and report.bad_seq == 3 and "p_value" in report.problem
 

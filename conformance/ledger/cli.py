@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(report.to_dict(), indent=2))
         elif report.ok:
-            print(f"intact: {report.count} entries in {report.source}; head #{report.head.seq} {report.head.entry_hash}")
+            print(f"intact: {report.count} entries in {report.source}; "
+                  f"head #{report.head.seq} {report.head.entry_hash}")
         else:
             print(f"NOT intact: {_safe(report.problem)}\n({report.count} entries before it are intact; "
                   f"{report.source})")

@@ -102,8 +102,9 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     checked = validate_row(int(recorded.get("row") or 1), record, {})
     if recorded["verdict"] == INVALID:
         if isinstance(checked, InvalidRow):
-            return Reconstruction(record_id, entry.seq, IDENTICAL, summary, {"verdict": INVALID, "reason": checked.reason},
-                                  [], notes + ["the stored record is still invalid on its own: " + checked.reason])
+            return Reconstruction(record_id, entry.seq, IDENTICAL, summary,
+                                  {"verdict": INVALID, "reason": checked.reason}, [],
+                                  notes + ["the stored record is still invalid on its own: " + checked.reason])
         return Reconstruction(record_id, entry.seq, DIFFERENT, summary, {"verdict": "valid record"},
                               ["verdict: recorded invalid, but the stored record is valid on its own"],
                               notes + ["it was judged invalid within its file (for instance a duplicate record_id), "
@@ -138,7 +139,8 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
                               notes + [f"the embedder here (fingerprint {now_fp}, {embedder.fingerprint.get('model')}) "
                                        f"is not the one baseline {recorded['baseline']} was built with "
-                                       f"(fingerprint {fingerprint_digest(baseline.embedder)}); re-score with that embedder"])
+                                       f"(fingerprint {fingerprint_digest(baseline.embedder)}); "
+                                       "re-score with that embedder"])
     embedded = embedder.embed([checked.output], progress=False, desc="re-embedding the stored output")
     new = judge(baseline, str(recorded["baseline"]), [checked], embedded, scored_at=str(recorded.get("scored_at")))[0]
     recomputed = _summary(plain(new.to_dict()) | {"nearest": list(new.nearest)})
