@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,15 +164,23 @@ def score(
     registry = registry or Registry()
     book = _open_ledger(ledger)
 
+    approvals: dict[str, tuple[str | None, str | None]] = {}
+
     def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
         found = registry.resolve_approved(model_version, input_class)
         if isinstance(found, str):
             return found
         registered, baseline = found
+        approvals[registered.uri] = (registered.tags.get("approved_by"), registered.tags.get("approved_at"))
         return registered.uri, baseline
 
     try:
         result = score_record_set(record_set, resolve, embedder=embedder, progress=progress, fdr=fdr)
+        # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
+        verdicts = [v if v.baseline not in approvals else
+                    replace(v, approved_by=approvals[v.baseline][0], approved_at=approvals[v.baseline][1])
+                    for v in result.verdicts]
+        result = ScoringResult(verdicts=verdicts, summaries=result.summaries)
         report = None if book is None else book.append(result.verdicts, run_id=run_id, summaries=result.summaries)
     finally:
         if book is not None and not hasattr(ledger, "append"):

@@ -35,6 +35,8 @@ class Verdict:
     alpha: float | None = None
     baseline: str | None = None  # registry URI with version, models:/<name>/<version>
     baseline_digest: str | None = None
+    approved_by: str | None = None  # who approved the baseline version used, and when
+    approved_at: str | None = None
     test: str | None = None
     nearest: tuple[str, ...] = ()
     embedder: str | None = None  # fingerprint digest

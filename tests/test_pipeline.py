@@ -92,6 +92,7 @@ def test_every_planted_kind_gets_its_verdict(scored: dict) -> None:
             assert 0 < v["p_value"] <= 1 and v["baseline"].startswith("models:/conformance.")
             assert (v["verdict"] == "out_of_bounds") == (v["p_value"] <= v["alpha"])
             assert len(v["nearest"]) == 3
+            assert v["approved_by"] == "Test Approver" and v["approved_at"].startswith("20")
     off = [v for v in scored["verdicts"] if (v.get("metadata") or {}).get("planted", "").startswith("off_policy")]
     clean = [v for v in scored["verdicts"] if (v.get("metadata") or {}).get("planted") == "in_bounds"]
     # The off-policy outputs of these two cells (a poem, a bare "OK", a German
