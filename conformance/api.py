@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conformance.baseline import Baseline
-from conformance.build import DEFAULT_CALIBRATION_FRACTION, DEFAULT_SEED, build_baseline, split_by_prompt
+from conformance.build import (
+    DEFAULT_CALIBRATION_FRACTION,
+    DEFAULT_SCORER,
+    DEFAULT_SEED,
+    build_baseline,
+    split_by_prompt,
+)
 from conformance.conformal import calibration_conditional_threshold, calibration_support, check_alpha, check_fdr
 from conformance.embedder import Embedder
 from conformance.errors import BaselineError, InputFileError
@@ -61,7 +67,7 @@ def build(
     registry: Registry | None = None,
     embedder: Embedder | None = None,
     delta: float | None = None,
-    scorer: str = "knn_cosine",
+    scorer: str = DEFAULT_SCORER,
 ) -> list[BuiltBaseline]:
     """Build and register one baseline per (model_version, input_class) in ``approved_file``.
 

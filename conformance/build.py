@@ -31,6 +31,7 @@ from conformance.descriptors import DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
 SCORERS = ("knn_cosine", "combined")
+DEFAULT_SCORER = "combined"  # input-conditional: see docs/validation.md for why
 
 DEFAULT_CALIBRATION_FRACTION = 0.5
 DEFAULT_SEED = 0
@@ -103,7 +104,7 @@ def build_baseline(
     embedder: Embedder | None = None,
     source: str = "",
     delta: float | None = None,
-    scorer: str = "knn_cosine",
+    scorer: str = DEFAULT_SCORER,
 ) -> Baseline:
     """Build the baseline of one (model_version, input_class) cell.
 

@@ -75,10 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--k", type=int, default=5,
                        help="score = cosine distance to the k-th nearest approved output (default 5)")
     build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
-    build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="knn_cosine",
+    build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="combined",
                        help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
                             "combined (input-conditional: ridge residual on the input, relevance, Mahalanobis, "
-                            "text descriptors; input novelty reported apart) (default knn_cosine)")
+                            "text descriptors; input novelty reported apart) (default combined)")
     build.add_argument("--delta", type=float, metavar="D",
                        help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "

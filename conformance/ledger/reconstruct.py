@@ -118,6 +118,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
                               notes + [f"the entry names no versioned baseline ({recorded.get('baseline')!r}) "
                                        "or holds no valid record; it cannot be re-scored"])
+    from conformance.build import embed_inputs
     from conformance.embedder import fingerprint_digest, get_embedder
     from conformance.registry import Registry
     from conformance.scoring import judge
@@ -142,7 +143,9 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
                                        f"(fingerprint {fingerprint_digest(baseline.embedder)}); "
                                        "re-score with that embedder"])
     embedded = embedder.embed([checked.output], progress=False, desc="re-embedding the stored output")
-    new = judge(baseline, str(recorded["baseline"]), [checked], embedded, scored_at=str(recorded.get("scored_at")))[0]
+    inputs = embed_inputs(embedder, [checked.input]) if baseline.scorer["name"] == "combined" else None
+    new = judge(baseline, str(recorded["baseline"]), [checked], embedded,
+                scored_at=str(recorded.get("scored_at")), inputs=inputs)[0]
     recomputed = _summary(plain(new.to_dict()) | {"nearest": list(new.nearest)})
     differences = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}"
                    for name_ in COMPARED if summary[name_] != recomputed[name_]]
