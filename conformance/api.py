@@ -25,7 +25,7 @@ from conformance.scoring import ScoringResult, score_record_set
 from conformance.verdict import write_json, write_verdicts
 
 if TYPE_CHECKING:
-    from conformance.ledger import AppendReport, Ledger
+    from conformance.ledger import Ledger
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,6 @@ def approve(
     return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
 
 
-@dataclass(frozen=True)
-class RecordedScoringResult(ScoringResult):
-    """A scoring result and what the verdict ledger recorded of it (``None`` when not recorded)."""
-
-    ledger: AppendReport | None = None
-
-
 def score(
     audited_file: str | Path,
     *,
@@ -146,7 +139,7 @@ def score(
     ledger: str | Ledger | bool | None = None,
     run_id: str | None = None,
     fdr: float | None = None,
-) -> RecordedScoringResult:
+) -> ScoringResult:
     """Score every record of ``audited_file`` against its approved baseline.
 
     Appends every verdict (``invalid`` and ``no_baseline`` included) to the
@@ -195,7 +188,7 @@ def score(
         write_verdicts(result.verdicts, out)
     if summary is not None:
         write_json([s.to_dict() for s in result.summaries], summary)
-    return RecordedScoringResult(verdicts=result.verdicts, summaries=result.summaries, ledger=report)
+    return ScoringResult(verdicts=result.verdicts, summaries=result.summaries, ledger=report)
 
 
 def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -22,13 +23,19 @@ from conformance.records import InvalidRow, Record, RecordSet, prompt_key_of
 from conformance.scores import chunked_knn_scores
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
+if TYPE_CHECKING:
+    from conformance.ledger.store import AppendReport
+
 N_NEAREST = 3
 
 
 @dataclass(frozen=True)
 class ScoringResult:
+    """Verdicts in input order, group summaries, and what the ledger recorded (``None`` if not recorded)."""
+
     verdicts: list[Verdict]
     summaries: list[GroupSummary]
+    ledger: AppendReport | None = None
 
     @property
     def counts(self) -> dict[str, int]:

@@ -218,3 +218,23 @@ def test_entry_point_help_and_usage_errors() -> None:
         assert needle in help_text
     bad = subprocess.run(exe + ["score"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--out" in bad.stderr
+
+
+def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) -> None:
+    import warnings
+
+    from conformance.build import SmallCalibrationWarning, build_baseline
+    from conformance.records import Record
+
+    topics = ["parcel", "refund", "invoice", "password", "delivery"]
+    records = [Record(row=i + 1, record_id=f"s{i}", model_version="small", input_class="c", input=f"question {i}",
+                      output=f"Answer {i} about the {topics[i % 5]}: it is handled within {i % 7 + 1} days.")
+               for i in range(50)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        baseline = build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine")
+    # 25 calibration outputs: at alpha = 0.05 the realised false-alarm rate is Beta(1, 25),
+    # whose 95th percentile, 1 - 0.05 ** (1 / 25) = 0.113, exceeds twice alpha.
+    assert baseline.n_calibration == 25
+    messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
+    assert len(messages) == 1 and "only 25 calibration outputs" in messages[0] and "0.113" in messages[0]
