@@ -46,7 +46,7 @@ import numpy as np
 from scipy import stats
 
 from conformance.batch import batch_tests, one_per_prompt
-from conformance.combined import CombinedScorer
+from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import conformal_p_values
 from conformance.descriptors import describe
 from conformance.scores import chunked_knn_scores
@@ -144,6 +144,11 @@ class Texts:
 class Cell:
     """Approved rows split by question into fit / calibration / test, with both scores fitted."""
 
+    #: "chunked": the combined score is the maximum over an output's chunks, as `conformance build` and
+    #: `score` compute it; "pooled": one score of the pooled embedding (what the first two runs' null and
+    #: swaps parts used).
+    combined_mode = "chunked"
+
     def __init__(self, rows: list[dict], texts: Texts, seed: int, n_fit_q: int, n_cal_q: int) -> None:
         qs = sorted({question(r["prompt_id"]) for r in rows})
         order = np.random.default_rng(seed).permutation(len(qs))
@@ -159,8 +164,7 @@ class Cell:
         self.combined = CombinedScorer(seed=seed).fit(
             *self._features(self.fit), groups=[question(r["prompt_id"]) for r in self.fit])
         self.combined.conformalize(*self._features(self.cal))
-        self.cal_scores = {"knn": self.knn([r["output"] for r in self.cal]),
-                           "combined": self.combined.score_samples(*self._features(self.cal))}
+        self.cal_scores = self.scores(self.cal)
         self.cal_sorted = {s: np.sort(v) for s, v in self.cal_scores.items()}
         self.cal_emb = {"knn": texts.pooled([r["output"] for r in self.cal]), "combined": self.residuals(self.cal)}
 
@@ -173,8 +177,13 @@ class Cell:
         return chunked_knn_scores(chunks, owner, len(outputs), self.fit_chunks, 5)[0]
 
     def scores(self, rows: list[dict]) -> dict[str, np.ndarray]:
-        return {"knn": self.knn([r["output"] for r in rows]),
-                "combined": self.combined.score_samples(*self._features(rows))}
+        if self.combined_mode == "pooled":
+            combined = self.combined.score_samples(*self._features(rows))
+        else:
+            chunks, owner = self.texts.chunks([r["output"] for r in rows])
+            _, x, d = self._features(rows)
+            combined = chunked_combined_scores(self.combined, chunks, owner, x, d)
+        return {"knn": self.knn([r["output"] for r in rows]), "combined": combined}
 
     def p_values(self, rows: list[dict]) -> dict[str, np.ndarray]:
         s = self.scores(rows)
@@ -402,8 +411,11 @@ def main() -> None:
     parser.add_argument("--pooled-draws", type=int, default=20, help="null batches per (split, key, size) in B")
     parser.add_argument("--class-splits", type=int, default=5, help="question splits per class cell (default 5)")
     parser.add_argument("--swap-draws", type=int, default=10, help="batches per (swap, split, key, size)")
+    parser.add_argument("--combined", choices=("chunked", "pooled"), default="chunked",
+                        help="combined score: max over chunks as shipped (default), or of the pooled embedding")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
+    Cell.combined_mode = args.combined
     rows = load_rows()
     if not rows:
         print("shared data absent; nothing to validate")
