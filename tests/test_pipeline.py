@@ -238,3 +238,19 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
     assert baseline.n_calibration == 25
     messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
     assert len(messages) == 1 and "only 25 calibration outputs" in messages[0] and "0.113" in messages[0]
+
+
+def test_few_distinct_calibration_prompts_warn(embedder) -> None:
+    import warnings
+
+    from conformance.build import SmallCalibrationWarning, build_baseline
+    from conformance.records import Record
+
+    # 60 outputs for 6 prompts: 30 calibration outputs, but only 3 distinct prompts.
+    records = [Record(row=i + 1, record_id=f"p{i}", model_version="few", input_class="c", input=f"question {i % 6}",
+                      output=f"Answer number {i} to question {i % 6}, version {i // 6}.") for i in range(60)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine")
+    messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
+    assert any("answer only 3 distinct prompts" in m and "at least 19 distinct prompts" in m for m in messages)
