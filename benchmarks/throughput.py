@@ -4,7 +4,8 @@ Runs, side by side in one process on the same texts:
 
 1. ``SentenceTransformer.encode`` alone (the limit: what the model can do);
 2. conformance's chunked, padding-stable embedding;
-3. the whole ``score`` path minus the registry: embed + kNN score + p-value + verdict objects.
+3. the whole per-record path of ``score`` minus the registry (embed, score, p-value, verdict
+   objects), for the ``knn_cosine`` and the ``combined`` scorer.
 
 Usage (texts from ../shared/data, the real MT-bench answers)::
 
@@ -18,13 +19,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from conformance.build import build_baseline
+from conformance.build import build_baseline, embed_inputs
 from conformance.embedder import get_embedder
 from conformance.records import Record
 from conformance.scoring import judge
@@ -54,17 +57,23 @@ def main() -> None:
     embedded = embedder.embed(texts, progress=False)
     t_embed = time.perf_counter() - t0
 
-    # A baseline of 200 other turn-1 outputs in one cell, then judge the n outputs against it.
+    # Baselines of 200 other turn-1 outputs in one cell, then judge the n outputs against them:
+    # the whole per-record path of `score` (embedding included), for each scorer.
     ref = [Record(row=i + 1, record_id=f"b{i}", model_version="m", input_class="c", input=r["input"],
                   output=r["output"], extras={"prompt_id": r["prompt_id"]})
            for i, r in enumerate(rows[args.n : args.n + 200])]
-    baseline = build_baseline(ref, alpha=0.05, embedder=embedder)
     audited = [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=r["input"],
                       output=r["output"]) for i, r in enumerate(rows[: args.n])]
-    t0 = time.perf_counter()
-    embedded = embedder.embed([r.output for r in audited], progress=False)
-    judge(baseline, "models:/bench/1", audited, embedded, scored_at="now")
-    t_score = time.perf_counter() - t0
+    t_score = {}
+    for scorer in ("knn_cosine", "combined"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            baseline = build_baseline(ref, alpha=0.05, embedder=embedder, scorer=scorer)
+        t0 = time.perf_counter()
+        embedded = embedder.embed([r.output for r in audited], progress=False)
+        inputs = embed_inputs(embedder, [r.input for r in audited]) if scorer == "combined" else None
+        judge(baseline, "models:/bench/1", audited, embedded, scored_at="now", inputs=inputs)
+        t_score[scorer] = time.perf_counter() - t0
 
     tokens = float(embedded.n_tokens.mean())
     chunks = int(embedded.chunks.shape[0])
@@ -72,13 +81,15 @@ def main() -> None:
         "n": args.n, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
         "encode_limit_per_s": round(args.n / t_limit, 1),
         "conformance_embed_per_s": round(args.n / t_embed, 1),
-        "score_path_per_s": round(args.n / t_score, 1),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "score_path_knn_per_s": round(args.n / t_score["knn_cosine"], 1),
+        "score_path_combined_per_s": round(args.n / t_score["combined"], 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     print(f"{'path':<40}{'outputs/s':>12}")
     print(f"{'SentenceTransformer.encode (limit)':<40}{result['encode_limit_per_s']:>12}")
     print(f"{'conformance embed (chunked, stable)':<40}{result['conformance_embed_per_s']:>12}")
-    print(f"{'score path (embed + kNN + p + verdicts)':<40}{result['score_path_per_s']:>12}")
+    print(f"{'score path, knn_cosine':<40}{result['score_path_knn_per_s']:>12}")
+    print(f"{'score path, combined (inputs embedded too)':<40}{result['score_path_combined_per_s']:>12}")
     print(json.dumps(result))
 
 
