@@ -19,7 +19,7 @@ def _approved(n: int) -> list[Record]:
 
 
 def test_build_with_delta_records_the_cut_off_and_verdicts_use_it() -> None:
-    baseline = build_baseline(_approved(400), alpha=0.1, delta=0.1, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    baseline = build_baseline(_approved(400), alpha=0.1, delta=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
     t = calibration_conditional_threshold(baseline.n_calibration, 0.1, 0.1)
     assert t is not None and baseline.scorer["conditional_threshold"] == t < 0.1 and baseline.scorer["delta"] == 0.1
     assert flag_threshold(baseline) == t
@@ -32,7 +32,7 @@ def test_build_with_delta_records_the_cut_off_and_verdicts_use_it() -> None:
 
 
 def test_without_delta_the_verdict_is_p_at_most_alpha() -> None:
-    baseline = build_baseline(_approved(200), alpha=0.1, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    baseline = build_baseline(_approved(200), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
     assert "delta" not in baseline.scorer and flag_threshold(baseline) == 0.1
     result = _score(baseline, [f"0:{i}" for i in range(9000, 9100)])
     assert all(v.verdict == (OUT if v.p_value <= 0.1 else WITHIN) for v in result.verdicts)
@@ -41,4 +41,4 @@ def test_without_delta_the_verdict_is_p_at_most_alpha() -> None:
 
 def test_delta_refuses_a_calibration_set_too_small() -> None:
     with pytest.raises(BaselineError, match="cannot give the calibration-conditional guarantee"):
-        build_baseline(_approved(40), alpha=0.05, delta=0.01, embedder=FakeEmbedder())  # type: ignore[arg-type]
+        build_baseline(_approved(40), alpha=0.05, delta=0.01, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
