@@ -1,15 +1,19 @@
 """A scoring-run stand-in for the crash and concurrency tests: appends batches in a loop.
 
-    python tests/ledger_writer.py URL PREFIX N_BATCHES BATCH_SIZE
+    python tests/ledger_writer.py URL PREFIX N_BATCHES BATCH_SIZE [GO_FILE]
 
 Batch ``b`` holds records ``PREFIX-b-0 .. PREFIX-b-(BATCH_SIZE-1)``, always the
-same, so a run killed and started again must leave each exactly once.
+same, so a run killed and started again must leave each exactly once. With
+GO_FILE, the writer opens the ledger, prints ``ready`` and waits for that file
+to exist before its first append, so that several writers start appending at
+the same moment however long each took to start.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -29,8 +33,15 @@ from ledger_support import make_verdict  # noqa: E402
 from conformance.ledger import Ledger  # noqa: E402
 
 
-def main(url: str, prefix: str, n_batches: int, batch_size: int) -> None:
+def main(url: str, prefix: str, n_batches: int, batch_size: int, go_file: str | None = None) -> None:
     with Ledger(url) as ledger:
+        if go_file is not None:
+            print("ready", flush=True)
+            deadline = time.monotonic() + 60
+            while not Path(go_file).exists():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{go_file} did not appear within 60 s")
+                time.sleep(0.005)
         for b in range(n_batches):
             ledger.append([make_verdict(f"{prefix}-{b}-{j}", output=f"output {b} {j} " * 20)
                            for j in range(batch_size)], run_id=f"{prefix}-{b}")
@@ -38,4 +49,4 @@ def main(url: str, prefix: str, n_batches: int, batch_size: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)

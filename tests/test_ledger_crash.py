@@ -22,8 +22,9 @@ from conformance.ledger import Ledger, verify
 WRITER = Path(__file__).with_name("ledger_writer.py")
 
 
-def _writer(url: str, prefix: str, n_batches: int, batch_size: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(WRITER), url, prefix, str(n_batches), str(batch_size)],
+def _writer(url: str, prefix: str, n_batches: int, batch_size: int, go: Path | None = None) -> subprocess.Popen[str]:
+    extra = [] if go is None else [str(go)]
+    return subprocess.Popen([sys.executable, str(WRITER), url, prefix, str(n_batches), str(batch_size), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -43,11 +44,16 @@ def test_kill_9_at_random_moments_then_rerun_leaves_each_verdict_once(ledger_url
     rng = random.Random(20260616)
     Ledger(ledger_url).close()  # create the tables, so the kills land in appends
     kills = 0
-    for _ in range(3):
+    for attempt in range(3):
         proc = _writer(ledger_url, "k", n_batches, batch_size)
         assert proc.stdout is not None
-        proc.stdout.readline()  # at least one batch appended: it is mid-run
-        time.sleep(rng.uniform(0.0, 0.4))
+        # Kill at a random moment measured in the writer's progress, not in wall time, so
+        # that a fast machine cannot finish the run first: after batch `after` is reported,
+        # plus a random fraction of the next append.
+        after = rng.randint(1 + 5 * attempt, 5 + 5 * attempt)
+        for _line in range(after):
+            proc.stdout.readline()
+        time.sleep(rng.uniform(0.0, 0.02))
         os.kill(proc.pid, signal.SIGKILL)
         code = proc.wait(timeout=60)
         kills += code == -signal.SIGKILL
@@ -63,12 +69,16 @@ def test_kill_9_at_random_moments_then_rerun_leaves_each_verdict_once(ledger_url
     _assert_exactly_once(ledger_url, {f"k-{b}-{j}" for b in range(n_batches) for j in range(batch_size)})
 
 
-def test_concurrent_writers_keep_the_chain_valid_and_each_verdict_once(ledger_url: str) -> None:
+def test_concurrent_writers_keep_the_chain_valid_and_each_verdict_once(ledger_url: str, tmp_path: Path) -> None:
     """Three processes start on a ledger that does not exist yet: two distinct runs, and a
-    copy of one of them, so the same records race each other."""
+    copy of one of them, so the same records race each other. Once all three have opened
+    the ledger they are released together, so that their appends really overlap."""
     n_batches, batch_size = 25, 40
-    procs = [_writer(ledger_url, "a", n_batches, batch_size), _writer(ledger_url, "b", n_batches, batch_size),
-             _writer(ledger_url, "b", n_batches, batch_size)]
+    go = tmp_path / "go"
+    procs = [_writer(ledger_url, p, n_batches, batch_size, go) for p in ("a", "b", "b")]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
     for proc in procs:
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
