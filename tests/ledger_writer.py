@@ -46,6 +46,11 @@ def main(url: str, prefix: str, n_batches: int, batch_size: int, go_file: str | 
             ledger.append([make_verdict(f"{prefix}-{b}-{j}", output=f"output {b} {j} " * 20)
                            for j in range(batch_size)], run_id=f"{prefix}-{b}")
             print(b, flush=True)
+            if go_file is not None:
+                # A scoring run embeds between appends. Without such a pause, SQLite's busy
+                # handler (which backs off while the lock holder re-takes it at once) lets
+                # one writer append all its batches before the others get a turn.
+                time.sleep(0.03)
 
 
 if __name__ == "__main__":
