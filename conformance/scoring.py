@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 from conformance._version import __version__
 from conformance.baseline import Baseline
@@ -153,17 +152,6 @@ def judge(
             )
         )
     return verdicts
-
-
-def batch_p_value(scores: Sequence[float], baseline: Baseline) -> float:
-    """One-sided rank test: are the batch's scores larger than the calibration scores?
-
-    Under the null both are i.i.d. scores against the same fit bank, so the test
-    is exact whatever the score's distribution. Kept for callers of the first
-    release; :func:`conformance.batch.batch_tests` runs the full set.
-    """
-    result = stats.mannwhitneyu(np.asarray(scores), baseline.calibration_scores, alternative="greater")
-    return float(result.pvalue)
 
 
 Resolver = Callable[[str, str], "tuple[str, Baseline] | str"]
