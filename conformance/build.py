@@ -157,11 +157,12 @@ def build_baseline(
     fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}")
     cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration")
     k_used = min(k, fit_emb.chunks.shape[0])
-    cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
     state: dict[str, np.ndarray] = {}
     if scorer == "combined":
         cal_scores, scorer_meta, state = _fit_combined(split, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
+    else:
+        cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     if support.is_small:
         warnings.warn(
             f"{where}: only {support.n} calibration outputs; at alpha={alpha} the realised false-alarm "

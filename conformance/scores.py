@@ -1,6 +1,7 @@
 """Nonconformity scores: how unusual an output is next to the approved reference bank.
 
-The default score is the cosine distance from an output to its k-th nearest
+The ``knn_cosine`` score (and a component of the default ``combined`` score,
+see :mod:`conformance.combined`) is the cosine distance from an output to its k-th nearest
 approved output in the reference (fit) bank. A long output is embedded in
 chunks; its score is that of its most unusual chunk, so an off-policy paragraph
 at the end of a long answer is not diluted away.
