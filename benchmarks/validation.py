@@ -23,6 +23,9 @@ Parts (``--parts``, each writes ``<out>/<part>.json``):
             injected off-policy paragraphs (1, 3, 6 sentences at start,
             middle, end), refusal, answer to another class's question, and
             per-output model swaps.
+``calibration``  per-output level with prompt-weighted calibration (as ``conformance build``
+            ships since the third run) against every output as a unit, in design B, design A
+            and the class cells; per-output power of the changes in design B.
 ``swaps``   batch detection of model swaps (design A cell of the approved
             model, batch = the other model's answers to the test prompts).
             Writes the batches' pooled embeddings to ``<out>/peer_batches.npz``
@@ -47,7 +50,7 @@ from scipy import stats
 
 from conformance.batch import batch_tests, one_per_prompt
 from conformance.combined import CombinedScorer, chunked_combined_scores
-from conformance.conformal import conformal_p_values
+from conformance.conformal import conformal_p_values, prompt_weighted_p_values
 from conformance.descriptors import describe
 from conformance.scores import chunked_knn_scores
 
@@ -398,7 +401,83 @@ def part_swaps(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
     return out
 
 
-PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps}
+def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
+    """Per-output level with the calibration unit as shipped (prompt-weighted, Lee, Barber & Willett 2023)
+    against every-output-a-unit (the second run's way), and per-output power where alpha 0.05 is supportable.
+
+    Designs: B (32 models pooled over all classes, 25 calibration questions, 1,600 calibration outputs),
+    A (one model, 25 calibration questions, 50 outputs) and the second run's class cells (3 calibration
+    questions: ``conformance build`` now refuses them; measured to show why)."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_model[r["model"]].append(r)
+        by_class[r["input_class"]].append(r)
+        by_model_class[r["model"]][r["input_class"]].append(r)
+    rng = np.random.default_rng(40)
+    altered = {(kind, KEYS["row"](r)): perturb(r, kind, by_model_class, rng)
+               for kind in KINDS for r in rows if r["model"] in PERTURBED_MODELS}
+    texts.warm([r["output"] for r in altered.values()])
+    alphas = (0.01, 0.05, 0.10)
+    units = ("output", "prompt_id", "question")
+    models = sorted(by_model)[:: max(1, 32 // args.null_models)]
+    designs = {
+        "B_all_models": [(f"all/{split}", rows, 500 + split, 30, 25) for split in range(args.pooled_splits)],
+        "A_one_model": [(f"{m}/{split}", by_model[m], 100 + split, 30, 25) for m in models
+                        for split in range(args.splits)],
+        "class_cells": [(f"{c}/{split}", by_class[c], 200 + split, 4, 3) for c in sorted(by_class)
+                        for split in range(args.class_splits)],
+    }
+    out: dict = {"perturbed_models": list(PERTURBED_MODELS), "models_design_A": models}
+    change = {k: {s: {"p": [], "null": [], "alt": []} for s in SCORES} for k in KINDS}
+    for design, cells in designs.items():
+        flags = {s: {u: {a: [] for a in alphas} for u in units} for s in SCORES}
+        per_cell = {s: {u: [] for u in units} for s in SCORES}
+        t0 = time.time()
+        for _name, cell_rows, seed, n_fit_q, n_cal_q in cells:
+            cell = Cell(cell_rows, texts, seed=seed, n_fit_q=n_fit_q, n_cal_q=n_cal_q)
+            groups = {"question": [question(r["prompt_id"]) for r in cell.cal],
+                      "prompt_id": [r["prompt_id"] for r in cell.cal]}
+
+            def p_values(rows_: list[dict], unit: str, cell: Cell = cell, groups: dict = groups) -> dict:
+                sc = cell.scores(rows_)
+                if unit == "output":
+                    return {k: conformal_p_values(sc[k], cell.cal_sorted[k]) for k in SCORES}
+                return {k: prompt_weighted_p_values(sc[k], cell.cal_scores[k], groups[unit]) for k in SCORES}
+
+            for unit in units:
+                p0 = p_values(cell.test, unit)
+                for s in SCORES:
+                    for a in alphas:
+                        flags[s][unit][a].extend((p0[s] <= a).tolist())
+                    per_cell[s][unit].append(float(np.mean(p0[s] <= 0.05)))
+            if design == "B_all_models":
+                base = [r for r in cell.test if r["model"] in PERTURBED_MODELS]
+                p_null, s_null = p_values(base, "question"), cell.scores(base)
+                for kind in KINDS:
+                    alt = [altered[(kind, KEYS["row"](r))] for r in base]
+                    pa, sa = p_values(alt, "question"), cell.scores(alt)
+                    for s in SCORES:
+                        change[kind][s]["p"].extend(pa[s].tolist())
+                        change[kind][s]["alt"].extend(sa[s].tolist())
+                        change[kind][s]["null"].extend(s_null[s].tolist())
+                        change[kind][s].setdefault("p_null", []).extend(p_null[s].tolist())
+        out[design] = {
+            "cells": len(cells), "fit_q": cells[0][3], "cal_q": cells[0][4],
+            "level": {s: {u: {str(a): rate(v) for a, v in flags[s][u].items()} for u in units} for s in SCORES},
+            "per_cell_alpha_0.05": {s: {u: {"min": min(v), "median": float(np.median(v)), "max": max(v)}
+                                        for u, v in per_cell[s].items()} for s in SCORES},
+        }
+        print(f"calibration {design}: {len(cells)} cells in {time.time() - t0:.0f} s", flush=True)
+    out["changes_B"] = {k: {s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
+                                "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
+                                "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"]))} for s in SCORES}
+                        for k, d in change.items()}
+    return out
+
+
+PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps, "calibration": part_calibration}
 
 
 def main() -> None:

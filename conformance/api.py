@@ -13,9 +13,9 @@ from conformance.build import (
     DEFAULT_SCORER,
     DEFAULT_SEED,
     build_baseline,
-    split_by_prompt,
+    plan_cell,
 )
-from conformance.conformal import calibration_conditional_threshold, calibration_support, check_alpha, check_fdr
+from conformance.conformal import check_alpha, check_fdr
 from conformance.embedder import Embedder
 from conformance.errors import BaselineError, InputFileError
 from conformance.records import Record, read_records
@@ -45,7 +45,8 @@ class BuiltBaseline:
             "version": self.registered.version,
             "uri": self.registered.uri,
             "n_fit": self.baseline.n_fit,
-            "n_calibration": self.baseline.n_calibration,
+            "n_calibration": self.baseline.n_calibration_prompts,
+            "n_calibration_outputs": self.baseline.scorer.get("n_calibration_outputs", self.baseline.n_calibration),
             "alpha": self.baseline.alpha,
             "smallest_alpha": support["smallest_alpha"],
             "false_alarm_rate_95th": support["false_alarm_rate_95th"],
@@ -88,24 +89,11 @@ def build(
     for record in record_set.records:
         cells[record.cell].append(record)
     problems = []
-    for (mv, ic), records in cells.items():
+    for records in cells.values():
         try:
-            split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
+            plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
         except BaselineError as exc:
             problems.append(str(exc))
-            continue
-        support = calibration_support(len(split.calibration), alpha)
-        if delta is not None and calibration_conditional_threshold(len(split.calibration), alpha, delta) is None:
-            problems.append(
-                f"cell ({mv}, {ic}): {len(split.calibration)} calibration outputs (of {len(records)} approved) "
-                f"cannot give the calibration-conditional guarantee at alpha={alpha}, delta={delta}"
-            )
-        if not support.can_flag:
-            problems.append(
-                f"cell ({mv}, {ic}): {len(split.calibration)} calibration outputs (of {len(records)} approved) "
-                f"cannot flag anything at alpha={alpha}; it needs at least {support.min_n} calibration outputs, "
-                f"about {int(-(-support.min_n // calibration_fraction))} approved outputs in the cell"
-            )
     if problems:
         raise BaselineError("no baseline was built:\n  " + "\n  ".join(problems))
     registry = registry or Registry()

@@ -44,7 +44,9 @@ class Baseline:
     reference_owner : ndarray (n_chunks,)
         Index into ``reference_records`` of each reference chunk.
     calibration_scores : ndarray (n_calibration,)
-        Nonconformity scores of the calibration part, sorted ascending.
+        Nonconformity scores of the calibration part, sorted ascending (with
+        ``scorer["calibration_method"] == "prompt_sample"``: only those of
+        ``calibration_used``, one output per calibration prompt).
     calibration_embeddings : ndarray (n_calibration, dim)
         One pooled embedding per calibration output (for batch tests).
     reference_records : list of dict
@@ -74,6 +76,30 @@ class Baseline:
     #: prompt, since outputs for one prompt are not independent of each other.
     calibration_prompt_keys: list[str] | None = None
     calibration_scores_by_record: list[float] | None = None
+    #: Indices into ``calibration_record_ids`` of one output per distinct calibration
+    #: prompt (optional; see :class:`conformance.build.CellPlan`).
+    calibration_used: list[int] | None = None
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-values of nonconformity ``scores`` against this baseline's calibration part.
+
+        Baselines built since prompt-level calibration weigh every calibration
+        prompt the same (or use one output per prompt, under ``delta``);
+        older ones treat every calibration output as one exchangeable unit.
+        """
+        from conformance.conformal import conformal_p_values, prompt_weighted_p_values
+
+        if self.scorer.get("calibration_method") == "prompt_weighted":
+            if self.calibration_prompt_keys is None or self.calibration_scores_by_record is None:
+                raise BaselineError("a prompt-weighted baseline must carry its calibration prompt keys and scores")
+            return prompt_weighted_p_values(scores, np.asarray(self.calibration_scores_by_record),
+                                            self.calibration_prompt_keys)
+        return conformal_p_values(scores, self.calibration_scores)
+
+    @property
+    def n_calibration_prompts(self) -> int:
+        """The number of exchangeable calibration units the p-values rest on."""
+        return int(self.scorer.get("n_calibration_prompts", self.n_calibration))
 
     @property
     def n_fit(self) -> int:
@@ -98,7 +124,7 @@ class Baseline:
             "lineage": self.lineage,
         } | {
             name: getattr(self, name)
-            for name in ("calibration_prompt_keys", "calibration_scores_by_record")
+            for name in ("calibration_prompt_keys", "calibration_scores_by_record", "calibration_used")
             if getattr(self, name) is not None
         }
 

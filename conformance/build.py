@@ -21,7 +21,13 @@ from datetime import datetime, timezone
 import numpy as np
 
 from conformance.baseline import Baseline, with_digest
-from conformance.conformal import calibration_conditional_threshold, calibration_support, check_alpha
+from conformance.batch import one_per_prompt
+from conformance.conformal import (
+    CalibrationSupport,
+    calibration_conditional_threshold,
+    calibration_support,
+    check_alpha,
+)
 from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
 from conformance.records import Record
@@ -74,6 +80,77 @@ def split_by_prompt(records: Sequence[Record], *, calibration_fraction: float, s
     return Split(fit=sorted(fit, key=by_row), calibration=sorted(calibration, key=by_row))
 
 
+@dataclass(frozen=True)
+class CellPlan:
+    """How a cell's approved records will be used, decided before anything is embedded.
+
+    The guarantee treats a new output as exchangeable with the approved ones,
+    and that holds prompt by prompt, not output by output: the outputs of one
+    prompt are far more alike than outputs of different prompts, so a
+    calibration set of many outputs for few prompts says little about a new
+    prompt (measured on MT-bench, 3 calibration questions x 32 models: 0.104
+    false alarms at alpha 0.05 when every output counted; docs/validation.md).
+    So the calibration prompts are what count: p-values weigh every prompt the
+    same (:func:`~conformance.conformal.prompt_weighted_p_values`), and what
+    the calibration part supports is that of ``K`` prompts, not of its outputs.
+
+    ``calibration_used`` indexes ``split.calibration``: one output per distinct
+    prompt, drawn by a seeded hash of its record id. The batch tests use these,
+    and so do p-values under the calibration-conditional guarantee (``delta``),
+    whose Beta law needs ``K`` exchangeable scores.
+    """
+
+    split: Split
+    calibration_used: np.ndarray
+    support: CalibrationSupport
+    conditional: float | None
+
+
+def plan_cell(
+    records: Sequence[Record], *, alpha: float, calibration_fraction: float, seed: int, delta: float | None
+) -> CellPlan:
+    """Split a cell, choose its calibration outputs and check what they can support.
+
+    Raises
+    ------
+    BaselineError
+        If the records span several cells, have too few prompts to split, or
+        the calibration part answers too few distinct prompts to ever flag an
+        output at ``alpha`` (or to give the conditional guarantee at ``delta``);
+        the message says how many more prompts are needed.
+    """
+    alpha = check_alpha(alpha)
+    if not records:
+        raise BaselineError("no approved records to build a baseline from")
+    cells = {r.cell for r in records}
+    if len(cells) != 1:
+        raise BaselineError(f"records span {len(cells)} cells; build one baseline per (model_version, input_class)")
+    (model_version, input_class) = cells.pop()
+    where = f"cell ({model_version}, {input_class})"
+    split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
+    used = one_per_prompt([r.prompt_key for r in split.calibration], [r.record_id for r in split.calibration], seed)
+    n_prompts = len({r.prompt_key for r in records})
+    support = calibration_support(len(used), alpha)
+    counted = (f"{len(used)} distinct prompts ({len(split.calibration)} outputs; a new output is compared "
+               "with one approved output per prompt, since outputs of one prompt are not independent)")
+    if not support.can_flag:
+        needed = int(np.ceil(support.min_n / calibration_fraction))
+        raise BaselineError(
+            f"{where}: the calibration part answers {counted}, which cannot flag anything at alpha={alpha} "
+            f"(the smallest possible p-value is 1/{len(used) + 1} = {support.smallest_alpha:.3f}). It needs "
+            f"at least {support.min_n} calibration prompts, i.e. approved outputs for about {needed} distinct "
+            f"prompts in the cell instead of {n_prompts}, or a larger alpha (>= {support.smallest_alpha:.3f})"
+        )
+    conditional = None if delta is None else calibration_conditional_threshold(len(used), alpha, delta)
+    if delta is not None and conditional is None:
+        raise BaselineError(
+            f"{where}: the calibration part answers {counted}, too few for the calibration-conditional "
+            f"guarantee at alpha={alpha}, delta={delta}; add approved outputs for more prompts, or build "
+            "without --delta"
+        )
+    return CellPlan(split=split, calibration_used=used, support=support, conditional=conditional)
+
+
 def _lineage(records: Sequence[Record], source: str) -> dict[str, object]:
     def values(name: str) -> list[str]:
         return sorted({str(r.extras[name]) for r in records if r.extras.get(name) not in (None, "")})
@@ -114,45 +191,28 @@ def build_baseline(
     that with probability at least ``1 - delta`` over the approved sample this
     baseline's false-alarm rate is at most ``alpha``.
 
+    P-values weigh every calibration prompt the same (see :class:`CellPlan`);
+    with ``delta`` they use one calibration output per prompt. Every
+    calibration output's score is kept in ``calibration_scores_by_record``.
+
     Raises
     ------
     BaselineError
-        If the records span several cells, or the calibration part is too small
-        to ever flag an output at ``alpha`` (the message says how many more
-        approved outputs are needed).
+        As :func:`plan_cell`.
 
     Warns
     -----
     SmallCalibrationWarning
-        If the calibration part can flag at ``alpha`` but is small enough that
+        If the calibration prompts can flag at ``alpha`` but are few enough that
         the realised false-alarm rate may well exceed twice alpha.
     """
     alpha = check_alpha(alpha)
-    if not records:
-        raise BaselineError("no approved records to build a baseline from")
-    cells = {r.cell for r in records}
-    if len(cells) != 1:
-        raise BaselineError(f"records span {len(cells)} cells; build one baseline per (model_version, input_class)")
-    (model_version, input_class) = cells.pop()
-    where = f"cell ({model_version}, {input_class})"
-    split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
-    support = calibration_support(len(split.calibration), alpha)
-    if not support.can_flag:
-        needed = int(np.ceil(support.min_n / calibration_fraction))
-        raise BaselineError(
-            f"{where}: {len(split.calibration)} calibration outputs cannot flag anything at alpha={alpha} "
-            f"(the smallest possible p-value is 1/{len(split.calibration) + 1} = {support.smallest_alpha:.3f}); "
-            f"at least {support.min_n} are needed, i.e. about {needed} approved outputs in the cell "
-            f"instead of {len(records)}, or a larger alpha (>= {support.smallest_alpha:.3f})"
-        )
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
-    conditional = None if delta is None else calibration_conditional_threshold(len(split.calibration), alpha, delta)
-    if delta is not None and conditional is None:
-        raise BaselineError(
-            f"{where}: {len(split.calibration)} calibration outputs cannot give the calibration-conditional "
-            f"guarantee at alpha={alpha}, delta={delta}; add approved outputs, or build without --delta"
-        )
+    plan = plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
+    split, used, support, conditional = plan.split, plan.calibration_used, plan.support, plan.conditional
+    (model_version, input_class) = records[0].cell
+    where = f"cell ({model_version}, {input_class})"
     embedder = embedder or get_embedder()
     fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}")
     cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration")
@@ -160,27 +220,15 @@ def build_baseline(
     scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
     state: dict[str, np.ndarray] = {}
     if scorer == "combined":
-        cal_scores, scorer_meta, state = _fit_combined(split, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
+        cal_scores, scorer_meta, state = _fit_combined(split, used, fit_emb, cal_emb, embedder, k=int(k_used),
+                                                       seed=seed)
     else:
         cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     if support.is_small:
         warnings.warn(
-            f"{where}: only {support.n} calibration outputs; at alpha={alpha} the realised false-alarm "
-            f"rate may be as high as {support.false_alarm_rate_95th:.3f} (95th percentile), more than twice alpha. "
-            "Add approved outputs for a tighter guarantee.",
-            SmallCalibrationWarning,
-            stacklevel=2,
-        )
-    n_prompts = len({r.prompt_key for r in split.calibration})
-    if n_prompts < support.min_n:
-        # The guarantee treats calibration outputs as exchangeable with a new output. Outputs
-        # of one prompt are alike, so with few distinct prompts a new prompt's output is not
-        # exchangeable with them; measured on MT-bench with 3 calibration questions x 32
-        # models: 0.104 false alarms at alpha 0.05 (docs/validation.md).
-        warnings.warn(
-            f"{where}: the {support.n} calibration outputs answer only {n_prompts} distinct prompts; outputs "
-            "of one prompt are not independent, so the false-alarm rate for new prompts may exceed alpha. "
-            f"Add approved outputs for at least {support.min_n} distinct prompts.",
+            f"{where}: the calibration part answers only {support.n} distinct prompts; at alpha={alpha} the "
+            f"realised false-alarm rate may be as high as {support.false_alarm_rate_95th:.3f} (95th percentile), "
+            "more than twice alpha. Add approved outputs for more prompts for a tighter guarantee.",
             SmallCalibrationWarning,
             stacklevel=2,
         )
@@ -193,16 +241,20 @@ def build_baseline(
         model_version=model_version,
         input_class=input_class,
         alpha=alpha,
-        scorer=scorer_meta | {"chunk_pooling": "max", "seed": seed, "calibration_fraction": calibration_fraction}
+        scorer=scorer_meta | {"chunk_pooling": "max", "seed": seed, "calibration_fraction": calibration_fraction,
+                              "calibration_unit": "prompt", "n_calibration_prompts": len(used),
+                              "n_calibration_outputs": len(split.calibration),
+                              "calibration_method": "prompt_sample" if delta is not None else "prompt_weighted"}
         | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
-        calibration_scores=np.sort(cal_scores),
+        calibration_scores=np.sort(cal_scores[used] if delta is not None else cal_scores),
         calibration_embeddings=cal_emb.pooled(),
         reference_records=[{"record_id": r.record_id, "input": r.input, "output": r.output} for r in split.fit],
         calibration_record_ids=[r.record_id for r in split.calibration],
         calibration_prompt_keys=[r.prompt_key for r in split.calibration],
         calibration_scores_by_record=[float(s) for s in cal_scores],
+        calibration_used=[int(i) for i in used],
         descriptors=descriptors,
         embedder=embedder.fingerprint,
         lineage=_lineage(records, source),
@@ -220,7 +272,8 @@ def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
 
 
 def _fit_combined(
-    split: Split, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *, k: int, seed: int
+    split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
+    k: int, seed: int,
 ) -> tuple[np.ndarray, dict[str, object], dict[str, np.ndarray]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it."""
     window = int(embedder.fingerprint["chunking"]["window"])
@@ -230,7 +283,8 @@ def _fit_combined(
     cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
     model = CombinedScorer(k=k, seed=seed).fit(fit_emb.pooled(), fit_in, fit_desc,
                                                groups=[r.prompt_key for r in split.fit])
-    model.conformalize(cal_emb.pooled(), cal_in, cal_desc)
+    # Input novelty is calibrated on the same one-output-per-prompt set (one input per prompt).
+    model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
     cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],

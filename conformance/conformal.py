@@ -15,6 +15,7 @@ outliers with conformal p-values*, Ann. Statist. 2023).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,48 @@ def conformal_p_values(scores: np.ndarray, calibration_sorted: np.ndarray) -> np
     s = np.asarray(scores, dtype=np.float64)
     n_at_least = cal.size - np.searchsorted(cal, s, side="left")
     return (1.0 + n_at_least) / (cal.size + 1.0)
+
+
+def prompt_weighted_p_values(
+    scores: np.ndarray, calibration_scores: np.ndarray, calibration_groups: Sequence[str]
+) -> np.ndarray:
+    """Conformal p-values with the *prompt* as the exchangeable unit.
+
+    Outputs for one prompt are far more alike than outputs for different
+    prompts, so a new output is exchangeable with the approved ones prompt by
+    prompt, not output by output. With ``K`` calibration prompts, prompt ``k``
+    holding ``n_k`` calibration scores,
+
+        p = (1 + sum_k #{j: s_kj >= s} / n_k) / (K + 1):
+
+    every prompt weighs the same, and the new output's own (unseen) prompt
+    counts as one whole prompt at or above it. If the prompts are exchangeable
+    and the new output is a random output of a new prompt, the new output is a
+    draw from the prompt-weighted distribution of all K + 1 prompts' outputs,
+    so ``P(p <= alpha) <= alpha`` exactly (the hierarchical conformal
+    prediction of Lee, Barber & Willett, "Distribution-free inference with
+    hierarchical data", 2023; the "CDF pooling" of Dunn, Wasserman & Ramdas,
+    JASA 2023). With one output per prompt it is the usual split-conformal
+    p-value.
+
+    >>> prompt_weighted_p_values(np.array([2.5]), np.array([1.0, 2.0, 3.0, 4.0]), ["a", "a", "b", "b"])
+    array([0.66666667])
+    """
+    cal = np.asarray(calibration_scores, dtype=np.float64)
+    if cal.ndim != 1 or cal.size == 0:
+        raise ValueError("calibration scores must be a non-empty 1-D array")
+    if len(calibration_groups) != cal.size:
+        raise ValueError(f"got {cal.size} calibration scores but {len(calibration_groups)} group keys")
+    keys, group, counts = np.unique(np.asarray(calibration_groups, dtype=object).astype(str), return_inverse=True,
+                                    return_counts=True)
+    order = np.argsort(cal, kind="stable")
+    sorted_cal = cal[order]
+    weights = (1.0 / counts[group])[order]
+    # mass_at_or_above[i] = total weight of calibration scores sorted_cal[i:]
+    mass_at_or_above = np.round(np.concatenate([np.cumsum(weights[::-1])[::-1], [0.0]]), 12)  # no float dust
+    s = np.asarray(scores, dtype=np.float64)
+    first = np.searchsorted(sorted_cal, s, side="left")
+    return np.minimum(1.0, (1.0 + mass_at_or_above[first]) / (keys.size + 1.0))
 
 
 def min_calibration_size(alpha: float) -> int:

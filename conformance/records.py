@@ -25,6 +25,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("record_id", "model_version", "input_class",
 
 OPTIONAL_FIELDS: tuple[str, ...] = (
     "prompt_id",
+    "conversation_id",
     "eval_run_id",
     "timestamp",
     "policy_id",
@@ -39,8 +40,22 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
 """Carried through unchanged into every verdict, for reconstruction."""
 
 
-def prompt_key_of(prompt_id: Any, input_text: Any) -> str:
-    """The prompt an output answers: its ``prompt_id`` if it has one, else its input."""
+def prompt_key_of(prompt_id: Any, input_text: Any, conversation_id: Any = None) -> str:
+    """The unit of independence an output belongs to: its ``conversation_id`` if it has one,
+    else its ``prompt_id``, else its input.
+
+    Outputs with one key are not independent of each other (several samples of
+    one prompt; the turns of one conversation, since turn 2 follows turn 1's
+    topic). The key decides the fit/calibration split, the one calibration
+    output per key, and the one output per key in batch tests.
+
+    >>> prompt_key_of("q81:turn2", "Rewrite it.", "q81")
+    'conversation:q81'
+    >>> prompt_key_of("q81:turn2", "Rewrite it.")
+    'q81:turn2'
+    """
+    if conversation_id not in (None, ""):
+        return "conversation:" + str(conversation_id)
     return str(prompt_id) if prompt_id not in (None, "") else "input:" + str(input_text)
 
 
@@ -64,7 +79,7 @@ class Record:
     @property
     def prompt_key(self) -> str:
         """Records sharing this key are outputs for the same prompt."""
-        return prompt_key_of(self.extras.get("prompt_id"), self.input)
+        return prompt_key_of(self.extras.get("prompt_id"), self.input, self.extras.get("conversation_id"))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f: getattr(self, f) for f in REQUIRED_FIELDS}
@@ -157,6 +172,13 @@ def validate_row(row: int, raw: Mapping[str, Any], seen: dict[str, int]) -> Reco
         )
     elif rid is not None:
         seen[rid] = row
+    for name in ("prompt_id", "conversation_id"):
+        value = raw.get(name)
+        if not _is_missing(value) and isinstance(_plain(value), (dict, list, bool)):
+            problems.append(RecordProblem(
+                row, rid, name, "wrong_type",
+                f"must be a string or a number naming the {name.split('_')[0]}, got {type(_plain(value)).__name__} "
+                f"({str(value)[:40]!r})"))
     if problems:
         return InvalidRow(row=row, raw=dict(raw), problems=tuple(problems))
     extras = {k: _plain(raw[k]) for k in raw if k not in REQUIRED_FIELDS and not _is_missing(raw[k])}

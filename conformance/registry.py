@@ -155,7 +155,8 @@ class Registry:
                 mlflow.set_tags(tags)
                 mlflow.log_params({"alpha": baseline.alpha, "k": baseline.scorer.get("k"),
                                    "scorer": baseline.scorer.get("name")})
-                mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration})
+                mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
+                                    "n_calibration_prompts": baseline.n_calibration_prompts})
                 info = mlflow.pyfunc.log_model(
                     name="baseline",
                     python_model=str(_MODEL_CODE),
@@ -175,6 +176,7 @@ class Registry:
         self.client.update_model_version(
             name, version.version,
             description=(f"{baseline.n_fit} reference and {baseline.n_calibration} calibration approved outputs "
+                         f"({baseline.n_calibration_prompts} calibration prompts) "
                          f"at alpha={baseline.alpha}; built in run {run_id}; digest {baseline.digest}"),
         )
         return RegisteredBaseline(name, int(version.version), baseline.model_version, baseline.input_class,
@@ -288,6 +290,7 @@ def baseline_tags(baseline: Baseline) -> dict[str, str]:
         "alpha": str(baseline.alpha),
         "n_fit": str(baseline.n_fit),
         "n_calibration": str(baseline.n_calibration),
+        "n_calibration_prompts": str(baseline.n_calibration_prompts),
         "scorer": baseline.scorer["name"],
         "embedder": str(baseline.embedder.get("model")),
         "embedder_weights_sha256": str(baseline.embedder.get("weights_sha256")),

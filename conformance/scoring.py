@@ -15,7 +15,7 @@ from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests, one_per_prompt
 from conformance.build import embed_inputs
 from conformance.combined import CombinedScorer, chunked_combined_scores
-from conformance.conformal import benjamini_hochberg, check_fdr, conformal_p_values
+from conformance.conformal import benjamini_hochberg, check_fdr
 from conformance.descriptors import describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
 from conformance.records import InvalidRow, Record, RecordSet, prompt_key_of
@@ -64,14 +64,26 @@ def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
 
 
 def _reason(baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None) -> str:
-    n = baseline.n_calibration
-    beaten = int(np.searchsorted(baseline.calibration_scores, score, side="left"))
-    share = 100.0 * beaten / n
+    method = baseline.scorer.get("calibration_method")
+    if method == "prompt_weighted":
+        keys = baseline.calibration_prompt_keys or []
+        n_out, n_prompts = len(keys), baseline.n_calibration_prompts
+        # The share of calibration prompts (each weighing the same) this output is more unusual than.
+        share = 100.0 * (1.0 - (p_value * (n_prompts + 1) - 1.0) / n_prompts)
+        compared = (f"Compared with {n_out} approved outputs for {n_prompts} approved prompts held out for "
+                    f"calibration, each prompt weighing the same,")
+        like = "an output like the approved ones, for a prompt like the approved ones,"
+    else:
+        n = baseline.n_calibration
+        share = 100.0 * int(np.searchsorted(baseline.calibration_scores, score, side="left")) / n
+        per_prompt = method == "prompt_sample"
+        compared = (f"Compared with {n} approved outputs"
+                    + (f", one for each of {n} approved prompts held out for calibration," if per_prompt else ""))
+        like = "an output like the approved ones" + (", for a prompt like the approved ones," if per_prompt else "")
     lead = (
-        f"Compared with {n} approved outputs of model {baseline.model_version} for input class "
-        f"'{baseline.input_class}' (baseline {uri}), this output was more unusual than {share:.1f}% of them "
-        f"(p-value {p_value:.4f}; alpha {baseline.alpha:g}, so an output like the approved ones is "
-        f"flagged at most {100 * baseline.alpha:g}% of the time)."
+        f"{compared} of model {baseline.model_version} for input class '{baseline.input_class}' (baseline {uri}), "
+        f"this output was more unusual than {share:.1f}% of them (p-value {p_value:.4f}; alpha {baseline.alpha:g}, "
+        f"so {like} is flagged at most {100 * baseline.alpha:g}% of the time)."
     )
     if input_p_value is not None:
         lead += _input_sentence(baseline, input_p_value)
@@ -121,7 +133,7 @@ def judge(
         desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window)
         scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
         input_p = [float(p) for p in model.input_p_values(inputs)]
-    p_values = conformal_p_values(scores, baseline.calibration_scores)
+    p_values = baseline.p_values(scores)
     embedder_digest = fingerprint_digest(baseline.embedder)
     verdicts = []
     for record, score, p_value, idx, in_p in zip(records, scores, p_values, nearest_idx, input_p):
@@ -305,7 +317,10 @@ def summarise(
             # One output per prompt on both sides: see conformance.batch.one_per_prompt.
             keep = one_per_prompt([_prompt_key(v) for v in scored_members],
                                   [v.record_id or f"row {v.row}" for v in scored_members], seed)
-            keep_cal = one_per_prompt(baseline.calibration_prompt_keys, baseline.calibration_record_ids, seed)
+            if baseline.calibration_used is not None:  # the very outputs the p-values were calibrated on
+                keep_cal = np.asarray(baseline.calibration_used, dtype=np.int64)
+            else:
+                keep_cal = one_per_prompt(baseline.calibration_prompt_keys, baseline.calibration_record_ids, seed)
             batch_scores = batch_scores[keep]
             batch_embeddings = None if batch_embeddings is None else batch_embeddings[keep]
             cal_scores = np.sort(np.asarray(baseline.calibration_scores_by_record)[keep_cal])
@@ -319,7 +334,7 @@ def summarise(
         verdict = OUT if p <= baseline.alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
         reason = (
-            f"The {len(scored)} scored outputs were compared as a batch with the {baseline.n_calibration} "
+            f"The {len(scored)} scored outputs were compared as a batch with "
             f"approved calibration outputs{per_prompt} by {len(result.p_values)} tests ({each}; permutation tests with "
             f"B={result.n_permutations}, seed {result.seed}), combined by Bonferroni: p-value {p:.4g} "
             + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
@@ -331,4 +346,5 @@ def summarise(
 
 
 def _prompt_key(verdict: Verdict) -> str:
-    return prompt_key_of(verdict.record.get("prompt_id"), verdict.record.get("input", ""))
+    return prompt_key_of(verdict.record.get("prompt_id"), verdict.record.get("input", ""),
+                         verdict.record.get("conversation_id"))

@@ -31,7 +31,9 @@ def test_build_reports_each_cell(built: list[dict]) -> None:
     for b in built:
         assert {"model_version", "input_class", "name", "version", "n_fit", "n_calibration", "alpha"} <= set(b)
         assert b["alpha"] == 0.05 and b["approved_by"] == "Test Approver"
-        assert b["n_fit"] + b["n_calibration"] == 192
+        assert b["n_fit"] + b["n_calibration_outputs"] == 192
+        # 64 prompts x 3 outputs per cell: the p-values use one calibration output per prompt
+        assert b["n_calibration_outputs"] == 3 * b["n_calibration"]
         assert b["name"] == f"conformance.{b['model_version']}.{b['input_class']}"
 
 
@@ -208,7 +210,7 @@ def test_too_few_approved_outputs_is_refused_with_the_number_needed(workdir: Pat
     path = write_jsonl(rows, workdir / "tiny.jsonl")
     code, _, err = run("build", str(path))
     assert code == 2
-    assert "10 calibration outputs" in err and "at least 19" in err
+    assert "answers 10 distinct prompts (10 outputs" in err and "at least 19 calibration prompts" in err
 
 
 def test_entry_point_help_and_usage_errors() -> None:
@@ -237,20 +239,21 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
     # whose 95th percentile, 1 - 0.05 ** (1 / 25) = 0.113, exceeds twice alpha.
     assert baseline.n_calibration == 25
     messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
-    assert len(messages) == 1 and "only 25 calibration outputs" in messages[0] and "0.113" in messages[0]
+    assert len(messages) == 1 and "only 25 distinct prompts" in messages[0] and "0.113" in messages[0]
 
 
-def test_few_distinct_calibration_prompts_warn(embedder) -> None:
-    import warnings
-
-    from conformance.build import SmallCalibrationWarning, build_baseline
+def test_few_distinct_calibration_prompts_are_refused(embedder) -> None:
+    from conformance.build import build_baseline
+    from conformance.errors import BaselineError
     from conformance.records import Record
 
-    # 60 outputs for 6 prompts: 30 calibration outputs, but only 3 distinct prompts.
+    # 60 outputs for 6 prompts: 30 calibration outputs, but only 3 distinct prompts. A new
+    # prompt's output is exchangeable with one output per calibration prompt, not with all 30,
+    # so the smallest p-value is 1/4: nothing could ever be flagged at 0.05.
     records = [Record(row=i + 1, record_id=f"p{i}", model_version="few", input_class="c", input=f"question {i % 6}",
                       output=f"Answer number {i} to question {i % 6}, version {i // 6}.") for i in range(60)]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with pytest.raises(BaselineError) as caught:
         build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine")
-    messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
-    assert any("answer only 3 distinct prompts" in m and "at least 19 distinct prompts" in m for m in messages)
+    message = str(caught.value)
+    assert "answers 3 distinct prompts (30 outputs" in message and "at least 19 calibration prompts" in message
+    assert "1/4 = 0.250" in message

@@ -16,6 +16,9 @@ from tests.conftest import SHARED_DATA
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"real outputs not found at {SHARED_DATA}")
 
 
+PROSE = ("writing", "roleplay", "humanities", "stem")
+
+
 def _records(rows: list[dict], cls: str) -> list[Record]:
     return [Record(row=i + 1, record_id=f"{r['model']}:{r['prompt_id']}", model_version="mt-bench-pool",
                    input_class=cls, input=r["input"], output=r["output"], extras={"prompt_id": r["prompt_id"]})
@@ -28,30 +31,42 @@ def test_answers_to_another_input_class_are_flagged(embedder, scorer: str) -> No
         rows = [json.loads(line) for line in handle]
     turn1 = [r for r in rows if r["prompt_id"].endswith("turn1")]
     models = sorted({r["model"] for r in turn1})
-    approved_models = set(models[::4])  # 8 models' writing answers are the approved distribution
-    writing = [r for r in turn1 if r["input_class"] == "writing" and r["model"] in approved_models]
-    with pytest.warns(SmallCalibrationWarning, match="40 calibration outputs"):
-        baseline = build_baseline(_records(writing, "writing"), alpha=0.05, embedder=embedder, scorer=scorer)
-    assert baseline.n_calibration >= 19
+    approved_models = set(models[::4])  # 8 models' answers are the approved distribution
+    # The approved input class: open-ended prose questions (MT-bench's writing, roleplay, humanities
+    # and stem: 40 prompts). One MT-bench category alone has 10 prompts, too few: the calibration
+    # uses one output per prompt, and alpha 0.05 needs at least 19 calibration prompts.
+    prose = [r for r in turn1 if r["input_class"] in PROSE and r["model"] in approved_models]
+    # 20 calibration prompts: at alpha 0.05 an output is flagged only if it is more unusual than
+    # (nearly) every calibration prompt's outputs, so two odd approved outputs (rwkv-4-raven's
+    # markdown outlines, combined scores 7.6 and 9.0 against a median of 4.3) would mask everything;
+    # alpha 0.10 is what 20 prompts support usefully.
+    with pytest.warns(SmallCalibrationWarning, match="only 20 distinct prompts"):
+        baseline = build_baseline(_records(prose, "prose"), alpha=0.10, embedder=embedder, scorer=scorer)
+    assert baseline.n_calibration_prompts == 20 and baseline.scorer["n_calibration_outputs"] == 160
 
     # Other models: answers to the calibration prompts (same class) vs answers to math prompts.
-    cal_prompts = {rid.split(":", 1)[1] for rid in baseline.calibration_record_ids}
-    held_out = [r for r in turn1 if r["model"] not in approved_models]
-    same = _records([r for r in held_out if r["prompt_id"] in cal_prompts][:40], "writing")
-    # An answer to another class's question in place of the answer: the writing prompt stays,
+    cal_prompts = sorted({rid.split(":", 1)[1] for rid in baseline.calibration_record_ids})
+    held_out = sorted(m for m in models if m not in approved_models)
+    by_key = {(r["model"], r["prompt_id"]): r for r in turn1}
+    same = _records([by_key[(held_out[(4 * i + j) % len(held_out)], prompt)]
+                     for i, prompt in enumerate(cal_prompts) for j in range(4)], "prose")
+    # An answer to another class's question in place of the answer: the prose prompt stays,
     # the output is another model's answer to a math question.
-    math_answers = [r for r in held_out if r["input_class"] == "math"]
+    math_answers = [r for r in turn1 if r["input_class"] == "math" and r["model"] not in approved_models]
     other = _records([{**r, "input": s_.input, "prompt_id": s_.extras["prompt_id"]}
-                      for r, s_ in zip(math_answers, same)], "writing")
+                      for r, s_ in zip(math_answers, same)], "prose")
     emb_same = embedder.embed([r.output for r in same], progress=False)
     emb_other = embedder.embed([r.output for r in other], progress=False)
-    def flag_rate(records: list[Record], embedded) -> float:
+    def flag_rate(records: list[Record], embedded) -> tuple[float, np.ndarray]:
         inputs = embed_inputs(embedder, [r.input for r in records]) if scorer == "combined" else None
         verdicts = judge(baseline, "models:/t/1", records, embedded, scored_at="t", inputs=inputs)
-        return float(np.mean([v.verdict == "out_of_bounds" for v in verdicts]))
+        return float(np.mean([v.verdict == "out_of_bounds" for v in verdicts])), np.array([v.score for v in verdicts])
 
-    flag_same, flag_other = flag_rate(same, emb_same), flag_rate(other, emb_other)
-    # Measured (flag rate of 40 writing answers of other models; of 40 math answers to writing
-    # prompts): knn_cosine 0.0 and 0.85, combined 0.05 and 0.875.
-    assert flag_same <= 0.15, flag_same
-    assert flag_other >= 0.8, flag_other
+    (flag_same, score_same), (flag_other, score_other) = flag_rate(same, emb_same), flag_rate(other, emb_other)
+    # The scores separate the two (measured: median of the math answers above the 90th percentile of
+    # the prose answers, for both scorers); the flags depend on what 20 calibration prompts support.
+    assert np.median(score_other) > np.quantile(score_same, 0.9)
+    # Measured (flag rate at alpha 0.10 of 80 prose answers of other models; of 80 math answers
+    # given to prose prompts): knn_cosine 0.075 and 0.70, combined 0.0125 and 0.725.
+    assert flag_same <= 0.2, flag_same
+    assert flag_other >= 0.6, flag_other

@@ -93,3 +93,33 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     path.write_bytes(b"not parquet at all")
     with pytest.raises(InputFileError, match="cannot be read"):
         read_records(path)
+
+
+def test_conversation_id_groups_the_turns_of_a_conversation(tmp_path: Path) -> None:
+    rows = [
+        {**GOOD, "record_id": "t1", "prompt_id": "q81:turn1", "conversation_id": "q81"},
+        {**GOOD, "record_id": "t2", "prompt_id": "q81:turn2", "conversation_id": "q81", "input": "Rewrite it."},
+        {**GOOD, "record_id": "t3", "prompt_id": "q82:turn1"},
+        {**GOOD, "record_id": "t4", "input": "no ids at all"},
+        {**GOOD, "record_id": "t5", "conversation_id": {"nested": "no"}},
+    ]
+    got = read_records(_jsonl(tmp_path, rows)).rows
+    assert [r.prompt_key for r in got[:4]] == ["conversation:q81", "conversation:q81", "q82:turn1",  # type: ignore[union-attr]
+                                               "input:no ids at all"]
+    bad = got[4]
+    assert isinstance(bad, InvalidRow)
+    assert [(p.row, p.field, p.code) for p in bad.problems] == [(5, "conversation_id", "wrong_type")]
+
+
+def test_the_split_keeps_a_conversation_on_one_side() -> None:
+    from conformance.build import split_by_prompt
+
+    records = [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
+                      input=f"turn {i % 2} of {i // 2}", output="o",
+                      extras={"prompt_id": f"q{i // 2}:turn{i % 2}", "conversation_id": f"q{i // 2}"})
+               for i in range(80)]
+    for seed in range(5):
+        split = split_by_prompt(records, calibration_fraction=0.5, seed=seed)
+        fit = {r.extras["conversation_id"] for r in split.fit}
+        cal = {r.extras["conversation_id"] for r in split.calibration}
+        assert not fit & cal and len(fit | cal) == 40

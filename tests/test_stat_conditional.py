@@ -40,5 +40,36 @@ def test_without_delta_the_verdict_is_p_at_most_alpha() -> None:
 
 
 def test_delta_refuses_a_calibration_set_too_small() -> None:
-    with pytest.raises(BaselineError, match="cannot give the calibration-conditional guarantee"):
+    with pytest.raises(BaselineError, match="too few for the calibration-conditional guarantee"):
         build_baseline(_approved(40), alpha=0.05, delta=0.01, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+
+
+def _approved_multi(n_prompts: int, per_prompt: int) -> list[Record]:
+    return [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=f"q{i // per_prompt}",
+                   output=f"0:{i}", extras={"prompt_id": f"p{i // per_prompt}"})
+            for i in range(n_prompts * per_prompt)]
+
+
+def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
+    import numpy as np
+
+    from conformance.conformal import prompt_weighted_p_values
+
+    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert baseline.scorer["calibration_method"] == "prompt_weighted"
+    assert baseline.n_calibration_prompts == 40 and baseline.scorer["n_calibration_outputs"] == 160
+    assert baseline.descriptors["calibration_support"]["n_calibration"] == 40  # what alpha is checked against
+    keys = baseline.calibration_prompt_keys
+    used = baseline.calibration_used
+    assert keys is not None and used is not None and sorted(keys[i] for i in used) == sorted(set(keys))
+    scores = np.linspace(0, 2, 50)
+    assert np.array_equal(baseline.p_values(scores),
+                          prompt_weighted_p_values(scores, np.asarray(baseline.calibration_scores_by_record), keys))
+    result = _score(baseline, [f"0:{i}" for i in range(9000, 9040)])
+    assert all("one for each" not in v.reason and "40 approved prompts" in v.reason for v in result.verdicts)
+
+    # Under delta, p-values use the one output per prompt, so the Beta law of K scores holds.
+    conditional = build_baseline(_approved_multi(80, 4), alpha=0.1, delta=0.1, scorer="knn_cosine",
+                                 embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert conditional.scorer["calibration_method"] == "prompt_sample" and conditional.n_calibration == 40
+    assert conditional.scorer["conditional_threshold"] == calibration_conditional_threshold(40, 0.1, 0.1)
