@@ -26,6 +26,8 @@ Parts (``--parts``, each writes ``<out>/<part>.json``):
 ``calibration``  per-output level with prompt-weighted calibration (as ``conformance build``
             ships since the third run) against every output as a unit, in design B, design A
             and the class cells; per-output power of the changes in design B.
+``power``   per-output power of the changes in one-model cells (design A) of three models,
+            prompt-weighted p-values by question.
 ``swaps``   batch detection of model swaps (design A cell of the approved
             model, batch = the other model's answers to the test prompts).
             Writes the batches' pooled embeddings to ``<out>/peer_batches.npz``
@@ -477,7 +479,69 @@ def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -
     return out
 
 
-PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps, "calibration": part_calibration}
+#: Models whose outputs are altered for the per-output changes in one-model cells (part ``power``).
+POWER_MODELS = ("vicuna-13b-v1.3", "gpt-3.5-turbo", "claude-v1")
+
+
+def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
+    """Per-output power in one-model cells (design A: the model's own approved outputs over all classes,
+    fit 30 / calibration 25 / test 25 questions), p-values prompt-weighted by question, as shipped.
+
+    A one-model cell is what a baseline is in practice: one model version's approved evaluation run.
+    "other_class" keeps the input and puts in the same model's answer to a held-out (test-part)
+    question of another class (same turn): an answer that does not answer its input."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_model[r["model"]].append(r)
+        by_model_class[r["model"]][r["input_class"]].append(r)
+    rng = np.random.default_rng(50)
+    altered = {(kind, KEYS["row"](r)): perturb(r, kind, by_model_class, rng)
+               for kind in KINDS for r in rows if r["model"] in POWER_MODELS}
+    texts.warm([r["output"] for r in altered.values()])
+    change = {k: {s: {"p": [], "null": [], "alt": [], "p_null": []} for s in SCORES} for k in KINDS}
+    per_model: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for model in POWER_MODELS:
+        for split in range(args.power_splits):
+            cell = Cell(by_model[model], texts, seed=600 + split, n_fit_q=30, n_cal_q=25)
+            groups = [question(r["prompt_id"]) for r in cell.cal]
+
+            def p_values(rows_: list[dict], cell: Cell = cell, groups: list[str] = groups) -> dict:
+                sc = cell.scores(rows_)
+                return {k: prompt_weighted_p_values(sc[k], cell.cal_scores[k], groups) for k in SCORES}
+
+            p_null, s_null = p_values(cell.test), cell.scores(cell.test)
+            for kind in KINDS:
+                if kind == "other_class":
+                    # The replacement must come from the test part too: an approved answer of the fit part
+                    # sits in the reference bank and would look *more* typical than any new answer.
+                    alt = [{**r, "output": pool[int(rng.integers(len(pool)))]["output"]} for r in cell.test
+                           for pool in [[o for o in cell.test if o["input_class"] != r["input_class"]
+                                         and o["prompt_id"][-5:] == r["prompt_id"][-5:]]]]
+                else:
+                    alt = [altered[(kind, KEYS["row"](r))] for r in cell.test]
+                pa, sa = p_values(alt), cell.scores(alt)
+                for s in SCORES:
+                    change[kind][s]["p"].extend(pa[s].tolist())
+                    change[kind][s]["alt"].extend(sa[s].tolist())
+                    change[kind][s]["null"].extend(s_null[s].tolist())
+                    change[kind][s]["p_null"].extend(p_null[s].tolist())
+                    per_model[kind][s][model].extend((pa[s] <= 0.05).tolist())
+        print(f"power {model}: done", flush=True)
+    return {
+        "models": list(POWER_MODELS), "splits": args.power_splits, "fit_q": 30, "cal_q": 25, "test_q": 25,
+        "changes": {k: {s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
+                            "detect_0.10": rate([p <= 0.10 for p in d[s]["p"]]),
+                            "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
+                            "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"])),
+                            "detect_0.05_per_model": {m: float(np.mean(v)) for m, v in per_model[k][s].items()}}
+                        for s in SCORES} for k, d in change.items()},
+    }
+
+
+PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps, "calibration": part_calibration,
+         "power": part_power}
 
 
 def main() -> None:
@@ -489,6 +553,7 @@ def main() -> None:
     parser.add_argument("--pooled-splits", type=int, default=5, help="question splits of design B (default 5)")
     parser.add_argument("--pooled-draws", type=int, default=20, help="null batches per (split, key, size) in B")
     parser.add_argument("--class-splits", type=int, default=5, help="question splits per class cell (default 5)")
+    parser.add_argument("--power-splits", type=int, default=8, help="question splits per model in part power")
     parser.add_argument("--swap-draws", type=int, default=10, help="batches per (swap, split, key, size)")
     parser.add_argument("--combined", choices=("chunked", "pooled"), default="chunked",
                         help="combined score: max over chunks as shipped (default), or of the pooled embedding")

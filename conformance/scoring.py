@@ -70,20 +70,20 @@ def _reason(baseline: Baseline, uri: str, score: float, p_value: float, input_p_
         n_out, n_prompts = len(keys), baseline.n_calibration_prompts
         # The share of calibration prompts (each weighing the same) this output is more unusual than.
         share = 100.0 * (1.0 - (p_value * (n_prompts + 1) - 1.0) / n_prompts)
-        compared = (f"Compared with {n_out} approved outputs for {n_prompts} approved prompts held out for "
-                    f"calibration, each prompt weighing the same,")
+        compared = n_out
+        held = f"answers to {n_prompts} prompts held out for calibration, each prompt weighing the same; "
         like = "an output like the approved ones, for a prompt like the approved ones,"
     else:
         n = baseline.n_calibration
         share = 100.0 * int(np.searchsorted(baseline.calibration_scores, score, side="left")) / n
         per_prompt = method == "prompt_sample"
-        compared = (f"Compared with {n} approved outputs"
-                    + (f", one for each of {n} approved prompts held out for calibration," if per_prompt else ""))
+        compared, held = n, (f"one for each of {n} prompts held out for calibration; " if per_prompt else "")
         like = "an output like the approved ones" + (", for a prompt like the approved ones," if per_prompt else "")
     lead = (
-        f"{compared} of model {baseline.model_version} for input class '{baseline.input_class}' (baseline {uri}), "
-        f"this output was more unusual than {share:.1f}% of them (p-value {p_value:.4f}; alpha {baseline.alpha:g}, "
-        f"so {like} is flagged at most {100 * baseline.alpha:g}% of the time)."
+        f"Compared with {compared} approved outputs of model {baseline.model_version} for input class "
+        f"'{baseline.input_class}' ({held}baseline {uri}), this output was more unusual than {share:.1f}% of them "
+        f"(p-value {p_value:.4f}; alpha {baseline.alpha:g}, so {like} is flagged at most "
+        f"{100 * baseline.alpha:g}% of the time)."
     )
     if input_p_value is not None:
         lead += _input_sentence(baseline, input_p_value)

@@ -66,7 +66,7 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
     assert np.array_equal(baseline.p_values(scores),
                           prompt_weighted_p_values(scores, np.asarray(baseline.calibration_scores_by_record), keys))
     result = _score(baseline, [f"0:{i}" for i in range(9000, 9040)])
-    assert all("one for each" not in v.reason and "40 approved prompts" in v.reason for v in result.verdicts)
+    assert all("one for each" not in v.reason and "answers to 40 prompts held out" in v.reason for v in result.verdicts)
 
     # Under delta, p-values use the one output per prompt, so the Beta law of K scores holds.
     conditional = build_baseline(_approved_multi(80, 4), alpha=0.1, delta=0.1, scorer="knn_cosine",
