@@ -483,6 +483,14 @@ def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -
 POWER_MODELS = ("vicuna-13b-v1.3", "gpt-3.5-turbo", "claude-v1")
 
 
+def _turn1(d: dict) -> dict:
+    """Detection and AUROC on first-turn outputs only (a second turn's input, "Rewrite your previous
+    response...", says little about what the output should be about)."""
+    t1 = np.array(d["turn1"], dtype=bool)
+    p, alt, null = np.array(d["p"]), np.array(d["alt"]), np.array(d["null"])
+    return {"detect_0.05": rate((p[t1] <= 0.05).tolist()), "auroc": auroc(alt[t1], null[t1])}
+
+
 def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
     """Per-output power in one-model cells (design A: the model's own approved outputs over all classes,
     fit 30 / calibration 25 / test 25 questions), p-values prompt-weighted by question, as shipped.
@@ -522,11 +530,13 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
                 else:
                     alt = [altered[(kind, KEYS["row"](r))] for r in cell.test]
                 pa, sa = p_values(alt), cell.scores(alt)
+                turn1 = np.array([r["prompt_id"].endswith("turn1") for r in cell.test])
                 for s in SCORES:
                     change[kind][s]["p"].extend(pa[s].tolist())
                     change[kind][s]["alt"].extend(sa[s].tolist())
                     change[kind][s]["null"].extend(s_null[s].tolist())
                     change[kind][s]["p_null"].extend(p_null[s].tolist())
+                    change[kind][s].setdefault("turn1", []).extend(turn1.tolist())
                     per_model[kind][s][model].extend((pa[s] <= 0.05).tolist())
         print(f"power {model}: done", flush=True)
     return {
@@ -535,7 +545,8 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
                             "detect_0.10": rate([p <= 0.10 for p in d[s]["p"]]),
                             "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
                             "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"])),
-                            "detect_0.05_per_model": {m: float(np.mean(v)) for m, v in per_model[k][s].items()}}
+                            "detect_0.05_per_model": {m: float(np.mean(v)) for m, v in per_model[k][s].items()},
+                            "turn1": _turn1(d[s])}
                         for s in SCORES} for k, d in change.items()},
     }
 

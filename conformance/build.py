@@ -288,6 +288,7 @@ def _fit_combined(
     cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
-            "rule": "smooth maximum log(sum(exp(asinh(z)))) of components standardised by median/MAD of "
-                    "two-fold cross-fitted fit-part values; input novelty reported apart"}
+            "rule": "smooth maximum log(sum(exp(asinh(z)))) of components standardised by median and "
+                    "max(MAD, 99th-percentile spread) of two-fold cross-fitted fit-part values; input "
+                    "novelty reported apart"}
     return cal_scores, meta, model.to_state()

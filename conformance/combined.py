@@ -12,7 +12,8 @@ score asks whether the output is unusual **for its input**:
 descriptors    two-sided robust z of each text descriptor (length, refusal, script, ...)
 
 The combination rule is fixed on the fit part alone: each component is
-standardised by its median and MAD over *cross-fitted* fit-part values (two
+standardised by its median and the larger of its MAD and its spread to the 99th percentile over
+*cross-fitted* fit-part values (two
 folds split by prompt, each scored against a model fitted on the other), and
 the standardised values are combined by a smooth maximum,
 ``log(sum(exp(asinh(z_j))))``, which is strictly increasing in every component and
@@ -187,24 +188,39 @@ class CombinedScorer:
         self.components_ = _Components(y, x, k=self.k, ridge=self.ridge)
         # Residual covariance from cross-fitted residuals: in-sample ridge residuals are too small.
         self.components_.res_mean, self.components_.res_precision = oas_precision(residuals)
-        for f in (0, 1):  # the residual component of the cross-fitted values, with that covariance
-            cross[fold == f, 1] = _mahalanobis(residuals[fold == f], self.components_.res_mean,
-                                               self.components_.res_precision)
+        for f in (0, 1):
+            # The residual component of the cross-fitted values, with a covariance estimated on the
+            # *other* fold: a new output's residual is out of sample for the covariance too. With the
+            # covariance of all residuals (in sample, 384 dimensions from tens of rows) the fit-part
+            # values came out far smaller than any new output's (z near 47 for every test output on
+            # MT-bench), and this one component then decided the whole score.
+            mean_f, precision_f = oas_precision(residuals[fold != f])
+            cross[fold == f, 1] = _mahalanobis(residuals[fold == f], mean_f, precision_f)
         self.location_, self.scale_ = self._robust(cross)
-        self.descriptor_location_, self.descriptor_scale_ = self._robust(d)
+        self.descriptor_location_, self.descriptor_scale_ = self._robust(d, two_sided=True)
         self.n_fit_ = y.shape[0]
         self.fit_inputs_ = _unit(np.unique(x, axis=0))
         return self
 
     @staticmethod
-    def _robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _robust(values: np.ndarray, *, two_sided: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Location (median) and scale of each column, the scale set by the column's *tail*.
+
+        The scale is the larger of the MAD and the spread to the 99th percentile, scaled as for a
+        normal variable (so a column's 99th percentile of fit-part values lands near z = 2.3, or
+        2.6 for the two-sided descriptors). With the MAD alone, a heavy-tailed column (a count of
+        list lines or headings, mostly 0) gave ordinary approved outputs z-values in the hundreds,
+        and the smooth maximum then drowned the components that carry the signal: an answer to
+        another question has input relevance beyond every approved output (AUROC 1.0 alone) but
+        the combination reached AUROC 0.65 (docs/validation.md, third run).
+        """
         if values.shape[1] == 0:
             return np.zeros(0), np.ones(0)
         loc = np.median(values, axis=0)
+        dev = np.abs(values - loc) if two_sided else values - loc
         mad = 1.4826 * np.median(np.abs(values - loc), axis=0)
-        # A mostly constant count (refusal markers, headings) has MAD 0: fall back to its spread.
-        scale = np.where(mad > 0, mad, values.std(axis=0))
-        return loc, np.maximum(scale, 1e-3)
+        tail = np.quantile(dev, 0.99, axis=0) / (2.576 if two_sided else 2.326)
+        return loc, np.maximum(np.maximum(mad, tail), 1e-3)
 
     # -- scores -------------------------------------------------------------------------------
     def _fitted(self) -> None:

@@ -50,9 +50,12 @@ class ScoringResult:
 
 def test_name(baseline: Baseline) -> str:
     scorer = baseline.scorer
+    kind = {"prompt_weighted": "prompt-weighted split-conformal p-value",
+            "prompt_sample": "split-conformal p-value (one calibration output per prompt)"}.get(
+        str(scorer.get("calibration_method")), "split-conformal p-value")
     if scorer["name"] == "combined":
-        return f"split-conformal p-value on the input-conditional combined score (k={scorer.get('k')})"
-    return f"split-conformal p-value on {scorer['name']} (k={scorer.get('k')}) score"
+        return f"{kind} on the input-conditional combined score (k={scorer.get('k')})"
+    return f"{kind} on {scorer['name']} (k={scorer.get('k')}) score"
 
 
 def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
