@@ -84,7 +84,7 @@ def prompt_weighted_p_values(
     mass_at_or_above = np.round(np.concatenate([np.cumsum(weights[::-1])[::-1], [0.0]]), 12)  # no float dust
     s = np.asarray(scores, dtype=np.float64)
     first = np.searchsorted(sorted_cal, s, side="left")
-    return np.minimum(1.0, (1.0 + mass_at_or_above[first]) / (keys.size + 1.0))
+    return np.minimum(1.0, np.round((1.0 + mass_at_or_above[first]) / (keys.size + 1.0), 12))
 
 
 def min_calibration_size(alpha: float) -> int:
