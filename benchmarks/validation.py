@@ -474,6 +474,8 @@ def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -
         print(f"calibration {design}: {len(cells)} cells in {time.time() - t0:.0f} s", flush=True)
     out["changes_B"] = {k: {s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
                                 "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
+                            "sample_detect_0.05": rate([p <= 0.05 for p in d[s]["p_sample"]]),
+                            "sample_null_0.05": rate([p <= 0.05 for p in d[s]["p_null_sample"]]),
                                 "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"]))} for s in SCORES}
                         for k, d in change.items()}
     return out
@@ -515,9 +517,16 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
             cell = Cell(by_model[model], texts, seed=600 + split, n_fit_q=30, n_cal_q=25)
             groups = [question(r["prompt_id"]) for r in cell.cal]
 
-            def p_values(rows_: list[dict], cell: Cell = cell, groups: list[str] = groups) -> dict:
+            keep = one_per_prompt(groups, [KEYS["row"](r) for r in cell.cal], seed=split)
+
+            def p_values(rows_: list[dict], cell: Cell = cell, groups: list[str] = groups,
+                         keep: np.ndarray = keep) -> dict:
                 sc = cell.scores(rows_)
-                return {k: prompt_weighted_p_values(sc[k], cell.cal_scores[k], groups) for k in SCORES}
+                out = {k: prompt_weighted_p_values(sc[k], cell.cal_scores[k], groups) for k in SCORES}
+                # The alternative exact rule (what `build --delta` uses): one calibration output per question.
+                out.update({f"{k}|sample": conformal_p_values(sc[k], np.sort(cell.cal_scores[k][keep]))
+                            for k in SCORES})
+                return out
 
             p_null, s_null = p_values(cell.test), cell.scores(cell.test)
             for kind in KINDS:
@@ -536,6 +545,8 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
                     change[kind][s]["alt"].extend(sa[s].tolist())
                     change[kind][s]["null"].extend(s_null[s].tolist())
                     change[kind][s]["p_null"].extend(p_null[s].tolist())
+                    change[kind][s].setdefault("p_sample", []).extend(pa[f"{s}|sample"].tolist())
+                    change[kind][s].setdefault("p_null_sample", []).extend(p_null[f"{s}|sample"].tolist())
                     change[kind][s].setdefault("turn1", []).extend(turn1.tolist())
                     per_model[kind][s][model].extend((pa[s] <= 0.05).tolist())
         print(f"power {model}: done", flush=True)
@@ -544,6 +555,8 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
         "changes": {k: {s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
                             "detect_0.10": rate([p <= 0.10 for p in d[s]["p"]]),
                             "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
+                            "sample_detect_0.05": rate([p <= 0.05 for p in d[s]["p_sample"]]),
+                            "sample_null_0.05": rate([p <= 0.05 for p in d[s]["p_null_sample"]]),
                             "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"])),
                             "detect_0.05_per_model": {m: float(np.mean(v)) for m, v in per_model[k][s].items()},
                             "turn1": _turn1(d[s])}
