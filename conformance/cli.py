@@ -29,9 +29,11 @@ tracking store:
 RECORDS = """\
 records (JSON Lines, CSV or Parquet; one model output per row):
   required: record_id, model_version, input_class, input, output
-  optional, carried into every verdict: prompt_id, eval_run_id, timestamp,
-  policy_id, policy_version, training_data_version, context, sampling,
+  optional, carried into every verdict: prompt_id, conversation_id, eval_run_id,
+  timestamp, policy_id, policy_version, training_data_version, context, sampling,
   downstream_action, intent, metadata
+  outputs that are not independent must share a key: samples of one prompt its
+  prompt_id, turns of one conversation its conversation_id
 """
 
 
@@ -60,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Build one baseline per (model_version, input_class) found in APPROVED_FILE and register\n"
             "each as a new version in the MLflow model registry. Each cell's outputs are split by\n"
-            "prompt into a reference (fit) part and a disjoint calibration part.\n\n"
+            "prompt into a reference (fit) part and a disjoint calibration part. What counts is the\n"
+            "number of distinct calibration prompts (n_calibration): alpha 0.05 needs at least 19,\n"
+            "however many outputs each has; a cell with fewer is refused with the number needed.\n\n"
             "example:\n  conformance build baselines/example/approved.jsonl --approve --by 'A. Reviewer'"
         ),
         epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
