@@ -73,3 +73,20 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
                                  embedder=FakeEmbedder())  # type: ignore[arg-type]
     assert conditional.scorer["calibration_method"] == "prompt_sample" and conditional.n_calibration == 40
     assert conditional.scorer["conditional_threshold"] == calibration_conditional_threshold(40, 0.1, 0.1)
+
+
+def test_batch_tests_take_one_output_per_conversation() -> None:
+    from conformance.records import RecordSet
+    from conformance.scoring import score_record_set
+
+    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    # 30 audited outputs: 15 conversations of two turns, each turn with its own prompt_id.
+    rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"turn {i}",
+                        output=f"0:{9000 + i}",
+                        extras={"prompt_id": f"conv{i // 2}:turn{i % 2}", "conversation_id": f"conv{i // 2}"})
+                 for i in range(30))
+    result = score_record_set(RecordSet(path="<test>", rows=rows), lambda mv, ic: ("models:/m-c/1", baseline),
+                              embedder=FakeEmbedder())  # type: ignore[arg-type]
+    (summary,) = result.summaries
+    assert "15 of the batch's prompts against 40 approved calibration prompts" in summary.reason
+    assert summary.tests is not None and summary.tests["n_batch"] == 15
