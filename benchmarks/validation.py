@@ -403,13 +403,8 @@ def part_swaps(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
     return out
 
 
-def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
-    """Per-output level with the calibration unit as shipped (prompt-weighted, Lee, Barber & Willett 2023)
-    against every-output-a-unit (the second run's way), and per-output power where alpha 0.05 is supportable.
-
-    Designs: B (32 models pooled over all classes, 25 calibration questions, 1,600 calibration outputs),
-    A (one model, 25 calibration questions, 50 outputs) and the second run's class cells (3 calibration
-    questions: ``conformance build`` now refuses them; measured to show why)."""
+def _grouped(rows: list[dict]) -> tuple[dict, dict, dict]:
+    """Rows by model, by input class, and by model then class."""
     by_model: dict[str, list[dict]] = defaultdict(list)
     by_class: dict[str, list[dict]] = defaultdict(list)
     by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -417,10 +412,28 @@ def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -
         by_model[r["model"]].append(r)
         by_class[r["input_class"]].append(r)
         by_model_class[r["model"]][r["input_class"]].append(r)
-    rng = np.random.default_rng(40)
+    return by_model, by_class, by_model_class
+
+
+def _altered(rows: list[dict], texts: Texts, by_model_class: dict, models: tuple[str, ...],
+             rng: np.random.Generator) -> dict[tuple[str, str], dict]:
+    """Every change of KINDS applied to every output of ``models``, embedded (cached)."""
     altered = {(kind, KEYS["row"](r)): perturb(r, kind, by_model_class, rng)
-               for kind in KINDS for r in rows if r["model"] in PERTURBED_MODELS}
+               for kind in KINDS for r in rows if r["model"] in models}
     texts.warm([r["output"] for r in altered.values()])
+    return altered
+
+
+def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
+    """Per-output level with the calibration unit as shipped (prompt-weighted, Lee, Barber & Willett 2023)
+    against every-output-a-unit (the second run's way), and per-output power where alpha 0.05 is supportable.
+
+    Designs: B (32 models pooled over all classes, 25 calibration questions, 1,600 calibration outputs),
+    A (one model, 25 calibration questions, 50 outputs) and the second run's class cells (3 calibration
+    questions: ``conformance build`` now refuses them; measured to show why)."""
+    by_model, by_class, by_model_class = _grouped(rows)
+    rng = np.random.default_rng(40)
+    altered = _altered(rows, texts, by_model_class, PERTURBED_MODELS, rng)
     alphas = (0.01, 0.05, 0.10)
     units = ("output", "prompt_id", "question")
     models = sorted(by_model)[:: max(1, 32 // args.null_models)]
@@ -500,15 +513,9 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
     A one-model cell is what a baseline is in practice: one model version's approved evaluation run.
     "other_class" keeps the input and puts in the same model's answer to a held-out (test-part)
     question of another class (same turn): an answer that does not answer its input."""
-    by_model: dict[str, list[dict]] = defaultdict(list)
-    by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by_model[r["model"]].append(r)
-        by_model_class[r["model"]][r["input_class"]].append(r)
+    by_model, _, by_model_class = _grouped(rows)
     rng = np.random.default_rng(50)
-    altered = {(kind, KEYS["row"](r)): perturb(r, kind, by_model_class, rng)
-               for kind in KINDS for r in rows if r["model"] in POWER_MODELS}
-    texts.warm([r["output"] for r in altered.values()])
+    altered = _altered(rows, texts, by_model_class, POWER_MODELS, rng)
     change = {k: {s: {"p": [], "null": [], "alt": [], "p_null": []} for s in SCORES} for k in KINDS}
     per_model: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
