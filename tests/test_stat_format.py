@@ -84,3 +84,25 @@ def test_combined_verdicts_report_input_novelty_apart(combined) -> None:  # type
 def test_unknown_scorer_is_refused() -> None:
     with pytest.raises(ValueError, match="scorer must be one of knn_cosine, combined, got 'bogus'"):
         build_baseline(_approved(40), scorer="bogus", embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+
+
+FORMAT2_OUTPUT_UNIT = Path(__file__).parent / "data" / "baseline_format2_output_unit"
+
+
+def test_a_baseline_built_before_prompt_level_calibration_scores_exactly_as_it_did() -> None:
+    # Built and scored by the release before prompt-weighted calibration and the combined-score
+    # fix (commit d0feb02): its verdicts must come out bit for bit the same, or `reconstruct`
+    # could not reproduce verdicts that the ledger already holds.
+    import json
+
+    expected = json.loads(FORMAT2_OUTPUT_UNIT.with_name(FORMAT2_OUTPUT_UNIT.name + ".expected.json").read_text())
+    baseline = load_baseline(FORMAT2_OUTPUT_UNIT)
+    assert baseline.digest == expected["digest"] and "calibration_method" not in baseline.scorer
+    rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
+                        input=f"0:{50000 + i % 60}", output=f"{i % 2}:{9000 + i}") for i in range(40))
+    result = score_record_set(RecordSet(path="<t>", rows=rows), lambda mv, ic: ("models:/m-c/1", baseline),
+                              embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+    got = [{"record_id": v.record_id, "p_value": v.p_value, "score": v.score, "verdict": v.verdict}
+           for v in result.verdicts]
+    assert got == expected["verdicts"]
+    assert sum(v["verdict"] == "out_of_bounds" for v in got) == 7
