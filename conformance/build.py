@@ -131,8 +131,8 @@ def plan_cell(
     used = one_per_prompt([r.prompt_key for r in split.calibration], [r.record_id for r in split.calibration], seed)
     n_prompts = len({r.prompt_key for r in records})
     support = calibration_support(len(used), alpha)
-    counted = (f"{len(used)} distinct prompts ({len(split.calibration)} outputs; a new output is compared "
-               "with one approved output per prompt, since outputs of one prompt are not independent)")
+    counted = (f"{len(used)} distinct prompts ({len(split.calibration)} outputs; outputs of one prompt are "
+               "not independent, so what a calibration part supports is counted in prompts)")
     if not support.can_flag:
         needed = int(np.ceil(support.min_n / calibration_fraction))
         raise BaselineError(
