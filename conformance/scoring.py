@@ -320,7 +320,7 @@ def summarise(
             # One output per prompt on both sides: see conformance.batch.one_per_prompt.
             keep = one_per_prompt([_prompt_key(v) for v in scored_members],
                                   [v.record_id or f"row {v.row}" for v in scored_members], seed)
-            if baseline.calibration_used is not None:  # the very outputs the p-values were calibrated on
+            if baseline.calibration_used is not None:  # the one output per calibration prompt chosen at build
                 keep_cal = np.asarray(baseline.calibration_used, dtype=np.int64)
             else:
                 keep_cal = one_per_prompt(baseline.calibration_prompt_keys, baseline.calibration_record_ids, seed)
