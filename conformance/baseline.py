@@ -87,6 +87,7 @@ class Baseline:
         prompt the same (or use one output per prompt, under ``delta``);
         older ones treat every calibration output as one exchangeable unit.
         """
+        # Imported here: conformal needs SciPy, and the ledger verbs load this module without scoring.
         from conformance.conformal import conformal_p_values, prompt_weighted_p_values
 
         if self.scorer.get("calibration_method") == "prompt_weighted":
@@ -98,8 +99,9 @@ class Baseline:
 
     @property
     def n_calibration_prompts(self) -> int:
-        """The number of exchangeable calibration units the p-values rest on."""
-        return int(self.scorer.get("n_calibration_prompts", self.n_calibration))
+        """The number of exchangeable calibration units the p-values rest on (for a baseline
+        calibrated before prompts counted: its calibration outputs)."""
+        return len(self.calibration_used) if self.calibration_used is not None else self.n_calibration
 
     @property
     def n_fit(self) -> int:

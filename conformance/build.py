@@ -242,7 +242,6 @@ def build_baseline(
         input_class=input_class,
         alpha=alpha,
         scorer=scorer_meta | {"chunk_pooling": "max", "seed": seed, "calibration_fraction": calibration_fraction,
-                              "calibration_unit": "prompt", "n_calibration_prompts": len(used),
                               "n_calibration_outputs": len(split.calibration),
                               "calibration_method": "prompt_sample" if delta is not None else "prompt_weighted"}
         | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),

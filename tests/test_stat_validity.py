@@ -79,6 +79,16 @@ def test_leaking_calibration_into_the_fit_part_is_detected() -> None:
     assert _interval(k, n)[0] > 0.1  # calibration scores too small -> too many false alarms
 
 
+def _conformalized(*, seed: int, n: int, n_fit: int, n_cal: int, coef_scale: float = 1.0):  # type: ignore[no-untyped-def]
+    """A combined scorer fitted on the first ``n_fit`` of ``n`` draws and conformalized on the next ``n_cal``."""
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=(DIM, DIM)) * coef_scale
+    y, x, d = _draw(rng, n, coef)
+    scorer = CombinedScorer().fit(y[:n_fit], x[:n_fit], d[:n_fit], groups=np.arange(n_fit)).conformalize(
+        y[n_fit:n_fit + n_cal], x[n_fit:n_fit + n_cal], d[n_fit:n_fit + n_cal])
+    return scorer, (y, x, d)
+
+
 def test_combined_score_has_no_ties_even_with_count_descriptors() -> None:
     rng = np.random.default_rng(1)
     coef = rng.normal(size=(DIM, DIM))
@@ -90,22 +100,14 @@ def test_combined_score_has_no_ties_even_with_count_descriptors() -> None:
 
 def test_power_against_an_output_unusual_for_its_input() -> None:
     """Outputs answering another input: typical as outputs, atypical for their input."""
-    rng = np.random.default_rng(2)
-    coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
-    y, x, d = _draw(rng, 300, coef)
-    scorer = CombinedScorer().fit(y[:150], x[:150], d[:150], groups=np.arange(150)).conformalize(
-        y[150:250], x[150:250], d[150:250])
+    scorer, (y, x, d) = _conformalized(seed=2, n=300, n_fit=150, n_cal=100, coef_scale=1 / math.sqrt(DIM))
     swapped = scorer.p_values(y[250:][::-1], x[250:], d[250:])  # outputs paired with the wrong inputs
     honest = scorer.p_values(y[250:], x[250:], d[250:])
     assert np.mean(swapped <= 0.05) > 0.5 > np.mean(honest <= 0.05)
 
 
 def test_input_novelty_is_reported_apart() -> None:
-    rng = np.random.default_rng(3)
-    coef = rng.normal(size=(DIM, DIM))
-    y, x, d = _draw(rng, 200, coef)
-    scorer = CombinedScorer().fit(y[:100], x[:100], d[:100], groups=np.arange(100)).conformalize(
-        y[100:190], x[100:190], d[100:190])
+    scorer, (y, x, d) = _conformalized(seed=3, n=200, n_fit=100, n_cal=90)
     novel = scorer.input_p_values(x[190:] - 6 * np.eye(DIM)[0])
     assert np.all(novel <= 0.05)
     assert np.all(scorer.input_p_values(x[190:]) > 0)
@@ -170,11 +172,7 @@ def test_descriptors() -> None:
 
 
 def test_p_values_match_the_formula() -> None:
-    rng = np.random.default_rng(4)
-    coef = rng.normal(size=(DIM, DIM))
-    y, x, d = _draw(rng, 120, coef)
-    scorer = CombinedScorer().fit(y[:60], x[:60], d[:60], groups=np.arange(60)).conformalize(
-        y[60:100], x[60:100], d[60:100])
+    scorer, (y, x, d) = _conformalized(seed=4, n=120, n_fit=60, n_cal=40)
     s = scorer.score_samples(y[100:], x[100:], d[100:])
     expected = [(1 + np.sum(scorer.calibration_scores_ >= v)) / 41 for v in s]
     assert np.allclose(scorer.p_values(y[100:], x[100:], d[100:]), expected)
