@@ -28,6 +28,8 @@ Parts (``--parts``, each writes ``<out>/<part>.json``):
             and the class cells; per-output power of the changes in design B.
 ``power``   per-output power of the changes in one-model cells (design A) of three models,
             prompt-weighted p-values by question.
+``language``  per-output power against a switch of language: gpt-4's translated answers (MT-Bench-X
+            files given with ``--language-files``; not shipped) in one-model cells of gpt-4.
 ``swaps``   batch detection of model swaps (design A cell of the approved
             model, batch = the other model's answers to the test prompts).
             Writes the batches' pooled embeddings to ``<out>/peer_batches.npz``
@@ -53,7 +55,7 @@ from scipy import stats
 from conformance.batch import batch_tests, one_per_prompt
 from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import conformal_p_values, prompt_weighted_p_values
-from conformance.descriptors import describe
+from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 from conformance.scores import chunked_knn_scores
 
 try:
@@ -153,6 +155,8 @@ class Cell:
     #: `score` compute it; "pooled": one score of the pooled embedding (what the first two runs' null and
     #: swaps parts used).
     combined_mode = "chunked"
+    #: True: descriptor scales floored at 1e-3, as `build` did before the fourth run (``--legacy-floor``).
+    legacy_floor = False
 
     def __init__(self, rows: list[dict], texts: Texts, seed: int, n_fit_q: int, n_cal_q: int) -> None:
         qs = sorted({question(r["prompt_id"]) for r in rows})
@@ -167,7 +171,8 @@ class Cell:
         self.seed = seed
         self.fit_chunks, _ = texts.chunks([r["output"] for r in self.fit])
         self.combined = CombinedScorer(seed=seed).fit(
-            *self._features(self.fit), groups=[question(r["prompt_id"]) for r in self.fit])
+            *self._features(self.fit), groups=[question(r["prompt_id"]) for r in self.fit],
+            descriptor_units=None if self.legacy_floor else [DESCRIPTOR_UNITS[n] for n in DESCRIPTORS])
         self.combined.conformalize(*self._features(self.cal))
         self.cal_scores = self.scores(self.cal)
         self.cal_sorted = {s: np.sort(v) for s, v in self.cal_scores.items()}
@@ -571,8 +576,79 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
     }
 
 
+def load_translations(paths: list[str]) -> dict[str, dict[str, str]]:
+    """First-turn answers in other languages, by language then MT-bench question number.
+
+    Each file is in the upstream MT-Bench-X format (Modalities/MT-Bench-X, ``data/mt_bench_<LANG>/
+    reference_answer/gpt-4.jsonl``): one JSON object a line, ``question_id`` "<n>_<LANG>" and the turns
+    under ``choices[0].turns``. Only the first turn is used (the second turn's input would differ)."""
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    number, lang = str(obj["question_id"]).split("_")
+                    text = obj["choices"][0]["turns"][0]
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise SystemExit(f"{path}, line {line_no}: not an MT-Bench-X answer ({exc!r}); expected "
+                                     '{"question_id": "<n>_<LANG>", "choices": [{"turns": [...]}]}') from exc
+                if not isinstance(text, str) or not text.strip():
+                    raise SystemExit(f"{path}, line {line_no}: the first turn is empty or not text")
+                out[lang][number] = text
+    return dict(out)
+
+
+#: The model whose own answers are approved in part ``language``: the translations are of gpt-4's answers.
+LANGUAGE_MODEL = "gpt-4"
+
+
+def part_language(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
+    """Per-output power against a switch of language, in one-model cells of gpt-4 (design A: fit 30 /
+    calibration 25 / test 25 questions, prompt-weighted p-values by question, as shipped).
+
+    For each test question that has a translation, gpt-4's own first-turn answer is replaced by the
+    translated first-turn answer of gpt-4 to that question (MT-Bench-X: machine-translated from gpt-4's
+    English reference answers, then corrected). Null: gpt-4's own first-turn answers to the same questions.
+    Needs ``--language-files``; the files are not part of the project (see docs/validation.md)."""
+    if not args.language_files:
+        return {"skipped": "no --language-files given"}
+    translations = load_translations(args.language_files)
+    by_model, _, _ = _grouped(rows)
+    cell_rows = by_model[LANGUAGE_MODEL]
+    texts.warm([t for d in translations.values() for t in d.values()])
+    out: dict = {"model": LANGUAGE_MODEL, "splits": args.language_splits, "fit_q": 30, "cal_q": 25,
+                 "files": args.language_files, "languages": {}}
+    acc = {lang: {s: {"p": [], "alt": [], "null": [], "p_null": []} for s in SCORES} for lang in translations}
+    for split in range(args.language_splits):
+        cell = Cell(cell_rows, texts, seed=700 + split, n_fit_q=30, n_cal_q=25)
+        groups = [question(r["prompt_id"]) for r in cell.cal]
+        for lang, answers in translations.items():
+            base = [r for r in cell.test if r["prompt_id"].endswith("turn1") and question(r["prompt_id"]) in answers]
+            if not base:
+                continue
+            alt = [{**r, "output": answers[question(r["prompt_id"])]} for r in base]
+            s0, sa = cell.scores(base), cell.scores(alt)
+            for s in SCORES:
+                acc[lang][s]["p"].extend(prompt_weighted_p_values(sa[s], cell.cal_scores[s], groups).tolist())
+                acc[lang][s]["p_null"].extend(prompt_weighted_p_values(s0[s], cell.cal_scores[s], groups).tolist())
+                acc[lang][s]["alt"].extend(sa[s].tolist())
+                acc[lang][s]["null"].extend(s0[s].tolist())
+    for lang, d in acc.items():
+        out["languages"][lang] = {
+            "questions": len(translations[lang]),
+            **{s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
+                   "detect_0.10": rate([p <= 0.10 for p in d[s]["p"]]),
+                   "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
+                   "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"])) if d[s]["alt"] else None}
+               for s in SCORES}}
+    return out
+
+
 PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps, "calibration": part_calibration,
-         "power": part_power}
+         "power": part_power, "language": part_language}
 
 
 def main() -> None:
@@ -585,12 +661,18 @@ def main() -> None:
     parser.add_argument("--pooled-draws", type=int, default=20, help="null batches per (split, key, size) in B")
     parser.add_argument("--class-splits", type=int, default=5, help="question splits per class cell (default 5)")
     parser.add_argument("--power-splits", type=int, default=8, help="question splits per model in part power")
+    parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
+                        help="MT-Bench-X answer files (upstream format) for part language")
+    parser.add_argument("--language-splits", type=int, default=24, help="question splits in part language")
     parser.add_argument("--swap-draws", type=int, default=10, help="batches per (swap, split, key, size)")
     parser.add_argument("--combined", choices=("chunked", "pooled"), default="chunked",
                         help="combined score: max over chunks as shipped (default), or of the pooled embedding")
+    parser.add_argument("--legacy-floor", action="store_true",
+                        help="descriptor scales floored at 1e-3 as before the fourth run (default: descriptor units)")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
     Cell.combined_mode = args.combined
+    Cell.legacy_floor = args.legacy_floor
     rows = load_rows()
     if not rows:
         print("shared data absent; nothing to validate")

@@ -33,7 +33,7 @@ from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scores import DEFAULT_K, chunked_knn_scores
 from conformance.combined import EMBEDDING_COMPONENTS, CombinedScorer, chunked_combined_scores
-from conformance.descriptors import DESCRIPTORS, describe
+from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
 SCORERS = ("knn_cosine", "combined")
@@ -280,14 +280,17 @@ def _fit_combined(
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration])
     fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window)
     cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
+    units = [DESCRIPTOR_UNITS[name] for name in DESCRIPTORS]
     model = CombinedScorer(k=k, seed=seed).fit(fit_emb.pooled(), fit_in, fit_desc,
-                                               groups=[r.prompt_key for r in split.fit])
+                                               groups=[r.prompt_key for r in split.fit], descriptor_units=units)
     # Input novelty is calibrated on the same one-output-per-prompt set (one input per prompt).
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
     cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
+            "descriptor_units": units,
             "rule": "smooth maximum log(sum(exp(asinh(z)))) of components standardised by median and "
-                    "max(MAD, 99th-percentile spread) of two-fold cross-fitted fit-part values; input "
+                    "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
+                    "fit-part values; input "
                     "novelty reported apart"}
     return cal_scores, meta, model.to_state()

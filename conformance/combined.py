@@ -157,18 +157,26 @@ class CombinedScorer:
     # -- fit ----------------------------------------------------------------------------------
     def fit(
         self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None, *,
-        groups: Sequence[object],
+        groups: Sequence[object], descriptor_units: Sequence[float] | None = None,
     ) -> CombinedScorer:
         """Fit the components and fix the combination rule on the fit part only.
 
         ``groups`` gives each row's prompt; the two folds used to standardise
-        the components never split a prompt.
+        the components never split a prompt. ``descriptor_units`` gives, per
+        descriptor column, the smallest difference that matters (one heading, a
+        share of 0.05): a descriptor's scale is at least its unit / 2.576, so one
+        unit beyond the median is at most a z of 2.6, however constant the fit
+        part was. Without it the floor is 1e-3 (as baselines built before it).
         """
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if not self.ridge > 0:
             raise ValueError(f"ridge must be > 0, got {self.ridge!r}")
         y, x, d = self._check(outputs, inputs, descriptors)
+        units = None if descriptor_units is None else np.asarray(descriptor_units, dtype=np.float64)
+        if units is not None and (units.shape != (d.shape[1],) or not np.all(units > 0)):
+            raise ValueError(f"descriptor_units must be {d.shape[1]} positive numbers (one per descriptor column), "
+                             f"got {descriptor_units!r}")
         if len(groups) != y.shape[0]:
             raise ValueError(f"groups must have one entry per row ({y.shape[0]}), got {len(groups)}")
         keys = sorted({str(g) for g in groups})
@@ -197,13 +205,16 @@ class CombinedScorer:
             mean_f, precision_f = oas_precision(residuals[fold != f])
             cross[fold == f, 1] = _mahalanobis(residuals[fold == f], mean_f, precision_f)
         self.location_, self.scale_ = self._robust(cross)
-        self.descriptor_location_, self.descriptor_scale_ = self._robust(d, two_sided=True)
+        self.descriptor_location_, self.descriptor_scale_ = self._robust(
+            d, two_sided=True, floor=None if units is None else units / 2.576)
         self.n_fit_ = y.shape[0]
         self.fit_inputs_ = _unit(np.unique(x, axis=0))
         return self
 
     @staticmethod
-    def _robust(values: np.ndarray, *, two_sided: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _robust(
+        values: np.ndarray, *, two_sided: bool = False, floor: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Location (median) and scale of each column, the scale set by the column's *tail*.
 
         The scale is the larger of the MAD and the spread to the 99th percentile, scaled as for a
@@ -213,6 +224,12 @@ class CombinedScorer:
         and the smooth maximum then drowned the components that carry the signal: an answer to
         another question has input relevance beyond every approved output (AUROC 1.0 alone) but
         the combination reached AUROC 0.65 (docs/validation.md, third run).
+
+        ``floor`` (per column; 1e-3 without it) bounds the scale from below. A descriptor that is
+        constant on the fit part (no Markdown heading in 60 approved answers) otherwise gets the
+        1e-3 floor, and an approved calibration answer with eight headings then scores z = 8,000:
+        such approved outputs set the calibration maximum, and no refusal or language switch
+        could exceed it (docs/validation.md, fourth run).
         """
         if values.shape[1] == 0:
             return np.zeros(0), np.ones(0)
@@ -220,7 +237,7 @@ class CombinedScorer:
         dev = np.abs(values - loc) if two_sided else values - loc
         mad = 1.4826 * np.median(np.abs(values - loc), axis=0)
         tail = np.quantile(dev, 0.99, axis=0) / (2.576 if two_sided else 2.326)
-        return loc, np.maximum(np.maximum(mad, tail), 1e-3)
+        return loc, np.maximum(np.maximum(mad, tail), 1e-3 if floor is None else floor)
 
     # -- scores -------------------------------------------------------------------------------
     def _fitted(self) -> None:

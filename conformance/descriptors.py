@@ -22,6 +22,7 @@ DESCRIPTORS = (
     "heading_lines",     # Markdown headings
     "code_blocks",       # fenced code blocks
     "window_coverage",   # share of the word pieces inside the embedder's first window
+    "foreign_function_words",  # share of words that are function words of another European language
 )
 
 _REFUSAL = re.compile(
@@ -30,13 +31,45 @@ _REFUSAL = re.compile(
     r"i won'?t be able|not able to (?:help|assist|provide))\b",
     re.IGNORECASE,
 )
+#: The smallest difference of each descriptor that matters, in its own unit: one more word-piece
+#: factor of e^0.1, one refusal phrase, list line, heading or code block, a share of 0.05. The combined
+#: score's scale of a descriptor is never below its unit / 2.576 (see ``CombinedScorer.fit``).
+DESCRIPTOR_UNITS = {
+    "log_tokens": 0.1, "log_chars": 0.1, "refusal_markers": 1.0, "non_ascii_letters": 0.05,
+    "list_lines": 1.0, "heading_lines": 1.0, "code_blocks": 1.0, "window_coverage": 0.05,
+    "foreign_function_words": 0.05,
+}
+
+#: Common function words of German, French, Spanish, Italian, Portuguese and Dutch, minus words that
+#: also occur in English text or mathematics ("in", "an", "was", "will", "die", "war", "per", "non", "son",
+#: "sin", "al" as in "et al.", one-letter words such as "y" or "a"). A language switch to one of these
+#: keeps the Latin script, so the share of non-ASCII letters barely moves (about 2 % for German); the
+#: share of these words goes from about 0 in English to 0.14-0.75 (docs/validation.md, language).
+_FOREIGN = frozenset("""
+der das und ist nicht sie ich mit von zu dem des ein eine einen einer eines auf für sich auch werden wird
+sind oder wenn dass kann können aus bei nach wie über noch nur durch zum zur diese dieser dieses wir ihr
+sein haben ihre unter
+le la les une est dans pour pas sur avec cette sont vous nous elle ils aux par mais être avoir leur été peut
+comme qui que du au ces ses lui très aussi sans entre
+los las del por con para una se su como más pero sus ya este esta cuando muy sobre también hasta hay
+donde desde todo nos durante puede tiene ser
+il di che della delle dei degli nel nella alla anche più questo questa sono gli ha hanno essere molto tra
+fra
+não uma são muito pelo pela mais seu sua
+het een niet ook zijn maar voor dat wordt deze naar bij worden
+""".split())
+_WORD = re.compile(r"[^\W\d_]{2,}")
 _LIST = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
 _HEADING = re.compile(r"^\s*#{1,6}\s+\S", re.MULTILINE)
 _FENCE = re.compile(r"^\s*```", re.MULTILINE)
 
 
-def describe(texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, window: int = 254) -> np.ndarray:
-    """Descriptor matrix of ``texts``, one row per text, columns as :data:`DESCRIPTORS`.
+def describe(
+    texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, window: int = 254,
+    names: Sequence[str] = DESCRIPTORS,
+) -> np.ndarray:
+    """Descriptor matrix of ``texts``, one row per text, columns as ``names`` (all of :data:`DESCRIPTORS`
+    by default; a baseline built before a descriptor existed asks for the ones it was fitted with).
 
     Parameters
     ----------
@@ -47,6 +80,8 @@ def describe(texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, win
         words stand in.
     window : int, default 254
         Word pieces one embedder window holds.
+    names : sequence of str, default DESCRIPTORS
+        Which descriptors, in which order.
 
     Examples
     --------
@@ -56,6 +91,9 @@ def describe(texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, win
     """
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive integer, got {window!r}")
+    unknown = [n for n in names if n not in DESCRIPTORS]
+    if unknown:
+        raise ValueError(f"unknown descriptor(s) {unknown}; known: {', '.join(DESCRIPTORS)}")
     if n_tokens is not None and len(n_tokens) != len(texts):
         raise ValueError(f"n_tokens must have one length per text ({len(texts)}), got {len(n_tokens)}")
     out = np.zeros((len(texts), len(DESCRIPTORS)), dtype=np.float64)
@@ -63,6 +101,8 @@ def describe(texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, win
         tokens = int(n_tokens[i]) if n_tokens is not None else len(text.split())
         letters = [c for c in text if c.isalpha()]
         non_ascii = sum(1 for c in letters if not c.isascii()) / len(letters) if letters else 0.0
+        words = [w.lower() for w in _WORD.findall(text)]
+        foreign = sum(1 for w in words if w in _FOREIGN) / len(words) if words else 0.0
         out[i] = (
             np.log1p(tokens),
             np.log1p(len(text)),
@@ -72,5 +112,6 @@ def describe(texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, win
             len(_HEADING.findall(text)),
             len(_FENCE.findall(text)) // 2 + len(_FENCE.findall(text)) % 2,
             min(1.0, window / tokens) if tokens > 0 else 1.0,
+            foreign,
         )
-    return out
+    return out[:, [DESCRIPTORS.index(n) for n in names]]

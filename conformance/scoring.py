@@ -16,7 +16,7 @@ from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests, o
 from conformance.build import embed_inputs
 from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import benjamini_hochberg, check_fdr
-from conformance.descriptors import describe
+from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
 from conformance.records import InvalidRow, Record, RecordSet, prompt_key_of
 from conformance.scores import chunked_knn_scores
@@ -133,7 +133,10 @@ def judge(
         model = CombinedScorer.from_state(
             {name: baseline.scorer[name] for name in ("k", "ridge", "seed", "use_descriptors")}, baseline.scorer_state)
         window = int(baseline.embedder["chunking"]["window"])
-        desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window)
+        # The descriptors the baseline was fitted with, in its order (a baseline built before a descriptor
+        # was added does not know it).
+        names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
+        desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=names)
         scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)

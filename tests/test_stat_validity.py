@@ -113,6 +113,22 @@ def test_input_novelty_is_reported_apart() -> None:
     assert np.all(scorer.input_p_values(x[190:]) > 0)
 
 
+def test_descriptor_units_bound_the_z_of_a_descriptor_that_was_constant_on_the_fit_part() -> None:
+    rng = np.random.default_rng(7)
+    y, x = rng.normal(size=(60, 4)), rng.normal(size=(60, 4))
+    d = np.zeros((60, 2))
+    d[:, 0] = rng.normal(size=60)  # a continuous descriptor; the second (a heading count) is 0 throughout
+    new = np.array([[0.0, 8.0]])   # an approved answer with eight headings
+    legacy = CombinedScorer().fit(y, x, d, groups=np.arange(60))
+    assert legacy.standardised_components(y[:1], x[:1], new)[0, -1] == pytest.approx(8000)
+    units = CombinedScorer().fit(y, x, d, groups=np.arange(60), descriptor_units=[0.1, 1.0])
+    assert units.standardised_components(y[:1], x[:1], new)[0, -1] == pytest.approx(8 * 2.576)
+    # Where the fit part has spread, the unit does not bind: same scale as without it.
+    assert units.descriptor_scale_[0] == pytest.approx(legacy.descriptor_scale_[0])
+    with pytest.raises(ValueError, match="descriptor_units must be 2 positive numbers"):
+        CombinedScorer().fit(y, x, d, groups=np.arange(60), descriptor_units=[1.0])
+
+
 def test_lifecycle_errors() -> None:
     scorer = CombinedScorer()
     with pytest.raises(RuntimeError, match="call fit before scoring"):
@@ -169,6 +185,21 @@ def test_descriptors() -> None:
     assert col["non_ascii_letters"][2] == 1.0 and col["window_coverage"][2] == pytest.approx(254 / 600)
     with pytest.raises(ValueError, match="n_tokens must have one length per text"):
         describe(["a"], [1, 2])
+
+
+def test_foreign_function_words_tell_a_language_switch_from_english_and_maths() -> None:
+    texts = ["Der Flächeninhalt des Dreiecks ist 0, und es gibt kein Dreieck.",  # German: Latin script
+             "La probabilité est de 19 %, car les deux événements sont liés.",  # French
+             "The son of D is C, et al. showed that sin(x) in a war of attrition will die out.",  # English
+             "x = 4z - y, so y = 2z"]
+    d = describe(texts, names=["foreign_function_words", "non_ascii_letters"])
+    assert d[0, 0] > 0.3 and d[1, 0] > 0.3   # a third or more of the words
+    assert d[2, 0] == 0.0 and d[3, 0] == 0.0  # English words shared with those languages are not counted
+    assert d[0, 1] < 0.05                     # what the share of non-ASCII letters sees of German
+    # A baseline asks for the descriptors it was fitted with, in its order.
+    assert describe(texts, names=DESCRIPTORS[:8]).shape == (4, 8)
+    with pytest.raises(ValueError, match="unknown descriptor"):
+        describe(texts, names=["sentiment"])
 
 
 def test_p_values_match_the_formula() -> None:
