@@ -144,8 +144,12 @@ class Texts:
     def pooled(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.memo[t][1] for t in texts]).astype(np.float64)
 
+    #: The descriptors the combined score uses (``--legacy-descriptors``: the third run's eight, without
+    #: ``foreign_function_words``).
+    names: tuple[str, ...] = DESCRIPTORS
+
     def descriptors(self, texts: list[str]) -> np.ndarray:
-        return describe(texts, [self.memo[t][2] for t in texts])
+        return describe(texts, [self.memo[t][2] for t in texts], names=self.names)
 
 
 class Cell:
@@ -172,7 +176,7 @@ class Cell:
         self.fit_chunks, _ = texts.chunks([r["output"] for r in self.fit])
         self.combined = CombinedScorer(seed=seed).fit(
             *self._features(self.fit), groups=[question(r["prompt_id"]) for r in self.fit],
-            descriptor_units=None if self.legacy_floor else [DESCRIPTOR_UNITS[n] for n in DESCRIPTORS])
+            descriptor_units=None if self.legacy_floor else [DESCRIPTOR_UNITS[n] for n in texts.names])
         self.combined.conformalize(*self._features(self.cal))
         self.cal_scores = self.scores(self.cal)
         self.cal_sorted = {s: np.sort(v) for s, v in self.cal_scores.items()}
@@ -492,8 +496,6 @@ def part_calibration(rows: list[dict], texts: Texts, args: argparse.Namespace) -
         print(f"calibration {design}: {len(cells)} cells in {time.time() - t0:.0f} s", flush=True)
     out["changes_B"] = {k: {s: {"detect_0.05": rate([p <= 0.05 for p in d[s]["p"]]),
                                 "null_0.05": rate([p <= 0.05 for p in d[s]["p_null"]]),
-                            "sample_detect_0.05": rate([p <= 0.05 for p in d[s]["p_sample"]]),
-                            "sample_null_0.05": rate([p <= 0.05 for p in d[s]["p_null_sample"]]),
                                 "auroc": auroc(np.array(d[s]["alt"]), np.array(d[s]["null"]))} for s in SCORES}
                         for k, d in change.items()}
     return out
@@ -669,6 +671,8 @@ def main() -> None:
                         help="combined score: max over chunks as shipped (default), or of the pooled embedding")
     parser.add_argument("--legacy-floor", action="store_true",
                         help="descriptor scales floored at 1e-3 as before the fourth run (default: descriptor units)")
+    parser.add_argument("--legacy-descriptors", action="store_true",
+                        help="the third run's eight descriptors, without foreign_function_words")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
     Cell.combined_mode = args.combined
@@ -679,6 +683,8 @@ def main() -> None:
         return
     os.makedirs(args.out, exist_ok=True)
     texts = Texts(EmbeddingCache())
+    if args.legacy_descriptors:
+        texts.names = DESCRIPTORS[:8]
     texts.warm([r["output"] for r in rows] + [r["input"] for r in rows])
     for part in args.parts:
         started = time.time()

@@ -11,6 +11,10 @@ from typing import Any
 
 from conformance._version import __version__
 
+#: Kept here, not imported from conformance.build, so that --help stays fast; a test checks that the
+#: two agree.
+CALIBRATION_FRACTION = 0.5
+
 EXIT_CODES = """\
 exit codes:
   0  the command completed; for `score`, every record is within_bounds
@@ -78,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
     build.add_argument("--k", type=int, default=5,
                        help="score = cosine distance to the k-th nearest approved output (default 5)")
+    build.add_argument("--calibration-fraction", type=float, default=CALIBRATION_FRACTION, metavar="F",
+                       help="share of each cell's outputs (whole prompts) held out for calibration; the rest "
+                            "is the reference (fit) part. More calibration prompts make small p-values "
+                            "possible (with K of them the smallest is 1/(K+1)), which is what limits power "
+                            "in cells of a few dozen prompts (default %(default)s)")
     build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
     build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="combined",
                        help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
@@ -169,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.approve and not args.by:
                 parser.error("build --approve needs --by NAME (who approves)")
             built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
-                              k=args.k, seed=args.seed, delta=args.delta,
-                              scorer=args.scorer)
+                              k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
+                              calibration_fraction=args.calibration_fraction)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))

@@ -211,6 +211,12 @@ def test_too_few_approved_outputs_is_refused_with_the_number_needed(workdir: Pat
     code, _, err = run("build", str(path))
     assert code == 2
     assert "answers 10 distinct prompts (10 outputs" in err and "at least 19 calibration prompts" in err
+    # --calibration-fraction moves prompts between the parts; the CLI's default is build's.
+    code, _, err = run("build", str(path), "--calibration-fraction", "0.75")
+    assert code == 2 and "answers 15 distinct prompts (15 outputs" in err
+    from conformance.build import DEFAULT_CALIBRATION_FRACTION
+    from conformance.cli import CALIBRATION_FRACTION
+    assert CALIBRATION_FRACTION == DEFAULT_CALIBRATION_FRACTION
 
 
 def test_entry_point_help_and_usage_errors() -> None:
