@@ -30,6 +30,8 @@ Parts (``--parts``, each writes ``<out>/<part>.json``):
             prompt-weighted p-values by question.
 ``language``  per-output power against a switch of language: gpt-4's translated answers (MT-Bench-X
             files given with ``--language-files``; not shipped) in one-model cells of gpt-4.
+``blockswaps``  batch detection of model swaps using every output (both turns), whole conversations
+            permuted, batches of 10, 24 and 50 outputs.
 ``swaps``   batch detection of model swaps (design A cell of the approved
             model, batch = the other model's answers to the test prompts).
             Writes the batches' pooled embeddings to ``<out>/peer_batches.npz``
@@ -226,6 +228,58 @@ class Cell:
             out[name] = res.p_value
             out.update({f"{name}.{k}": v for k, v in res.p_values.items()})
         return out
+
+
+def block_batch(cell: Cell, rows: list[dict], seed: int) -> dict[str, float]:
+    """Batch tests of every output in ``rows`` against every calibration output, permuting whole
+    conversations (``batch_tests(groups=...)``)."""
+    s = cell.scores(rows)
+    emb = {"knn": cell.texts.pooled([r["output"] for r in rows]), "combined": cell.residuals(rows)}
+    groups = [question(r["prompt_id"]) for r in rows]
+    cal_groups = [question(r["prompt_id"]) for r in cell.cal]
+    out: dict[str, float] = {}
+    for name in SCORES:
+        res = batch_tests(s[name], cell.cal_scores[name], emb[name], cell.cal_emb[name], seed=seed,
+                          groups=groups, calibration_groups=cal_groups)
+        out[name] = res.p_value
+        out.update({f"{name}.{k}": v for k, v in res.p_values.items()})
+    return out
+
+
+def part_blockswaps(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict:
+    """Batch detection of model swaps with **every** output of a conversation (both turns) in the batch
+    and the calibration side, whole conversations permuted: batches of 5, 12 and 25 conversations
+    (10, 24 and 50 outputs). One-model cells as in part ``swaps`` (seeds 300 + split); at 50 outputs the
+    batch is the whole test part, one batch per split."""
+    by_model, _, _ = _grouped(rows)
+    rng = np.random.default_rng(31)
+    out: dict = {"splits": args.block_splits, "draws": args.swap_draws}
+    for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
+        label = f"{a} -> {b}" if a != b else f"{a} (null: own held-out outputs)"
+        res: dict[int, list[dict]] = defaultdict(list)
+        t0 = time.time()
+        for split in range(args.block_splits):
+            cell = Cell(by_model[a], texts, seed=300 + split, n_fit_q=30, n_cal_q=25)
+            qs = sorted(cell.test_q)
+            for n_conv in (5, 12, 25):
+                for _ in range(1 if n_conv == len(qs) else args.swap_draws):
+                    chosen = set(rng.choice(qs, size=n_conv, replace=False).tolist())
+                    batch = [r for r in by_model[b] if question(r["prompt_id"]) in chosen]
+                    seed = int(rng.integers(1 << 30))
+                    got = block_batch(cell, batch, seed=seed)
+                    # The same conversations as the third run's tests saw them: one output per conversation.
+                    one = draw_batch(batch, n_conv, "question", np.random.default_rng(seed))
+                    assert one is not None
+                    got.update({f"one_per_conversation|{k}": v for k, v in cell.batch(one, "question", seed).items()})
+                    res[len(batch)].append(got)
+        out[label] = {str(size): {sc: rate([g[sc] <= 0.05 for g in gs])
+                                  for sc in (*SCORES, *(f"one_per_conversation|{x}" for x in SCORES))}
+                      for size, gs in sorted(res.items())}
+        print(f"blockswaps {label}: {time.time() - t0:.1f} s " + " ".join(
+            f"n={size}: {v['combined']['rate']:.2f} (one per conversation "
+            f"{v['one_per_conversation|combined']['rate']:.2f})"
+            for size, v in out[label].items()), flush=True)
+    return out
 
 
 def draw_batch(pool: list[dict], size: int, key: str, rng: np.random.Generator) -> list[dict] | None:
@@ -650,7 +704,7 @@ def part_language(rows: list[dict], texts: Texts, args: argparse.Namespace) -> d
 
 
 PARTS = {"null": part_null, "output": part_output, "swaps": part_swaps, "calibration": part_calibration,
-         "power": part_power, "language": part_language}
+         "power": part_power, "language": part_language, "blockswaps": part_blockswaps}
 
 
 def main() -> None:
@@ -666,6 +720,7 @@ def main() -> None:
     parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
                         help="MT-Bench-X answer files (upstream format) for part language")
     parser.add_argument("--language-splits", type=int, default=24, help="question splits in part language")
+    parser.add_argument("--block-splits", type=int, default=10, help="question splits per swap in part blockswaps")
     parser.add_argument("--swap-draws", type=int, default=10, help="batches per (swap, split, key, size)")
     parser.add_argument("--combined", choices=("chunked", "pooled"), default="chunked",
                         help="combined score: max over chunks as shipped (default), or of the pooled embedding")

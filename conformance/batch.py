@@ -40,6 +40,9 @@ DEFAULT_SEED = 0
 #: Largest batch the permutation tests use whole; a larger one is subsampled
 #: (seeded, independently of the data, so the tests stay exact).
 MAX_PERMUTATION_BATCH = 500
+#: With whole groups permuted every calibration output takes part; beyond this many, a seeded random
+#: subsample of whole calibration groups (the pooled distance matrices grow with the square).
+MAX_PERMUTATION_CALIBRATION = 2000
 TESTS = ("mann_whitney", "kolmogorov_smirnov", "mmd", "energy")
 TEST_DESCRIPTIONS = {
     "mann_whitney": "one-sided Mann-Whitney U test of the batch's scores against the calibration scores",
@@ -67,6 +70,10 @@ class BatchTestResult:
     seed : int
         Seed of the permutations (and of any subsampling), recorded so the
         result can be reproduced exactly.
+    permutation_unit : str
+        ``"output"`` (one output per prompt was passed in, outputs permuted) or
+        ``"group"`` (every output, whole groups permuted, all four tests by
+        permutation).
     """
 
     p_value: float
@@ -76,11 +83,14 @@ class BatchTestResult:
     n_permutations: int
     seed: int
     notes: tuple[str, ...] = field(default=())
+    permutation_unit: str = "output"
 
     @property
     def description(self) -> str:
         names = ", ".join(TEST_DESCRIPTIONS[name] for name in self.p_values)
-        return f"Bonferroni combination of {len(self.p_values)} tests: {names}"
+        how = ("; every output used, each test's p-value from permutations of whole prompts (conversations)"
+               if self.permutation_unit == "group" else "")
+        return f"Bonferroni combination of {len(self.p_values)} tests: {names}{how}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -91,6 +101,7 @@ class BatchTestResult:
             "n_permutations": self.n_permutations,
             "seed": self.seed,
             "combination": "bonferroni",
+            "permutation_unit": self.permutation_unit,
             "notes": list(self.notes),
         }
 
@@ -156,6 +167,41 @@ def _sign_vectors(n_x: int, n_y: int, n_permutations: int, rng: np.random.Genera
     return np.vstack([base, base[perms]])
 
 
+def _block_sign_vectors(
+    groups_x: Sequence[str], groups_y: Sequence[str], n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Like :func:`_sign_vectors`, but permuting whole groups: each permutation puts as many of the
+    pooled groups on side x as the observed labelling has, and every member of a group goes with it.
+
+    Groups are named per side (a key on both sides names two groups), as the two samples were drawn
+    apart."""
+    keys = [("x", str(g)) for g in groups_x] + [("y", str(g)) for g in groups_y]
+    names = sorted(set(keys))
+    index = {name: i for i, name in enumerate(names)}
+    member = np.array([index[k] for k in keys])
+    observed = np.array([name[0] == "x" for name in names])
+    k_x = int(observed.sum())
+    picks = np.argsort(rng.random((n_permutations, len(names))), axis=1)[:, :k_x]
+    on_x = np.zeros((n_permutations + 1, len(names)), dtype=bool)
+    on_x[0] = observed
+    np.put_along_axis(on_x[1:], picks, True, axis=1)
+    labels = on_x[:, member]
+    n_x = labels.sum(axis=1, keepdims=True)
+    return np.where(labels, 1.0 / n_x, -1.0 / (labels.shape[1] - n_x))
+
+
+def _rank_statistics(values: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mann-Whitney (mean rank of x minus mean rank of y: one-sided, x larger) and Kolmogorov-Smirnov
+    (largest gap between the two empirical CDFs) statistics for every labelling in ``signs``."""
+    ranks = stats.rankdata(values)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    # The CDFs are compared at the end of each run of tied values only.
+    ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+    gaps = np.cumsum(signs[:, order], axis=1)[:, ends]
+    return signs @ ranks, np.abs(gaps).max(axis=1)
+
+
 def _quadratic_forms(signs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``a^T M a`` for every row ``a`` of ``signs`` at once."""
     return np.einsum("bi,bi->b", signs @ matrix, signs)
@@ -217,14 +263,18 @@ def embedding_permutation_p_values(
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1000:
         raise ValueError(f"n_permutations must be an integer >= 1000, got {n_permutations!r}")
     rng = np.random.default_rng(seed)
-    z = np.vstack([x, y])
+    signs = _sign_vectors(x.shape[0], y.shape[0], int(n_permutations), rng)
+    return _embedding_p_values(np.vstack([x, y]), signs)
+
+
+def _embedding_p_values(z: np.ndarray, signs: np.ndarray) -> dict[str, float]:
+    """MMD and energy permutation p-values of the pooled sample ``z`` for the labellings in ``signs``."""
     d2 = _squared_distances(z)
     off = d2[np.triu_indices_from(d2, k=1)]
     median = float(np.median(off)) if off.size else 0.0
     bandwidth2 = median if median > 0 else 1.0
     kernel = np.exp(-d2 / (2.0 * bandwidth2))
     distances = np.sqrt(d2)
-    signs = _sign_vectors(x.shape[0], y.shape[0], int(n_permutations), rng)
     mmd = _quadratic_forms(signs, kernel)
     energy = -_quadratic_forms(signs, distances)
     return {"mmd": _permutation_p_value(mmd), "energy": _permutation_p_value(energy)}
@@ -239,6 +289,8 @@ def batch_tests(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = DEFAULT_SEED,
     max_batch: int = MAX_PERMUTATION_BATCH,
+    groups: Sequence[str] | None = None,
+    calibration_groups: Sequence[str] | None = None,
 ) -> BatchTestResult:
     """Run the batch tests of one group and combine them by Bonferroni.
 
@@ -259,6 +311,14 @@ def batch_tests(
     max_batch : int, default 500
         A larger batch is subsampled to this size (seeded, independently of
         its content) for the permutation tests, to bound memory and time.
+    groups, calibration_groups : sequence of str, optional
+        The conversation (or prompt) of each batch and calibration output.
+        With both, every output is used and all four tests are permutation
+        tests that move **whole groups** between the two samples (so the two
+        turns of one conversation, which are alike, never count as two
+        independent outputs): exact when conversations are exchangeable.
+        Without them the caller must pass one output per conversation
+        (:func:`one_per_prompt`), as ``conformance score`` does.
 
     Examples
     --------
@@ -269,6 +329,11 @@ def batch_tests(
     """
     if not isinstance(max_batch, (int, np.integer)) or max_batch < 2:
         raise ValueError(f"max_batch must be an integer >= 2, got {max_batch!r}")
+    if (groups is None) != (calibration_groups is None):
+        raise ValueError("give both groups and calibration_groups (block permutation), or neither")
+    if groups is not None and calibration_groups is not None:
+        return _block_batch_tests(scores, calibration_scores, embeddings, calibration_embeddings, groups,
+                                  calibration_groups, n_permutations=n_permutations, seed=seed, max_batch=max_batch)
     s = _check_sample("scores", scores, 1)
     p_values = {
         "mann_whitney": mann_whitney_p_value(s, calibration_scores),
@@ -295,4 +360,80 @@ def batch_tests(
     return BatchTestResult(
         p_value=float(combined), p_values=p_values, n_batch=int(s.shape[0]), n_calibration=n_cal,
         n_permutations=int(n_permutations), seed=int(seed), notes=tuple(notes),
+    )
+
+
+def _whole_groups_up_to(groups: np.ndarray, limit: int, seed: list[int]) -> np.ndarray:
+    """Mask of whole groups, taken in a seeded order independent of the data, up to ``limit`` members."""
+    names = sorted(set(groups))
+    sizes = {name: int(np.sum(groups == name)) for name in names}
+    take: set[str] = set()
+    total = 0
+    for j in np.random.default_rng(seed).permutation(len(names)):
+        if total + sizes[names[j]] > limit and take:
+            continue
+        take.add(names[j])
+        total += sizes[names[j]]
+    return np.array([k in take for k in groups])
+
+
+def _block_batch_tests(
+    scores: np.ndarray, calibration_scores: np.ndarray, embeddings: np.ndarray | None,
+    calibration_embeddings: np.ndarray | None, groups: Sequence[str], calibration_groups: Sequence[str], *,
+    n_permutations: int, seed: int, max_batch: int,
+) -> BatchTestResult:
+    """:func:`batch_tests` with every output and whole groups permuted (see its ``groups``)."""
+    s = _check_sample("scores", scores, 1)
+    c = _check_sample("calibration_scores", calibration_scores, 1)
+    if len(groups) != s.shape[0] or len(calibration_groups) != c.shape[0]:
+        raise ValueError(f"groups must name the group of every score: got {len(groups)} for {s.shape[0]} batch "
+                         f"scores and {len(calibration_groups)} for {c.shape[0]} calibration scores")
+    if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1000:
+        raise ValueError(f"n_permutations must be an integer >= 1000, got {n_permutations!r}")
+    g = np.array([str(k) for k in groups], dtype=object)
+    n_batch, n_calibration = int(s.shape[0]), int(c.shape[0])
+    notes: list[str] = []
+    x = None
+    if embeddings is not None and calibration_embeddings is not None:
+        x = _check_sample("embeddings", embeddings, 2)
+        if x.shape[0] != s.shape[0]:
+            raise ValueError(f"embeddings must have one row per score ({s.shape[0]}), got {x.shape[0]}")
+    # Canonical order (by group, then score), so that the order of the batch changes no result.
+    order = np.lexsort((s, g))
+    s, g = s[order], g[order]
+    x = None if x is None else x[order]
+    if s.shape[0] > max_batch:
+        keep = _whole_groups_up_to(g, max_batch, [seed, 1])
+        notes.append(f"a seeded random subsample of whole groups ({int(keep.sum())} of the batch's {s.shape[0]} "
+                     "outputs) was tested")
+        s, g = s[keep], g[keep]
+        x = None if x is None else x[keep]
+    cg = np.array([str(k) for k in calibration_groups], dtype=object)
+    y_all = calibration_embeddings
+    if c.shape[0] > MAX_PERMUTATION_CALIBRATION:
+        keep_c = _whole_groups_up_to(cg, MAX_PERMUTATION_CALIBRATION, [seed, 2])
+        notes.append(f"a seeded random subsample of whole calibration groups ({int(keep_c.sum())} of "
+                     f"{c.shape[0]} outputs) was tested")
+        c, cg = c[keep_c], cg[keep_c]
+        y_all = None if y_all is None else np.asarray(y_all)[keep_c]
+    calibration_groups = list(cg)
+    calibration_embeddings = y_all
+    rng = np.random.default_rng(seed)
+    signs = _block_sign_vectors(list(g), list(cg), int(n_permutations), rng)
+    mw, ks = _rank_statistics(np.r_[s, c], signs)
+    p_values = {"mann_whitney": _permutation_p_value(mw), "kolmogorov_smirnov": _permutation_p_value(ks)}
+    if x is not None and calibration_embeddings is not None:
+        y = _check_sample("calibration_embeddings", calibration_embeddings, 2)
+        if y.shape[0] != c.shape[0]:
+            raise ValueError(f"calibration_embeddings must have one row per calibration score ({c.shape[0]}), "
+                             f"got {y.shape[0]}")
+        p_values.update(_embedding_p_values(np.vstack([x, y]), signs))
+    else:
+        notes.append("no embeddings given: only the two rank tests ran")
+    notes.append(f"every output tested, whole groups permuted: {len(set(g))} batch groups ({s.shape[0]} outputs) "
+                 f"against {len(set(map(str, calibration_groups)))} calibration groups ({c.shape[0]} outputs)")
+    combined = min(1.0, len(p_values) * min(p_values.values()))
+    return BatchTestResult(
+        p_value=float(combined), p_values=p_values, n_batch=n_batch, n_calibration=n_calibration,
+        n_permutations=int(n_permutations), seed=int(seed), notes=tuple(notes), permutation_unit="group",
     )

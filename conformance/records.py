@@ -46,8 +46,8 @@ def prompt_key_of(prompt_id: Any, input_text: Any, conversation_id: Any = None) 
 
     Outputs with one key are not independent of each other (several samples of
     one prompt; the turns of one conversation, since turn 2 follows turn 1's
-    topic). The key decides the fit/calibration split, the one calibration
-    output per key, and the one output per key in batch tests.
+    topic). The key decides the fit/calibration split, the calibration's weighing by
+    prompt, and the unit the batch tests permute.
 
     >>> prompt_key_of("q81:turn2", "Rewrite it.", "q81")
     'conversation:q81'

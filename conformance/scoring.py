@@ -12,7 +12,7 @@ import numpy as np
 
 from conformance._version import __version__
 from conformance.baseline import Baseline
-from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests, one_per_prompt
+from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
 from conformance.build import embed_inputs
 from conformance.combined import CombinedScorer, chunked_combined_scores
 from conformance.conformal import benjamini_hochberg, check_fdr
@@ -319,23 +319,21 @@ def summarise(
         batch_scores = np.asarray(scored, dtype=np.float64)
         cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
         per_prompt = ""
+        batch_groups: list[str] | None = None
+        cal_groups: list[str] | None = None
         if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
-            # One output per prompt on both sides: see conformance.batch.one_per_prompt.
-            keep = one_per_prompt([_prompt_key(v) for v in scored_members],
-                                  [v.record_id or f"row {v.row}" for v in scored_members], seed)
-            if baseline.calibration_used is not None:  # the one output per calibration prompt chosen at build
-                keep_cal = np.asarray(baseline.calibration_used, dtype=np.int64)
-            else:
-                keep_cal = one_per_prompt(baseline.calibration_prompt_keys, baseline.calibration_record_ids, seed)
-            batch_scores = batch_scores[keep]
-            batch_embeddings = None if batch_embeddings is None else batch_embeddings[keep]
-            cal_scores = np.sort(np.asarray(baseline.calibration_scores_by_record)[keep_cal])
-            cal_embeddings = cal_embeddings[keep_cal]
-            per_prompt = (f" (one output per prompt: {len(keep)} of the batch's prompts against "
-                          f"{len(keep_cal)} approved calibration prompts)")
+            # Every output on both sides; the permutation tests move whole prompts (conversations), since
+            # outputs of one prompt are not independent: see batch_tests(groups=...).
+            batch_groups = [_prompt_key(v) for v in scored_members]
+            cal_groups = list(baseline.calibration_prompt_keys)
+            cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
+            per_prompt = (f" (every output; whole prompts permuted: {len(set(batch_groups))} of the batch's prompts, "
+                          f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
+                          f"{len(cal_groups)} outputs)")
         result = batch_tests(batch_scores, cal_scores, batch_embeddings,
                              cal_embeddings if batch_embeddings is not None else None,
-                             n_permutations=n_permutations, seed=seed)
+                             n_permutations=n_permutations, seed=seed, groups=batch_groups,
+                             calibration_groups=cal_groups)
         p = result.p_value
         verdict = OUT if p <= baseline.alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())

@@ -143,3 +143,67 @@ def test_large_batch_is_subsampled_reproducibly() -> None:
     result = batch_tests(np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1), x, y, max_batch=10)
     assert any("subsample of 10" in note for note in result.notes)
     assert result == batch_tests(np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1), x, y, max_batch=10)
+
+
+def _conversations(rng: np.random.Generator, n_conv: int, shift: float = 0.0) -> tuple:
+    """Two turns per conversation, far more alike than turns of different conversations."""
+    topic = rng.standard_t(df=4, size=(n_conv, 6))
+    emb = np.repeat(topic, 2, axis=0) + 0.3 * rng.normal(size=(2 * n_conv, 6)) + shift
+    scores = np.linalg.norm(emb, axis=1)
+    return scores, emb, [f"conv{i}" for i in np.repeat(np.arange(n_conv), 2)]
+
+
+def test_block_permutation_holds_the_level_where_output_permutation_does_not() -> None:
+    """Both turns of 20 conversations against both turns of 30: permuting single outputs splits
+    conversations and rejects far too often; permuting whole conversations stays exact."""
+    rng = np.random.default_rng(77)
+    draws, alpha = 300, 0.1
+    block = dict.fromkeys((*TESTS, "combined"), 0)
+    naive = 0
+    for i in range(draws):
+        s_x, x, g_x = _conversations(rng, 20)
+        s_y, y, g_y = _conversations(rng, 30)
+        result = batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=i)
+        for name, p in result.p_values.items():
+            block[name] += p <= alpha
+        block["combined"] += result.p_value <= alpha
+        naive += batch_tests(s_x, s_y, x, y, seed=i).p_values["mmd"] <= alpha
+    for name, k in block.items():
+        assert _lower(k, draws) <= alpha, (name, k / draws)
+    for name in ("mann_whitney", "mmd", "energy"):  # exact: not far below alpha either
+        assert alpha <= _upper(block[name], draws), (name, block[name] / draws)
+    assert _lower(naive, draws) > 2 * alpha, naive / draws  # what the grouping is for
+    # And it still sees a real difference.
+    s_x, x, g_x = _conversations(rng, 25, shift=1.5)
+    s_y, y, g_y = _conversations(rng, 25)
+    assert batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y).p_value < 0.01
+
+
+def test_block_permutation_is_order_invariant_and_checks_its_groups() -> None:
+    rng = np.random.default_rng(8)
+    s_x, x, g_x = _conversations(rng, 12)
+    s_y, y, g_y = _conversations(rng, 15)
+    first = batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=3)
+    order = rng.permutation(len(s_x))
+    again = batch_tests(s_x[order], s_y, x[order], y, groups=[g_x[i] for i in order], calibration_groups=g_y, seed=3)
+    assert first.p_values == again.p_values and first.n_batch == 24 and first.n_calibration == 30
+    assert "whole groups permuted: 12 batch groups (24 outputs) against 15 calibration groups" in first.notes[-1]
+    with pytest.raises(ValueError, match="give both groups and calibration_groups"):
+        batch_tests(s_x, s_y, groups=g_x)
+    with pytest.raises(ValueError, match="groups must name the group of every score"):
+        batch_tests(s_x, s_y, groups=g_x[:-1], calibration_groups=g_y)
+    small = batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, max_batch=10)
+    assert small.n_batch == 24 and "whole groups (10 of the batch's 24 outputs)" in small.notes[0]
+    assert first.permutation_unit == "group" and "permutations of whole prompts" in first.description
+
+
+def test_block_permutation_subsamples_a_large_calibration_part_by_whole_groups(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import conformance.batch as batch
+
+    monkeypatch.setattr(batch, "MAX_PERMUTATION_CALIBRATION", 40)
+    rng = np.random.default_rng(9)
+    s_x, x, g_x = _conversations(rng, 10)
+    s_y, y, g_y = _conversations(rng, 50)
+    result = batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=1)
+    assert result.n_calibration == 100 and "whole calibration groups (40 of 100 outputs)" in result.notes[0]
+    assert result == batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=1)

@@ -75,7 +75,7 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
     assert conditional.scorer["conditional_threshold"] == calibration_conditional_threshold(40, 0.1, 0.1)
 
 
-def test_batch_tests_take_one_output_per_conversation() -> None:
+def test_batch_tests_permute_whole_conversations() -> None:
     from conformance.records import RecordSet
     from conformance.scoring import score_record_set
 
@@ -88,5 +88,8 @@ def test_batch_tests_take_one_output_per_conversation() -> None:
     result = score_record_set(RecordSet(path="<test>", rows=rows), lambda mv, ic: ("models:/m-c/1", baseline),
                               embedder=FakeEmbedder())  # type: ignore[arg-type]
     (summary,) = result.summaries
-    assert "15 of the batch's prompts against 40 approved calibration prompts" in summary.reason
-    assert summary.tests is not None and summary.tests["n_batch"] == 15
+    assert ("15 of the batch's prompts, 30 outputs, against 40 approved calibration prompts, 160 outputs"
+            in summary.reason)
+    assert summary.tests is not None and summary.tests["n_batch"] == 30
+    assert summary.tests["permutation_unit"] == "group"
+    assert "15 batch groups (30 outputs) against 40 calibration groups (160 outputs)" in summary.tests["notes"][-1]
