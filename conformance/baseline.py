@@ -72,8 +72,8 @@ class Baseline:
     #: Arrays of the fitted scorer beyond the kNN bank (format 2; empty for ``knn_cosine``).
     scorer_state: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per calibration record, in the order of ``calibration_record_ids``: its prompt key
-    #: and its score (format 2, optional). The batch tests use them to take one output per
-    #: prompt, since outputs for one prompt are not independent of each other.
+    #: and its score (format 2, optional). The batch tests use them to permute whole prompts,
+    #: since outputs for one prompt are not independent of each other.
     calibration_prompt_keys: list[str] | None = None
     calibration_scores_by_record: list[float] | None = None
     #: Indices into ``calibration_record_ids`` of one output per distinct calibration
