@@ -20,8 +20,8 @@ test is valid for any score distribution. Permutation p-values are
 observed labelling as one of the permutations; alibi-detect issue #960 shows
 what goes wrong without it).
 
-Outputs of one prompt (the turns of one conversation) are *not* exchangeable
-with each other's neighbours, only prompts are: with ``groups`` every output is
+Outputs of one prompt (the turns of one conversation) are not independent of
+each other; the prompts are the exchangeable units. With ``groups`` every output is
 used and every test, the two rank tests included, takes its p-value from
 permutations of whole prompts between the two samples; without them the caller
 passes one output per prompt (:func:`one_per_prompt`).
