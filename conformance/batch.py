@@ -324,7 +324,9 @@ def batch_tests(
         turns of one conversation, which are alike, never count as two
         independent outputs): exact when conversations are exchangeable.
         Without them the caller must pass one output per conversation
-        (:func:`one_per_prompt`), as ``conformance score`` does.
+        (:func:`one_per_prompt`). ``conformance score`` passes them whenever
+        the baseline records its calibration prompts (every baseline built
+        since prompt keys were stored).
 
     Examples
     --------
@@ -415,29 +417,28 @@ def _block_batch_tests(
         s, g = s[keep], g[keep]
         x = None if x is None else x[keep]
     cg = np.array([str(k) for k in calibration_groups], dtype=object)
-    y_all = calibration_embeddings
-    if c.shape[0] > MAX_PERMUTATION_CALIBRATION:
-        keep_c = _whole_groups_up_to(cg, MAX_PERMUTATION_CALIBRATION, [seed, 2])
-        notes.append(f"a seeded random subsample of whole calibration groups ({int(keep_c.sum())} of "
-                     f"{c.shape[0]} outputs) was tested")
-        c, cg = c[keep_c], cg[keep_c]
-        y_all = None if y_all is None else np.asarray(y_all)[keep_c]
-    calibration_groups = list(cg)
-    calibration_embeddings = y_all
-    rng = np.random.default_rng(seed)
-    signs = _block_sign_vectors(list(g), list(cg), int(n_permutations), rng)
-    mw, ks = _rank_statistics(np.r_[s, c], signs)
-    p_values = {"mann_whitney": _permutation_p_value(mw), "kolmogorov_smirnov": _permutation_p_value(ks)}
+    y = None
     if x is not None and calibration_embeddings is not None:
         y = _check_sample("calibration_embeddings", calibration_embeddings, 2)
         if y.shape[0] != c.shape[0]:
             raise ValueError(f"calibration_embeddings must have one row per calibration score ({c.shape[0]}), "
                              f"got {y.shape[0]}")
+    if c.shape[0] > MAX_PERMUTATION_CALIBRATION:
+        keep_c = _whole_groups_up_to(cg, MAX_PERMUTATION_CALIBRATION, [seed, 2])
+        notes.append(f"a seeded random subsample of whole calibration groups ({int(keep_c.sum())} of "
+                     f"{c.shape[0]} outputs) was tested")
+        c, cg = c[keep_c], cg[keep_c]
+        y = None if y is None else y[keep_c]
+    rng = np.random.default_rng(seed)
+    signs = _block_sign_vectors(list(g), list(cg), int(n_permutations), rng)
+    mw, ks = _rank_statistics(np.r_[s, c], signs)
+    p_values = {"mann_whitney": _permutation_p_value(mw), "kolmogorov_smirnov": _permutation_p_value(ks)}
+    if x is not None and y is not None:
         p_values.update(_embedding_p_values(np.vstack([x, y]), signs))
     else:
         notes.append("no embeddings given: only the two rank tests ran")
     notes.append(f"every output tested, whole groups permuted: {len(set(g))} batch groups ({s.shape[0]} outputs) "
-                 f"against {len(set(map(str, calibration_groups)))} calibration groups ({c.shape[0]} outputs)")
+                 f"against {len(set(cg))} calibration groups ({c.shape[0]} outputs)")
     combined = min(1.0, len(p_values) * min(p_values.values()))
     return BatchTestResult(
         p_value=float(combined), p_values=p_values, n_batch=n_batch, n_calibration=n_calibration,
