@@ -31,9 +31,9 @@ _REFUSAL = re.compile(
     r"i won'?t be able|not able to (?:help|assist|provide))\b",
     re.IGNORECASE,
 )
-#: The smallest difference of each descriptor that matters, in its own unit: one more word-piece
-#: factor of e^0.1, one refusal phrase, list line, heading or code block, a share of 0.05. The combined
-#: score's scale of a descriptor is never below its unit / 2.576 (see ``CombinedScorer.fit``).
+#: The smallest difference of each descriptor that matters, in its own unit: 0.1 in log length (about
+#: 10 % longer or shorter), one refusal phrase, list line, heading or code block, a share of 0.05. The
+#: combined score's scale of a descriptor is never below its unit / 2.576 (see ``CombinedScorer.fit``).
 DESCRIPTOR_UNITS = {
     "log_tokens": 0.1, "log_chars": 0.1, "refusal_markers": 1.0, "non_ascii_letters": 0.05,
     "list_lines": 1.0, "heading_lines": 1.0, "code_blocks": 1.0, "window_coverage": 0.05,
