@@ -250,10 +250,13 @@ def part_blockswaps(rows: list[dict], texts: Texts, args: argparse.Namespace) ->
     """Batch detection of model swaps with **every** output of a conversation (both turns) in the batch
     and the calibration side, whole conversations permuted: batches of 5, 12 and 25 conversations
     (10, 24 and 50 outputs). One-model cells as in part ``swaps`` (seeds 300 + split); at 50 outputs the
-    batch is the whole test part, one batch per split."""
+    batch is the whole test part, one batch per split. The 50-output batches (pooled embeddings, every
+    calibration output as the reference, the project's p-values) go to ``<out>/peer_blockbatches.npz``
+    for ``benchmarks/validation_peers.py``."""
     by_model, _, _ = _grouped(rows)
     rng = np.random.default_rng(31)
     out: dict = {"splits": args.block_splits, "draws": args.swap_draws}
+    peer: dict[str, list[np.ndarray]] = defaultdict(list)
     for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
         label = f"{a} -> {b}" if a != b else f"{a} (null: own held-out outputs)"
         res: dict[int, list[dict]] = defaultdict(list)
@@ -272,6 +275,12 @@ def part_blockswaps(rows: list[dict], texts: Texts, args: argparse.Namespace) ->
                     assert one is not None
                     got.update({f"one_per_conversation|{k}": v for k, v in cell.batch(one, "question", seed).items()})
                     res[len(batch)].append(got)
+                    if n_conv == len(qs):
+                        peer["x"].append(texts.pooled([r["output"] for r in batch]).astype(np.float32))
+                        peer["ref"].append(cell.cal_emb["knn"].astype(np.float32))
+                        peer["label"].append(np.array(label))
+                        peer["conformance_knn"].append(np.array(got["knn"]))
+                        peer["conformance_combined"].append(np.array(got["combined"]))
         out[label] = {str(size): {sc: rate([g[sc] <= 0.05 for g in gs])
                                   for sc in (*SCORES, *(f"one_per_conversation|{x}" for x in SCORES))}
                       for size, gs in sorted(res.items())}
@@ -279,6 +288,9 @@ def part_blockswaps(rows: list[dict], texts: Texts, args: argparse.Namespace) ->
             f"n={size}: {v['combined']['rate']:.2f} (one per conversation "
             f"{v['one_per_conversation|combined']['rate']:.2f})"
             for size, v in out[label].items()), flush=True)
+    np.savez_compressed(os.path.join(args.out, "peer_blockbatches.npz"),
+                        **{f"{k}_{i}": v for k, vs in peer.items() for i, v in enumerate(vs)},
+                        n=np.array(len(peer["x"])))
     return out
 
 

@@ -15,6 +15,11 @@ approved models' own held-out outputs (null), the batch's pooled embeddings,
 the reference embeddings the project's batch tests used (the calibration part,
 one output per question) and the project's own Bonferroni p-values. Every
 detector sees exactly those two samples, at level 0.05.
+
+``--parts blockswaps`` writes ``peer_blockbatches.npz`` in the same form: batches of
+50 outputs (both turns of 25 conversations) against every calibration output (50),
+with the project's p-values from permutations of whole conversations. The peers
+take every output as independent, as their APIs do.
 """
 
 from __future__ import annotations
