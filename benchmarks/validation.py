@@ -230,6 +230,22 @@ class Cell:
         return out
 
 
+def other_class_answers(cell: Cell, rng: np.random.Generator) -> list[dict]:
+    """Each test row with the same model's answer to a test-part question of another class (same turn).
+
+    The replacement comes from the test part: an approved answer of the fit part sits in the reference
+    bank and would look *more* typical than any new answer."""
+    return [{**r, "output": pool[int(rng.integers(len(pool)))]["output"]} for r in cell.test
+            for pool in [[o for o in cell.test if o["input_class"] != r["input_class"]
+                          and o["prompt_id"][-5:] == r["prompt_id"][-5:]]]]
+
+
+def translated(rows: list[dict], answers: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """The first-turn rows whose question has a translation, and those rows with the translated answer."""
+    base = [r for r in rows if r["prompt_id"].endswith("turn1") and question(r["prompt_id"]) in answers]
+    return base, [{**r, "output": answers[question(r["prompt_id"])]} for r in base]
+
+
 def block_batch(cell: Cell, rows: list[dict], seed: int) -> dict[str, float]:
     """Batch tests of every output in ``rows`` against every calibration output, permuting whole
     conversations (``batch_tests(groups=...)``)."""
@@ -611,11 +627,7 @@ def part_power(rows: list[dict], texts: Texts, args: argparse.Namespace) -> dict
             p_null, s_null = p_values(cell.test), cell.scores(cell.test)
             for kind in KINDS:
                 if kind == "other_class":
-                    # The replacement must come from the test part too: an approved answer of the fit part
-                    # sits in the reference bank and would look *more* typical than any new answer.
-                    alt = [{**r, "output": pool[int(rng.integers(len(pool)))]["output"]} for r in cell.test
-                           for pool in [[o for o in cell.test if o["input_class"] != r["input_class"]
-                                         and o["prompt_id"][-5:] == r["prompt_id"][-5:]]]]
+                    alt = other_class_answers(cell, rng)
                 else:
                     alt = [altered[(kind, KEYS["row"](r))] for r in cell.test]
                 pa, sa = p_values(alt), cell.scores(alt)
@@ -694,10 +706,9 @@ def part_language(rows: list[dict], texts: Texts, args: argparse.Namespace) -> d
         cell = Cell(cell_rows, texts, seed=700 + split, n_fit_q=30, n_cal_q=25)
         groups = [question(r["prompt_id"]) for r in cell.cal]
         for lang, answers in translations.items():
-            base = [r for r in cell.test if r["prompt_id"].endswith("turn1") and question(r["prompt_id"]) in answers]
+            base, alt = translated(cell.test, answers)
             if not base:
                 continue
-            alt = [{**r, "output": answers[question(r["prompt_id"])]} for r in base]
             s0, sa = cell.scores(base), cell.scores(alt)
             for s in SCORES:
                 acc[lang][s]["p"].extend(prompt_weighted_p_values(sa[s], cell.cal_scores[s], groups).tolist())

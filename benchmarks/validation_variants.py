@@ -124,13 +124,9 @@ def main() -> None:
         alts: dict[str, list[dict]] = {}
         for kind in kinds:
             if kind == "other_class":
-                alts[kind] = [{**r, "output": pool[int(rng.integers(len(pool)))]["output"]} for r in cell.test
-                              for pool in [[o for o in cell.test if o["input_class"] != r["input_class"]
-                                            and o["prompt_id"][-5:] == r["prompt_id"][-5:]]]]
+                alts[kind] = V.other_class_answers(cell, rng)
             elif kind in translations:
-                tr = translations[kind]
-                alts[kind] = [{**r, "output": tr[V.question(r["prompt_id"])]} for r in cell.test
-                              if r["prompt_id"].endswith("turn1") and V.question(r["prompt_id"]) in tr]
+                alts[kind] = V.translated(cell.test, translations[kind])[1]
             else:
                 alts[kind] = [altered[(kind, V.KEYS["row"](r))] for r in cell.test]
         for name in args.rules:

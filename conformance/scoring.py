@@ -318,7 +318,7 @@ def summarise(
             batch_embeddings = np.stack([embeddings[v.row] for v in scored_members])
         batch_scores = np.asarray(scored, dtype=np.float64)
         cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
-        per_prompt = ""
+        unit_note = ""
         batch_groups: list[str] | None = None
         cal_groups: list[str] | None = None
         if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
@@ -327,7 +327,7 @@ def summarise(
             batch_groups = [_prompt_key(v) for v in scored_members]
             cal_groups = list(baseline.calibration_prompt_keys)
             cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
-            per_prompt = (f" (every output; whole prompts permuted: {len(set(batch_groups))} of the batch's prompts, "
+            unit_note = (f" (every output; whole prompts permuted: {len(set(batch_groups))} of the batch's prompts, "
                           f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
                           f"{len(cal_groups)} outputs)")
         result = batch_tests(batch_scores, cal_scores, batch_embeddings,
@@ -339,7 +339,7 @@ def summarise(
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
         reason = (
             f"The {len(scored)} scored outputs were compared as a batch with "
-            f"approved calibration outputs{per_prompt} by {len(result.p_values)} tests ({each}; permutation tests with "
+            f"approved calibration outputs{unit_note} by {len(result.p_values)} tests ({each}; permutation tests with "
             f"B={result.n_permutations}, seed {result.seed}), combined by Bonferroni: p-value {p:.4g} "
             + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
                else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
