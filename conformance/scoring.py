@@ -327,7 +327,8 @@ def summarise(
             batch_groups = [_prompt_key(v) for v in scored_members]
             cal_groups = list(baseline.calibration_prompt_keys)
             cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
-            unit_note = (f" (every output; whole prompts permuted: {len(set(batch_groups))} of the batch's prompts, "
+            unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
+                         f"{len(set(batch_groups))} of the batch's prompts, "
                           f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
                           f"{len(cal_groups)} outputs)")
         result = batch_tests(batch_scores, cal_scores, batch_embeddings,
