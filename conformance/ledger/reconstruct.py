@@ -3,15 +3,20 @@
 The entry names the exact baseline version (``models:/<name>/<version>``) and
 its digest, the embedder's fingerprint digest and the code version. To
 reconstruct, the baseline version is fetched from the MLflow registry, the
-stored output is re-embedded (an embedding depends only on its text, so it is
-bit-identical) and re-scored; the new verdict, score, p-value and nearest
-approved outputs are compared exactly with the recorded ones. Any difference is
-explained: a baseline version since deleted or altered, another embedder,
-another code version, or an entry altered since it was written.
+stored output is re-embedded (an embedding depends only on its text) and
+re-scored; the new verdict, nearest approved outputs, digests and reason are
+compared exactly with the recorded ones, the score and p-value to within
+floating-point rounding (relative 1e-9: the last digits of a float can differ
+between releases of numpy or of the BLAS beneath it, as they did between numpy
+releases of 2026; such a difference is reported in a note, and a verdict it
+would flip is a difference). Any difference is explained: a baseline version
+since deleted or altered, another embedder, another code version, or an entry
+altered since it was written.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +36,17 @@ DIFFERENT = "different"
 NOT_REPRODUCIBLE = "not_reproducible"
 NOTHING_TO_RESCORE = "nothing_to_rescore"
 COMPARED = ("verdict", "score", "p_value", "alpha", "nearest", "baseline_digest", "embedder", "test", "reason")
+#: Compared to within ``ROUNDING`` (relative): floats that numerical libraries may round differently.
+ROUNDED = ("score", "p_value")
+ROUNDING = 1e-9
+
+
+def same_value(name: str, recorded: Any, recomputed: Any) -> bool:
+    """Whether a recomputed field agrees with the recorded one: exactly, or for :data:`ROUNDED` fields to
+    within a relative :data:`ROUNDING`."""
+    if name in ROUNDED and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (recorded, recomputed)):
+        return math.isclose(recorded, recomputed, rel_tol=ROUNDING, abs_tol=1e-300)
+    return bool(recorded == recomputed)
 
 
 @dataclass(frozen=True)
@@ -148,13 +164,18 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
                 scored_at=str(recorded.get("scored_at")), inputs=inputs)[0]
     recomputed = _summary(plain(new.to_dict()) | {"nearest": list(new.nearest)})
     differences = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}"
-                   for name_ in COMPARED if summary[name_] != recomputed[name_]]
+                   for name_ in COMPARED if not same_value(name_, summary[name_], recomputed[name_])]
+    rounding = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}; equal to within "
+                f"floating-point rounding (relative {ROUNDING:g}: the numerical libraries installed here round the "
+                "last digits differently)"
+                for name_ in ROUNDED if summary[name_] != recomputed[name_]
+                and same_value(name_, summary[name_], recomputed[name_])]
     if not differences:
-        return Reconstruction(record_id, entry.seq, IDENTICAL, summary, recomputed, [], notes)
+        return Reconstruction(record_id, entry.seq, IDENTICAL, summary, recomputed, [], notes + rounding)
     if recorded.get("code_version") != __version__:
         notes.append(f"the verdict was scored by conformance {recorded.get('code_version')} and reconstructed by "
                      f"{__version__}; the scoring code may have changed between them")
     if not notes:
         notes.append("same baseline digest, embedder and code version, yet the result differs: this should not "
                      "happen; please report it with this output")
-    return Reconstruction(record_id, entry.seq, DIFFERENT, summary, recomputed, differences, notes)
+    return Reconstruction(record_id, entry.seq, DIFFERENT, summary, recomputed, differences, notes + rounding)
