@@ -163,6 +163,9 @@ class Cell:
     combined_mode = "chunked"
     #: True: descriptor scales floored at 1e-3, as `build` did before the fourth run (``--legacy-floor``).
     legacy_floor = False
+    #: True: the fourth run's rule, a smooth maximum over every component with the relevance taken as it is
+    #: (``--legacy-rule``); default: the facets with the relevance relative to the nearest fit inputs.
+    legacy_rule = False
 
     def __init__(self, rows: list[dict], texts: Texts, seed: int, n_fit_q: int, n_cal_q: int) -> None:
         qs = sorted({question(r["prompt_id"]) for r in rows})
@@ -176,7 +179,8 @@ class Cell:
         self.texts = texts
         self.seed = seed
         self.fit_chunks, _ = texts.chunks([r["output"] for r in self.fit])
-        self.combined = CombinedScorer(seed=seed).fit(
+        rule = {"combination": "smooth_max", "relevance_neighbours": 0} if self.legacy_rule else {}
+        self.combined = CombinedScorer(seed=seed, descriptor_names=texts.names, **rule).fit(
             *self._features(self.fit), groups=[question(r["prompt_id"]) for r in self.fit],
             descriptor_units=None if self.legacy_floor else [DESCRIPTOR_UNITS[n] for n in texts.names])
         self.combined.conformalize(*self._features(self.cal))
@@ -751,10 +755,13 @@ def main() -> None:
                         help="descriptor scales floored at 1e-3 as before the fourth run (default: descriptor units)")
     parser.add_argument("--legacy-descriptors", action="store_true",
                         help="the third run's eight descriptors, without foreign_function_words")
+    parser.add_argument("--legacy-rule", action="store_true",
+                        help="the fourth run's rule: smooth maximum over every component, relevance as it is")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
     Cell.combined_mode = args.combined
     Cell.legacy_floor = args.legacy_floor
+    Cell.legacy_rule = args.legacy_rule
     rows = load_rows()
     if not rows:
         print("shared data absent; nothing to validate")

@@ -2,7 +2,7 @@
 
 Power at alpha 0.05 in one-model cells (the cells of ``validation.py --parts power``: 3 models x 8
 question splits) and, for the language switch, in gpt-4 cells (24 splits), for other ways to
-combine the standardised components than the shipped smooth maximum, and for other fit /
+combine the standardised components than the shipped facets, and for other fit /
 calibration allocations. The variants replace ``CombinedScorer.score_samples`` in this process
 only; nothing here changes the package.
 
@@ -10,8 +10,11 @@ only; nothing here changes the package.
     /work/venv/bin/python benchmarks/validation_variants.py --fit-q 30 --cal-q 25 \\
         --language-files /work/external/mt_bench_DE_gpt-4_reference_turn1.jsonl
 
-Rules: ``smax`` (shipped: log-sum-exp of asinh z), ``sum_asinh`` (sum of asinh of the positive
-parts), ``sum_lin`` (sum of positive parts), ``l2`` (Euclidean norm of positive parts),
+Rules: ``facets`` (shipped since the fifth run: log-sum-exp of asinh of the facet values),
+``facets_T0.5``, ``facets_T0.25``, ``facets_T0.1`` (the same with a sharper maximum,
+``T log(sum(exp(asinh(f) / T)))``), ``smax`` (the fourth run's rule: log-sum-exp of asinh z over every
+component; relevance relative to the nearest inputs unless ``--legacy-rule``), ``sum_asinh``
+(sum of asinh of the positive parts), ``sum_lin`` (sum of positive parts), ``l2`` (Euclidean norm of positive parts),
 ``fisher`` (sum over components of -log of a rank tail probability among the fit part's
 cross-fitted values, beyond the fit range continued by exp(-asinh(excess / scale))) and
 ``fisher_emb`` (that sum over the four embedding components, plus the smooth maximum of the
@@ -64,6 +67,12 @@ def _smax(z: np.ndarray) -> np.ndarray:
     return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
 
 
+def _smax_t(z: np.ndarray, t: float) -> np.ndarray:
+    z = np.arcsinh(z) / t
+    top = z.max(axis=1, keepdims=True)
+    return t * (top[:, 0] + np.log(np.exp(z - top).sum(axis=1)))
+
+
 def _tails(self, z: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
     dev, fit = z * self.all_scale_, self.fit_dev_
     n = fit.shape[0]
@@ -79,6 +88,10 @@ def _tails(self, z: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 
 RULES = {
+    "facets": lambda self, z: _smax(self.facet_values(z)),
+    "facets_T0.5": lambda self, z: _smax_t(self.facet_values(z), 0.5),
+    "facets_T0.25": lambda self, z: _smax_t(self.facet_values(z), 0.25),
+    "facets_T0.1": lambda self, z: _smax_t(self.facet_values(z), 0.1),
     "smax": lambda self, z: _smax(z),
     "sum_asinh": lambda self, z: np.arcsinh(np.maximum(z, 0)).sum(axis=1) + 1e-6 * _smax(z),
     "sum_lin": lambda self, z: np.maximum(z, 0).sum(axis=1) + 1e-6 * _smax(z),
@@ -94,7 +107,11 @@ def main() -> None:
     parser.add_argument("--fit-q", type=int, default=30)
     parser.add_argument("--cal-q", type=int, default=25)
     parser.add_argument("--splits", type=int, default=8)
+    parser.add_argument("--models", nargs="+", default=list(V.POWER_MODELS),
+                        help="approved models of the one-model cells (default: those of part power)")
     parser.add_argument("--legacy-floor", action="store_true", help="descriptor scales floored at 1e-3")
+    parser.add_argument("--legacy-rule", action="store_true",
+                        help="relevance taken as it is (the fourth run's); the rule is chosen with --rules")
     parser.add_argument("--language-files", nargs="*", default=[])
     parser.add_argument("--out", default=None, help="write the rates as JSON here")
     args = parser.parse_args()
@@ -103,6 +120,7 @@ def main() -> None:
         print("shared data absent; nothing to measure")
         return
     V.Cell.legacy_floor = args.legacy_floor
+    V.Cell.legacy_rule = args.legacy_rule
     rule = [args.rules[0]]
     C.CombinedScorer.fit = _fit_keeping_values  # type: ignore[method-assign]
     C.CombinedScorer.score_samples = (  # type: ignore[method-assign]
@@ -112,7 +130,7 @@ def main() -> None:
     by_model, _, by_model_class = V._grouped(rows)
     rng = np.random.default_rng(50)
     altered = {(k, V.KEYS["row"](r)): V.perturb(r, k, by_model_class, rng) for k in KINDS if k != "other_class"
-               for r in rows if r["model"] in V.POWER_MODELS}
+               for r in rows if r["model"] in args.models}
     texts.warm([r["output"] for r in altered.values()])
     translations = V.load_translations(args.language_files)
     texts.warm([t for d in translations.values() for t in d.values()])
@@ -138,7 +156,7 @@ def main() -> None:
                 p = prompt_weighted_p_values(cell.scores(alt)["combined"], cal, groups)
                 flags[name][kind].extend((p <= 0.05).tolist())
 
-    for model in V.POWER_MODELS:
+    for model in args.models:
         for split in range(args.splits):
             measure(model, 600 + split, KINDS)
     for split in range(24 if translations else 0):

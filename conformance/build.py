@@ -32,7 +32,7 @@ from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scores import DEFAULT_K, chunked_knn_scores
-from conformance.combined import EMBEDDING_COMPONENTS, CombinedScorer, chunked_combined_scores
+from conformance.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_combined_scores
 from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
@@ -281,16 +281,18 @@ def _fit_combined(
     fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window)
     cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
     units = [DESCRIPTOR_UNITS[name] for name in DESCRIPTORS]
-    model = CombinedScorer(k=k, seed=seed).fit(fit_emb.pooled(), fit_in, fit_desc,
-                                               groups=[r.prompt_key for r in split.fit], descriptor_units=units)
+    model = CombinedScorer(k=k, seed=seed, descriptor_names=DESCRIPTORS).fit(
+        fit_emb.pooled(), fit_in, fit_desc, groups=[r.prompt_key for r in split.fit], descriptor_units=units)
     # Input novelty is calibrated on the same one-output-per-prompt set (one input per prompt).
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
     cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
             "descriptor_units": units,
-            "rule": "smooth maximum log(sum(exp(asinh(z)))) of components standardised by median and "
+            "facets": [{"facet": name, "how": how, "components": list(members)} for name, how, members in FACETS],
+            "rule": "smooth maximum log(sum(exp(asinh(f)))) over facets f (components averaged within a facet, "
+                    "format counts on a log scale) of components standardised by median and "
                     "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
-                    "fit-part values; input "
+                    "fit-part values; relevance relative to the outputs of the 10 nearest fit inputs; input "
                     "novelty reported apart"}
     return cal_scores, meta, model.to_state()

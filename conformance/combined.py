@@ -13,14 +13,21 @@ descriptors    two-sided robust z of each text descriptor (length, refusal, scri
 
 The combination rule is fixed on the fit part alone: each component is
 standardised by its median and the larger of its MAD and its spread to the 99th percentile over
-*cross-fitted* fit-part values (two
-folds split by prompt, each scored against a model fitted on the other), and
-the standardised values are combined by a smooth maximum,
-``log(sum(exp(asinh(z_j))))``, which is strictly increasing in every component and
-continuous whenever one component is (so ties, which would make the test
-conservative, do not occur). The calibration part then only supplies the
-scores that turn a new score into a p-value, so the split-conformal guarantee
-holds exactly whatever the components are.
+*cross-fitted* fit-part values (two folds split by prompt, each scored against a model fitted on
+the other). The relevance is measured against what is usual **for the input**: the mean relevance
+of the approved outputs to the ``relevance_neighbours`` nearest fit inputs is subtracted (a
+follow-up such as "rewrite it more formally" has answers that share few words with it; a question
+has answers about it). The standardised values are then grouped into **facets** (:data:`FACETS`),
+one per property of an output: components that measure the same property are averaged, so that
+the property has one vote, not one per measurement, and counts of format elements are compared
+on a log scale. The facets are combined by a smooth maximum, ``log(sum(exp(asinh(f_j))))``, which
+is non-decreasing in every component, strictly increasing in the continuous ones and continuous
+(so ties, which would make the test conservative, do not occur). Why facets: with one vote per
+component, an approved answer with eight Markdown headings (z = 20 on one count) set the
+calibration maximum in most cells, and no refusal or answer to another question could exceed it
+(docs/validation.md, fifth run). The calibration part then only supplies the scores that turn a
+new score into a p-value, so the split-conformal guarantee holds exactly whatever the components,
+facets and rule are.
 
 Input novelty (the input's distance to the nearest approved input, turned into
 its own conformal p-value) is kept out of the score and reported apart, so a
@@ -36,6 +43,24 @@ import numpy as np
 from conformance.conformal import conformal_p_values
 
 EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
+
+#: The facets of the ``"facets"`` combination: (name, how, components). ``mean`` averages the members'
+#: z-values (several measurements of one property), ``max`` takes the largest (alternative signs of one
+#: property: another script, or another language in Latin script), ``mean_log`` averages after
+#: ``2.576 * log(1 + z / 2.576)`` (counts of format elements: beyond its unit, eight headings are not
+#: eight times as unusual as one). A component named in no facet is a facet of its own.
+FACETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("distance", "mean", ("knn", "mahalanobis")),
+    ("residual", "max", ("residual",)),
+    ("relevance", "max", ("relevance",)),
+    ("length", "mean", ("log_tokens", "log_chars", "window_coverage")),
+    ("refusal", "max", ("refusal_markers",)),
+    ("language", "max", ("non_ascii_letters", "foreign_function_words")),
+    ("format", "mean_log", ("list_lines", "heading_lines", "code_blocks")),
+)
+#: ``facets``: the smooth maximum over :data:`FACETS` (the default since the fifth validation run);
+#: ``smooth_max``: the smooth maximum over every component (what baselines built before used).
+COMBINATIONS = ("facets", "smooth_max")
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -104,6 +129,25 @@ class _Components:
         ])
 
 
+class _InputBank:
+    """Values of the fit part's outputs by distinct input, to say what is usual for an input like a new one."""
+
+    def __init__(self, x: np.ndarray, values: np.ndarray) -> None:
+        unique, inverse = np.unique(x, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        total = np.zeros((unique.shape[0], values.shape[1]))
+        np.add.at(total, inverse, values)
+        self.inputs = _unit(unique)
+        self.values = total / np.bincount(inverse, minlength=unique.shape[0])[:, None]
+
+    def expected(self, x: np.ndarray, k: int) -> np.ndarray:
+        """Mean value over the outputs of the ``k`` fit inputs nearest each row of ``x`` (cosine)."""
+        sims = _unit(x) @ self.inputs.T
+        k = min(k, self.inputs.shape[0])
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return self.values[nearest].mean(axis=1)
+
+
 class CombinedScorer:
     """Input-conditional combined nonconformity score with split-conformal p-values.
 
@@ -120,6 +164,15 @@ class CombinedScorer:
         Seed of the two-fold split by prompt used to standardise components.
     use_descriptors : bool, default True
         Whether text descriptors enter the score.
+    combination : {"facets", "smooth_max"}, default "facets"
+        The rule: smooth maximum over :data:`FACETS`, or over every component (baselines built before
+        the fifth validation run).
+    relevance_neighbours : int, default 10
+        The relevance is measured against the mean relevance of the approved outputs to this many
+        nearest fit inputs; 0 takes it as it is (baselines built before).
+    descriptor_names : sequence of str, optional
+        Names of the descriptor columns (:data:`conformance.descriptors.DESCRIPTORS`), which the facets
+        group; without them each descriptor is a facet of its own.
 
     Examples
     --------
@@ -132,11 +185,17 @@ class CombinedScorer:
     True
     """
 
-    def __init__(self, *, k: int = 5, ridge: float = 1.0, seed: int = 0, use_descriptors: bool = True) -> None:
+    def __init__(
+        self, *, k: int = 5, ridge: float = 1.0, seed: int = 0, use_descriptors: bool = True,
+        combination: str = "facets", relevance_neighbours: int = 10, descriptor_names: Sequence[str] | None = None,
+    ) -> None:
         self.k = k
         self.ridge = ridge
         self.seed = seed
         self.use_descriptors = use_descriptors
+        self.combination = combination
+        self.relevance_neighbours = relevance_neighbours
+        self.descriptor_names = None if descriptor_names is None else [str(n) for n in descriptor_names]
 
     # -- validation -------------------------------------------------------------------------
     def _check(self, y: np.ndarray, x: np.ndarray, d: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,7 +231,14 @@ class CombinedScorer:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if not self.ridge > 0:
             raise ValueError(f"ridge must be > 0, got {self.ridge!r}")
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
+        if not isinstance(self.relevance_neighbours, int) or self.relevance_neighbours < 0:
+            raise ValueError(f"relevance_neighbours must be a non-negative integer, got {self.relevance_neighbours!r}")
         y, x, d = self._check(outputs, inputs, descriptors)
+        if self.descriptor_names is not None and len(self.descriptor_names) != d.shape[1]:
+            raise ValueError(f"descriptor_names must name the {d.shape[1]} descriptor columns, "
+                             f"got {len(self.descriptor_names)}: {self.descriptor_names}")
         units = None if descriptor_units is None else np.asarray(descriptor_units, dtype=np.float64)
         if units is not None and (units.shape != (d.shape[1],) or not np.all(units > 0)):
             raise ValueError(f"descriptor_units must be {d.shape[1]} positive numbers (one per descriptor column), "
@@ -204,6 +270,15 @@ class CombinedScorer:
             # MT-bench), and this one component then decided the whole score.
             mean_f, precision_f = oas_precision(residuals[fold != f])
             cross[fold == f, 1] = _mahalanobis(residuals[fold == f], mean_f, precision_f)
+        self.relevance_bank_: _InputBank | None = None
+        if self.relevance_neighbours:
+            # Relevance against what is usual for the input, cross-fitted like the other components: each
+            # fold's expectation comes from the other fold's outputs (a new output's input is not a fit input).
+            relevance = 1.0 - np.einsum("ij,ij->i", _unit(x), _unit(y))[:, None]
+            for f in (0, 1):
+                bank = _InputBank(x[fold != f], relevance[fold != f])
+                cross[fold == f, 2] -= bank.expected(x[fold == f], self.relevance_neighbours)[:, 0]
+            self.relevance_bank_ = _InputBank(x, relevance)
         self.location_, self.scale_ = self._robust(cross)
         self.descriptor_location_, self.descriptor_scale_ = self._robust(
             d, two_sided=True, floor=None if units is None else units / 2.576)
@@ -250,7 +325,10 @@ class CombinedScorer:
         """Each component as a z-value (embedding components one-sided, descriptors two-sided)."""
         self._fitted()
         y, x, d = self._check(outputs, inputs, descriptors)
-        z = (self.components_(y, x) - self.location_) / self.scale_
+        values = self.components_(y, x)
+        if self.relevance_bank_ is not None:
+            values[:, 2] -= self.relevance_bank_.expected(x, self.relevance_neighbours)[:, 0]
+        z = (values - self.location_) / self.scale_
         if self.use_descriptors and self.descriptor_location_.size:
             if d.shape[1] != self.descriptor_location_.size:
                 raise ValueError(f"descriptors must have {self.descriptor_location_.size} columns, got {d.shape[1]}")
@@ -261,11 +339,41 @@ class CombinedScorer:
         self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None
     ) -> np.ndarray:
         """The combined nonconformity score: larger is more unusual for the input."""
+        z = self.standardised_components(outputs, inputs, descriptors)
+        if self.combination == "facets":
+            z = self.facet_values(z)
         # asinh first: log-like growth keeps one huge component (say 40 refusal markers) from
         # swamping the others below float resolution, which would bring back ties.
-        z = np.arcsinh(self.standardised_components(outputs, inputs, descriptors))
+        z = np.arcsinh(z)
         top = z.max(axis=1, keepdims=True)
         return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+
+    def facet_names(self, n_columns: int) -> list[str]:
+        """The facets :meth:`facet_values` returns, in order, for ``n_columns`` standardised components."""
+        return [name for name, _, _ in self._facet_plan(n_columns)]
+
+    def facet_values(self, z: np.ndarray) -> np.ndarray:
+        """Standardised components (as :meth:`standardised_components` returns them) grouped by facet."""
+        columns = []
+        for _, how, idx in self._facet_plan(z.shape[1]):
+            part = z[:, idx]
+            if how == "mean_log":
+                part = 2.576 * np.log1p(np.maximum(part, 0.0) / 2.576)
+            columns.append(part.max(axis=1) if how == "max" else part.mean(axis=1))
+        return np.column_stack(columns)
+
+    def _facet_plan(self, n_columns: int) -> list[tuple[str, str, list[int]]]:
+        names = list(EMBEDDING_COMPONENTS)
+        names += self.descriptor_names or [f"descriptor {j}" for j in range(n_columns - len(names))]
+        index = {name: j for j, name in enumerate(names[:n_columns])}
+        plan, used = [], set()
+        for facet, how, members in FACETS:
+            idx = [index[m] for m in members if m in index]
+            if idx:
+                plan.append((facet, how, idx))
+                used.update(idx)
+        plan += [(name, "max", [j]) for name, j in index.items() if j not in used]
+        return plan
 
     def input_novelty(self, inputs: np.ndarray) -> np.ndarray:
         """Cosine distance of each input to the nearest approved (fit) input."""
@@ -300,7 +408,9 @@ class CombinedScorer:
 
     def params(self) -> dict[str, object]:
         """The constructor arguments, as JSON-able values (stored in the baseline's scorer)."""
-        return {"k": self.k, "ridge": self.ridge, "seed": self.seed, "use_descriptors": self.use_descriptors}
+        return {"k": self.k, "ridge": self.ridge, "seed": self.seed, "use_descriptors": self.use_descriptors,
+                "combination": self.combination, "relevance_neighbours": self.relevance_neighbours,
+                "descriptor_names": self.descriptor_names}
 
     def to_state(self) -> dict[str, np.ndarray]:
         """Every fitted array, by name (stored without pickle in the baseline's npz)."""
@@ -310,12 +420,16 @@ class CombinedScorer:
                      descriptor_scale=self.descriptor_scale_, fit_inputs=self.fit_inputs_,
                      calibration_scores=self.calibration_scores_,
                      input_calibration_scores=self.input_calibration_scores_)
+        if self.relevance_bank_ is not None:
+            state.update(relevance_bank_inputs=self.relevance_bank_.inputs,
+                         relevance_bank_values=self.relevance_bank_.values)
         return {name: np.asarray(value) for name, value in state.items()}
 
     @classmethod
     def from_state(cls, params: dict[str, object], state: dict[str, np.ndarray]) -> CombinedScorer:
         """Rebuild a fitted, conformalized scorer from :meth:`params` and :meth:`to_state`."""
-        scorer = cls(**params)  # type: ignore[arg-type]
+        # Baselines built before the facets and the input-relative relevance stored neither key.
+        scorer = cls(**{"combination": "smooth_max", "relevance_neighbours": 0, **params})  # type: ignore[arg-type]
         components = _Components.__new__(_Components)
         components.k = scorer.k
         for name in cls._STATE:
@@ -328,6 +442,11 @@ class CombinedScorer:
         scorer.n_fit_ = int(components.reference.shape[0])
         scorer.calibration_scores_ = state["calibration_scores"]
         scorer.input_calibration_scores_ = state["input_calibration_scores"]
+        scorer.relevance_bank_ = None
+        if scorer.relevance_neighbours:
+            scorer.relevance_bank_ = _InputBank.__new__(_InputBank)
+            scorer.relevance_bank_.inputs = state["relevance_bank_inputs"]
+            scorer.relevance_bank_.values = state["relevance_bank_values"]
         return scorer
 
 

@@ -130,8 +130,11 @@ def judge(
     if baseline.scorer["name"] == "combined":
         if inputs is None:
             raise ValueError("a baseline with the combined score needs the records' input embeddings")
+        # A baseline built before the facets has none of the last three keys (from_state knows their old values).
         model = CombinedScorer.from_state(
-            {name: baseline.scorer[name] for name in ("k", "ridge", "seed", "use_descriptors")}, baseline.scorer_state)
+            {name: baseline.scorer[name] for name in ("k", "ridge", "seed", "use_descriptors", "combination",
+                                                       "relevance_neighbours", "descriptor_names")
+             if name in baseline.scorer}, baseline.scorer_state)
         window = int(baseline.embedder["chunking"]["window"])
         # The descriptors the baseline was fitted with, in its order (a baseline built before a descriptor
         # was added does not know it).

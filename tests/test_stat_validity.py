@@ -39,7 +39,9 @@ def _interval(k: int, n: int, level: float = 0.999) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _false_alarms(alpha: float, *, leak: bool = False, plus_one: bool = True, draws: int = 300) -> tuple[int, int]:
+def _false_alarms(
+    alpha: float, *, leak: bool = False, plus_one: bool = True, draws: int = 300, names: tuple[str, ...] | None = None,
+) -> tuple[int, int]:
     rng = np.random.default_rng(123)
     coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
     flagged = total = 0
@@ -48,7 +50,7 @@ def _false_alarms(alpha: float, *, leak: bool = False, plus_one: bool = True, dr
         fit, cal, test = slice(0, N_FIT), slice(N_FIT, N_FIT + N_CAL), slice(N_FIT + N_CAL, None)
         if leak:  # the calibration rows are also in the fit bank: the broken split
             fit = slice(0, N_FIT + N_CAL)
-        scorer = CombinedScorer(k=3).fit(y[fit], x[fit], d[fit], groups=np.arange(fit.stop))
+        scorer = CombinedScorer(k=3, descriptor_names=names).fit(y[fit], x[fit], d[fit], groups=np.arange(fit.stop))
         scorer.conformalize(y[cal], x[cal], d[cal])
         if plus_one:
             p = scorer.p_values(y[test], x[test], d[test])
@@ -61,9 +63,12 @@ def _false_alarms(alpha: float, *, leak: bool = False, plus_one: bool = True, dr
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.08])
-def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float) -> None:
+@pytest.mark.parametrize("names", [None, ("log_tokens", "heading_lines", "list_lines")])
+def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float, names: tuple[str, ...] | None) -> None:
+    """Unnamed descriptors are facets of their own; named, the two counts share the format facet (their
+    log-compressed mean, a discrete value) and the rate must still be exact: no ties."""
     exact = math.floor(alpha * (N_CAL + 1)) / (N_CAL + 1)  # 0.10 and 0.05 with 19 calibration rows
-    k, n = _false_alarms(alpha)
+    k, n = _false_alarms(alpha, names=names)
     lo, hi = _interval(k, n)
     assert lo <= exact <= hi, (k / n, exact)
     assert lo <= alpha  # the guarantee itself: not significantly above alpha
