@@ -450,6 +450,37 @@ class CombinedScorer:
         return scorer
 
 
+#: Each facet in plain words, for a verdict's reason: what is most unusual about an output.
+FACET_WORDS = {
+    "distance": "how far it lies from the approved outputs",
+    "residual": "how far it lies from what its input predicts",
+    "relevance": "how little it is about its input, against approved answers to similar inputs",
+    "length": "its length",
+    "refusal": "refusal phrases (\"I'm sorry\", \"I cannot\", \"as an AI\")",
+    "language": "its language or script",
+    "format": "its format (lists, headings, code blocks)",
+}
+
+
+def chunked_top_facets(
+    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
+) -> list[tuple[str, float]]:
+    """Per text, the facet with the largest value on the chunk that set its score, and that value (a
+    z-value: about 2.3-2.6 is the approved outputs' 99th percentile). For a verdict's reason."""
+    owner = np.asarray(owner)
+    z = scorer.standardised_components(chunks, inputs[owner], descriptors[owner])
+    facets, names = scorer.facet_values(z), scorer.facet_names(z.shape[1])
+    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner])
+    best = np.full(inputs.shape[0], -np.inf)
+    top: list[tuple[str, float]] = [("", 0.0)] * inputs.shape[0]
+    for i, o in enumerate(owner.tolist()):
+        if per_chunk[i] > best[o]:
+            best[o] = per_chunk[i]
+            j = int(np.argmax(facets[i]))
+            top[o] = (names[j], float(facets[i, j]))
+    return top
+
+
 def chunked_combined_scores(
     scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
 ) -> np.ndarray:

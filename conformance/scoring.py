@@ -14,7 +14,7 @@ from conformance._version import __version__
 from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
 from conformance.build import embed_inputs
-from conformance.combined import CombinedScorer, chunked_combined_scores
+from conformance.combined import FACET_WORDS, CombinedScorer, chunked_combined_scores, chunked_top_facets
 from conformance.conformal import benjamini_hochberg, check_fdr
 from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
@@ -66,7 +66,10 @@ def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
             "so the score measures how unusual the output is for its input.")
 
 
-def _reason(baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None) -> str:
+def _reason(
+    baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None,
+    top_facet: tuple[str, float] | None = None,
+) -> str:
     method = baseline.scorer.get("calibration_method")
     if method == "prompt_weighted":
         keys = baseline.calibration_prompt_keys or []
@@ -90,6 +93,10 @@ def _reason(baseline: Baseline, uri: str, score: float, p_value: float, input_p_
     )
     if input_p_value is not None:
         lead += _input_sentence(baseline, input_p_value)
+    if top_facet is not None:
+        facet, value = top_facet
+        lead += (f" What stands out most is {FACET_WORDS.get(facet, facet)}: a standardised value of {value:.1f}, "
+                 "where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on.")
     cut = flag_threshold(baseline)
     if cut < baseline.alpha:
         delta = float(baseline.scorer["delta"])
@@ -127,6 +134,7 @@ def judge(
     k = int(baseline.scorer["k"])
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
     input_p: list[float | None] = [None] * len(records)
+    top_facets: Sequence[tuple[str, float] | None] = [None] * len(records)
     if baseline.scorer["name"] == "combined":
         if inputs is None:
             raise ValueError("a baseline with the combined score needs the records' input embeddings")
@@ -141,11 +149,13 @@ def judge(
         names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
         desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=names)
         scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
+        if model.combination == "facets":  # baselines built before say what they said then
+            top_facets = chunked_top_facets(model, embedded.chunks, embedded.owner, inputs, desc)
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)
     embedder_digest = fingerprint_digest(baseline.embedder)
     verdicts = []
-    for record, score, p_value, idx, in_p in zip(records, scores, p_values, nearest_idx, input_p):
+    for record, score, p_value, idx, in_p, top in zip(records, scores, p_values, nearest_idx, input_p, top_facets):
         owners: list[int] = []
         for chunk in idx:
             owner = int(baseline.reference_owner[chunk])
@@ -158,7 +168,7 @@ def judge(
                 model_version=record.model_version,
                 input_class=record.input_class,
                 verdict=OUT if p_value <= flag_threshold(baseline) else WITHIN,
-                reason=_reason(baseline, uri, float(score), float(p_value), in_p),
+                reason=_reason(baseline, uri, float(score), float(p_value), in_p, top),
                 p_value=float(p_value),
                 score=float(score),
                 alpha=baseline.alpha,

@@ -105,6 +105,16 @@ def test_every_planted_kind_gets_its_verdict(scored: dict) -> None:
     assert sum(v["verdict"] == "within_bounds" for v in clean) >= 0.8 * len(clean)
 
 
+def test_the_reason_says_what_stands_out(scored: dict) -> None:
+    """A reviewer reads which property made an output unusual, in words (facets, conformance.combined)."""
+    by_kind = {v["metadata"]["planted"]: v["reason"] for v in scored["verdicts"]
+               if (v.get("metadata") or {}).get("planted", "").startswith("off_policy")}
+    assert "What stands out most is its language or script" in by_kind["off_policy:language_german"]
+    assert "What stands out most is its length" in by_kind["off_policy:long_rambling"]
+    assert "What stands out most is its length" in by_kind["off_policy:minimal_ok"]
+    assert all("What stands out most is" in v["reason"] for v in scored["verdicts"] if v["p_value"] is not None)
+
+
 def test_invalid_reasons_say_row_and_field(scored: dict) -> None:
     reasons = {v["metadata"]["planted"]: v["reason"] for v in scored["verdicts"]
                if (v.get("metadata") or {}).get("planted", "").startswith("invalid")}
