@@ -55,7 +55,7 @@ import numpy as np
 from scipy import stats
 
 from conformance.batch import batch_tests, one_per_prompt
-from conformance.combined import CombinedScorer, chunked_combined_scores
+from conformance.combined import BATCH_COMBINATION, CombinedScorer, chunked_combined_scores
 from conformance.conformal import conformal_p_values, prompt_weighted_p_values
 from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 from conformance.scores import chunked_knn_scores
@@ -196,13 +196,13 @@ class Cell:
         chunks, owner = self.texts.chunks(outputs)
         return chunked_knn_scores(chunks, owner, len(outputs), self.fit_chunks, 5)[0]
 
-    def scores(self, rows: list[dict]) -> dict[str, np.ndarray]:
+    def scores(self, rows: list[dict], combination: str | None = None) -> dict[str, np.ndarray]:
         if self.combined_mode == "pooled":
-            combined = self.combined.score_samples(*self._features(rows))
+            combined = self.combined.score_samples(*self._features(rows), combination=combination)
         else:
             chunks, owner = self.texts.chunks([r["output"] for r in rows])
             _, x, d = self._features(rows)
-            combined = chunked_combined_scores(self.combined, chunks, owner, x, d)
+            combined = chunked_combined_scores(self.combined, chunks, owner, x, d, combination=combination)
         return {"knn": self.knn([r["output"] for r in rows]), "combined": combined}
 
     def p_values(self, rows: list[dict]) -> dict[str, np.ndarray]:
@@ -252,14 +252,19 @@ def translated(rows: list[dict], answers: dict[str, str]) -> tuple[list[dict], l
 
 def block_batch(cell: Cell, rows: list[dict], seed: int) -> dict[str, float]:
     """Batch tests of every output in ``rows`` against every calibration output, permuting whole
-    conversations (``batch_tests(groups=...)``)."""
+    conversations (``batch_tests(groups=...)``). As ``conformance score`` does, the rank tests of
+    ``combined`` use the batch rule (``BATCH_COMBINATION``) when the per-output score has facets."""
     s = cell.scores(rows)
+    cal_scores = dict(cell.cal_scores)
+    if cell.combined.combination == "facets":
+        s["combined"] = cell.scores(rows, combination=BATCH_COMBINATION)["combined"]
+        cal_scores["combined"] = cell.scores(cell.cal, combination=BATCH_COMBINATION)["combined"]
     emb = {"knn": cell.texts.pooled([r["output"] for r in rows]), "combined": cell.residuals(rows)}
     groups = [question(r["prompt_id"]) for r in rows]
     cal_groups = [question(r["prompt_id"]) for r in cell.cal]
     out: dict[str, float] = {}
     for name in SCORES:
-        res = batch_tests(s[name], cell.cal_scores[name], emb[name], cell.cal_emb[name], seed=seed,
+        res = batch_tests(s[name], cal_scores[name], emb[name], cell.cal_emb[name], seed=seed,
                           groups=groups, calibration_groups=cal_groups)
         out[name] = res.p_value
         out.update({f"{name}.{k}": v for k, v in res.p_values.items()})

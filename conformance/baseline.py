@@ -76,6 +76,9 @@ class Baseline:
     #: since outputs for one prompt are not independent of each other.
     calibration_prompt_keys: list[str] | None = None
     calibration_scores_by_record: list[float] | None = None
+    #: Per calibration record, its score under the batch tests' rule (baselines whose per-output score
+    #: has facets; see :data:`conformance.combined.BATCH_COMBINATION`); the batch rank tests use these.
+    batch_calibration_scores_by_record: list[float] | None = None
     #: Indices into ``calibration_record_ids`` of one output per distinct calibration
     #: prompt (optional; see :class:`conformance.build.CellPlan`).
     calibration_used: list[int] | None = None
@@ -126,7 +129,8 @@ class Baseline:
             "lineage": self.lineage,
         } | {
             name: getattr(self, name)
-            for name in ("calibration_prompt_keys", "calibration_scores_by_record", "calibration_used")
+            for name in ("calibration_prompt_keys", "calibration_scores_by_record", "calibration_used",
+                         "batch_calibration_scores_by_record")
             if getattr(self, name) is not None
         }
 

@@ -32,7 +32,13 @@ from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scores import DEFAULT_K, chunked_knn_scores
-from conformance.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_combined_scores
+from conformance.combined import (
+    BATCH_COMBINATION,
+    EMBEDDING_COMPONENTS,
+    FACETS,
+    CombinedScorer,
+    chunked_combined_scores,
+)
 from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
@@ -219,9 +225,10 @@ def build_baseline(
     k_used = min(k, fit_emb.chunks.shape[0])
     scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
     state: dict[str, np.ndarray] = {}
+    batch_cal_scores: np.ndarray | None = None
     if scorer == "combined":
-        cal_scores, scorer_meta, state = _fit_combined(split, used, fit_emb, cal_emb, embedder, k=int(k_used),
-                                                       seed=seed)
+        cal_scores, batch_cal_scores, scorer_meta, state = _fit_combined(
+            split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
     else:
         cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     if support.is_small:
@@ -254,6 +261,7 @@ def build_baseline(
         calibration_prompt_keys=[r.prompt_key for r in split.calibration],
         calibration_scores_by_record=[float(s) for s in cal_scores],
         calibration_used=[int(i) for i in used],
+        batch_calibration_scores_by_record=None if batch_cal_scores is None else [float(s) for s in batch_cal_scores],
         descriptors=descriptors,
         embedder=embedder.fingerprint,
         lineage=_lineage(records, source),
@@ -273,8 +281,9 @@ def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
     k: int, seed: int,
-) -> tuple[np.ndarray, dict[str, object], dict[str, np.ndarray]]:
-    """Fit the input-conditional combined score on the fit part; score the calibration part with it."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
+    """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
+    with the batch tests' rule, :data:`conformance.combined.BATCH_COMBINATION`)."""
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit])
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration])
@@ -287,12 +296,16 @@ def _fit_combined(
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
     cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
+    batch_cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc,
+                                               combination=BATCH_COMBINATION)
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
             "descriptor_units": units,
             "facets": [{"facet": name, "how": how, "components": list(members)} for name, how, members in FACETS],
+            "batch_rule": "the batch rank tests use the smooth maximum log(sum(exp(asinh(z)))) over every "
+                          "component, without facets (small differences in many components add up over a batch)",
             "rule": "smooth maximum log(sum(exp(asinh(f)))) over facets f (components averaged within a facet, "
                     "format counts on a log scale) of components standardised by median and "
                     "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
                     "fit-part values; relevance relative to the outputs of the 10 nearest fit inputs; input "
                     "novelty reported apart"}
-    return cal_scores, meta, model.to_state()
+    return cal_scores, batch_cal_scores, meta, model.to_state()

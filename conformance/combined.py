@@ -61,6 +61,12 @@ FACETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 #: ``facets``: the smooth maximum over :data:`FACETS` (the default since the fifth validation run);
 #: ``smooth_max``: the smooth maximum over every component (what baselines built before used).
 COMBINATIONS = ("facets", "smooth_max")
+#: The rule of the score the *batch* rank tests use for baselines with facets: a batch of a base model's
+#: answers differs a little in many components at once, which the smooth maximum over every component
+#: adds up and the facets average away (batch detection of llama-13b in place of vicuna-13b at 50
+#: outputs: 0.87 against 0.63; docs/validation.md, section 4). A per-output verdict needs a score whose
+#: approved maximum is low; a batch test one that moves on average.
+BATCH_COMBINATION = "smooth_max"
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -336,11 +342,14 @@ class CombinedScorer:
         return z
 
     def score_samples(
-        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None
+        self, outputs: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray | None = None, *,
+        combination: str | None = None,
     ) -> np.ndarray:
-        """The combined nonconformity score: larger is more unusual for the input."""
+        """The combined nonconformity score: larger is more unusual for the input. ``combination``
+        overrides the baseline's rule (the batch rank tests use ``"smooth_max"``, see
+        :data:`BATCH_COMBINATION`)."""
         z = self.standardised_components(outputs, inputs, descriptors)
-        if self.combination == "facets":
+        if (combination or self.combination) == "facets":
             z = self.facet_values(z)
         # asinh first: log-like growth keeps one huge component (say 40 refusal markers) from
         # swamping the others below float resolution, which would bring back ties.
@@ -482,12 +491,13 @@ def chunked_top_facets(
 
 
 def chunked_combined_scores(
-    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
+    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray,
+    *, combination: str | None = None,
 ) -> np.ndarray:
     """Per-text combined score: the maximum over its chunks (each chunk scored with its text's input
     and descriptors), so an off-policy paragraph in a long output is not averaged away."""
     owner = np.asarray(owner)
-    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner])
+    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner], combination=combination)
     out = np.full(inputs.shape[0], -np.inf)
     np.maximum.at(out, owner, per_chunk)
     return out

@@ -14,7 +14,13 @@ from conformance._version import __version__
 from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
 from conformance.build import embed_inputs
-from conformance.combined import FACET_WORDS, CombinedScorer, chunked_combined_scores, chunked_top_facets
+from conformance.combined import (
+    BATCH_COMBINATION,
+    FACET_WORDS,
+    CombinedScorer,
+    chunked_combined_scores,
+    chunked_top_facets,
+)
 from conformance.conformal import benjamini_hochberg, check_fdr
 from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
@@ -128,9 +134,12 @@ def judge(
     *,
     scored_at: str,
     inputs: np.ndarray | None = None,
+    batch_scores: dict[int, float] | None = None,
 ) -> list[Verdict]:
     """Verdicts for records of the baseline's cell, given their embeddings (and, for the
-    combined score, one pooled embedding per record's input)."""
+    combined score, one pooled embedding per record's input). For a baseline that carries
+    batch calibration scores, each record's score under the batch tests' rule goes into
+    ``batch_scores`` (by row), if given."""
     k = int(baseline.scorer["k"])
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
     input_p: list[float | None] = [None] * len(records)
@@ -151,6 +160,9 @@ def judge(
         scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
         if model.combination == "facets":  # baselines built before say what they said then
             top_facets = chunked_top_facets(model, embedded.chunks, embedded.owner, inputs, desc)
+        if batch_scores is not None and baseline.batch_calibration_scores_by_record is not None:
+            batch_scores.update(zip((r.row for r in records), chunked_combined_scores(
+                model, embedded.chunks, embedded.owner, inputs, desc, combination=BATCH_COMBINATION).tolist()))
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)
     embedder_digest = fingerprint_digest(baseline.embedder)
@@ -225,6 +237,7 @@ def score_record_set(
     embedded = embedder.embed([r.output for r in to_embed], progress=progress, desc="embedding audited outputs")
     by_row: dict[int, Verdict] = {}
     pooled: dict[int, np.ndarray] = {}
+    batch_scores: dict[int, float] = {}
     start = 0
     for cell in have:
         found = resolved[cell]
@@ -235,7 +248,8 @@ def score_record_set(
         start += len(records)
         pooled.update(zip((r.row for r in records), part.pooled()))
         inputs = embed_inputs(embedder, [r.input for r in records]) if baseline.scorer["name"] == "combined" else None
-        for verdict in judge(baseline, uri, records, part, scored_at=scored_at, inputs=inputs):
+        for verdict in judge(baseline, uri, records, part, scored_at=scored_at, inputs=inputs,
+                             batch_scores=batch_scores):
             by_row[verdict.row] = verdict
     for cell, result in resolved.items():
         if isinstance(result, str):
@@ -248,7 +262,7 @@ def score_record_set(
     for bad in record_set.invalid:
         by_row[bad.row] = _invalid_verdict(bad, scored_at)
     verdicts = [by_row[row.row] for row in record_set.rows]
-    summaries = summarise(verdicts, resolved, embeddings=pooled)
+    summaries = summarise(verdicts, resolved, embeddings=pooled, batch_scores=batch_scores)
     if fdr is not None:
         verdicts, summaries = apply_fdr(verdicts, summaries, fdr)
     return ScoringResult(verdicts=verdicts, summaries=summaries)
@@ -296,6 +310,7 @@ def summarise(
     resolved: dict[tuple[str, str], tuple[str, Baseline] | str],
     *,
     embeddings: dict[int, np.ndarray] | None = None,
+    batch_scores: dict[int, float] | None = None,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = DEFAULT_SEED,
 ) -> list[GroupSummary]:
@@ -329,9 +344,9 @@ def summarise(
         batch_embeddings = None
         if embeddings is not None and all(v.row in embeddings for v in scored_members):
             batch_embeddings = np.stack([embeddings[v.row] for v in scored_members])
-        batch_scores = np.asarray(scored, dtype=np.float64)
+        batch_values = np.asarray(scored, dtype=np.float64)
         cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
-        unit_note = ""
+        unit_note = rule_note = ""
         batch_groups: list[str] | None = None
         cal_groups: list[str] | None = None
         if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
@@ -340,11 +355,18 @@ def summarise(
             batch_groups = [_prompt_key(v) for v in scored_members]
             cal_groups = list(baseline.calibration_prompt_keys)
             cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
+            if (baseline.batch_calibration_scores_by_record is not None and batch_scores is not None
+                    and all(v.row in batch_scores for v in scored_members)):
+                # The rank tests' own rule (conformance.combined.BATCH_COMBINATION), on both sides.
+                batch_values = np.array([batch_scores[v.row] for v in scored_members], dtype=np.float64)
+                cal_scores = np.asarray(baseline.batch_calibration_scores_by_record, dtype=np.float64)
+                rule_note = ("; the two rank tests use the score without facets, which adds up small differences "
+                             "across a batch")
             unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
                          f"{len(set(batch_groups))} of the batch's prompts, "
-                          f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
-                          f"{len(cal_groups)} outputs)")
-        result = batch_tests(batch_scores, cal_scores, batch_embeddings,
+                         f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
+                         f"{len(cal_groups)} outputs{rule_note})")
+        result = batch_tests(batch_values, cal_scores, batch_embeddings,
                              cal_embeddings if batch_embeddings is not None else None,
                              n_permutations=n_permutations, seed=seed, groups=batch_groups,
                              calibration_groups=cal_groups)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conformance.baseline import FORMAT_VERSION, load_baseline, save_baseline
-from conformance.build import build_baseline
+from conformance.build import build_baseline, embed_inputs
 from conformance.combined import CombinedScorer
 from conformance.errors import BaselineError
 from conformance.ledger.reconstruct import same_value
 from conformance.records import Record, RecordSet
-from conformance.scoring import score_record_set
+from conformance.scoring import judge, score_record_set, summarise
 from tests.test_stat_fdr import FakeEmbedder, _score
 
 FORMAT1 = Path(__file__).parent / "data" / "baseline_format1"
@@ -60,9 +60,36 @@ def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-unt
     assert set(loaded.scorer_state) == set(baseline.scorer_state) and loaded.scorer["name"] == "combined"
     for name, value in baseline.scorer_state.items():
         assert np.array_equal(loaded.scorer_state[name], value)
-    params = {n: loaded.scorer[n] for n in ("k", "ridge", "seed", "use_descriptors")}
+    params = {n: loaded.scorer[n] for n in ("k", "ridge", "seed", "use_descriptors", "combination",
+                                            "relevance_neighbours", "descriptor_names")}
+    assert params["combination"] == "facets" and params["relevance_neighbours"] == 10
     model = CombinedScorer.from_state(params, loaded.scorer_state)
     assert np.array_equal(model.calibration_scores_, loaded.calibration_scores)
+    assert model.relevance_bank_ is not None
+    # The batch rank tests' own scores of the calibration part, one per calibration record.
+    batch_cal = loaded.batch_calibration_scores_by_record
+    assert batch_cal is not None and len(batch_cal) == len(loaded.calibration_record_ids)
+    assert batch_cal != loaded.calibration_scores_by_record
+
+
+def test_batch_rank_tests_use_their_own_rule_on_both_sides(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, _ = combined
+    rows = [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"0:{50000 + i % 60}",
+                   output=f"0:{70000 + i}", extras={"prompt_id": f"q{i % 12}"}) for i in range(24)]
+    embedder = WindowedFakeEmbedder()
+    batch_scores: dict[int, float] = {}
+    verdicts = judge(baseline, "models:/m-c/1", rows, embedder.embed([r.output for r in rows]),  # type: ignore[arg-type]
+                     scored_at="t", inputs=embed_inputs(embedder, [r.input for r in rows]),  # type: ignore[arg-type]
+                     batch_scores=batch_scores)
+    assert set(batch_scores) == {r.row for r in rows}
+    assert not np.allclose([batch_scores[v.row] for v in verdicts], [v.score for v in verdicts])
+    resolved = {("m", "c"): ("models:/m-c/1", baseline)}
+    (own,) = summarise(verdicts, resolved, batch_scores=batch_scores)
+    (facets,) = summarise(verdicts, resolved)  # without them: the per-output (facet) scores on the batch side
+    assert "the two rank tests use the score without facets" in own.reason
+    assert "without facets" not in facets.reason
+    assert own.tests is not None and facets.tests is not None
+    assert own.tests["p_values"]["mann_whitney"] != facets.tests["p_values"]["mann_whitney"]
 
 
 def test_combined_verdicts_report_input_novelty_apart(combined) -> None:  # type: ignore[no-untyped-def]
