@@ -135,6 +135,14 @@ class _Components:
         ])
 
 
+def _smooth_max(z: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(asinh(z))))`` per row. asinh first: log-like growth keeps one huge value (say 40
+    refusal markers) from swamping the others below float resolution, which would bring back ties."""
+    z = np.arcsinh(z)
+    top = z.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+
+
 class _InputBank:
     """Values of the fit part's outputs by distinct input, to say what is usual for an input like a new one."""
 
@@ -349,13 +357,7 @@ class CombinedScorer:
         overrides the baseline's rule (the batch rank tests use ``"smooth_max"``, see
         :data:`BATCH_COMBINATION`)."""
         z = self.standardised_components(outputs, inputs, descriptors)
-        if (combination or self.combination) == "facets":
-            z = self.facet_values(z)
-        # asinh first: log-like growth keeps one huge component (say 40 refusal markers) from
-        # swamping the others below float resolution, which would bring back ties.
-        z = np.arcsinh(z)
-        top = z.max(axis=1, keepdims=True)
-        return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        return _smooth_max(self.facet_values(z) if (combination or self.combination) == "facets" else z)
 
     def facet_names(self, n_columns: int) -> list[str]:
         """The facets :meth:`facet_values` returns, in order, for ``n_columns`` standardised components."""
@@ -479,7 +481,7 @@ def chunked_top_facets(
     owner = np.asarray(owner)
     z = scorer.standardised_components(chunks, inputs[owner], descriptors[owner])
     facets, names = scorer.facet_values(z), scorer.facet_names(z.shape[1])
-    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner])
+    per_chunk = _smooth_max(facets)  # the chunk's score, as score_samples gives it for a facet baseline
     best = np.full(inputs.shape[0], -np.inf)
     top: list[tuple[str, float]] = [("", 0.0)] * inputs.shape[0]
     for i, o in enumerate(owner.tolist()):
