@@ -166,6 +166,9 @@ class Cell:
     #: True: the fourth run's rule, a smooth maximum over every component with the relevance taken as it is
     #: (``--legacy-rule``); default: the facets with the relevance relative to the nearest fit inputs.
     legacy_rule = False
+    #: True: part blockswaps runs the `combined` MMD and energy tests on the pooled output embeddings, as
+    #: `conformance score` does (``--package-embeddings``); default: on the ridge residuals.
+    package_embeddings = False
 
     def __init__(self, rows: list[dict], texts: Texts, seed: int, n_fit_q: int, n_cal_q: int) -> None:
         qs = sorted({question(r["prompt_id"]) for r in rows})
@@ -260,11 +263,14 @@ def block_batch(cell: Cell, rows: list[dict], seed: int) -> dict[str, float]:
         s["combined"] = cell.scores(rows, combination=BATCH_COMBINATION)["combined"]
         cal_scores["combined"] = cell.scores(cell.cal, combination=BATCH_COMBINATION)["combined"]
     emb = {"knn": cell.texts.pooled([r["output"] for r in rows]), "combined": cell.residuals(rows)}
+    cal_emb = dict(cell.cal_emb)
+    if Cell.package_embeddings:  # as `conformance score` does: MMD and energy on the pooled output embeddings
+        emb["combined"], cal_emb["combined"] = emb["knn"], cell.cal_emb["knn"]
     groups = [question(r["prompt_id"]) for r in rows]
     cal_groups = [question(r["prompt_id"]) for r in cell.cal]
     out: dict[str, float] = {}
     for name in SCORES:
-        res = batch_tests(s[name], cal_scores[name], emb[name], cell.cal_emb[name], seed=seed,
+        res = batch_tests(s[name], cal_scores[name], emb[name], cal_emb[name], seed=seed,
                           groups=groups, calibration_groups=cal_groups)
         out[name] = res.p_value
         out.update({f"{name}.{k}": v for k, v in res.p_values.items()})
@@ -762,11 +768,14 @@ def main() -> None:
                         help="the third run's eight descriptors, without foreign_function_words")
     parser.add_argument("--legacy-rule", action="store_true",
                         help="the fourth run's rule: smooth maximum over every component, relevance as it is")
+    parser.add_argument("--package-embeddings", action="store_true",
+                        help="part blockswaps: `combined` MMD and energy on pooled output embeddings, as `score` does")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
     Cell.combined_mode = args.combined
     Cell.legacy_floor = args.legacy_floor
     Cell.legacy_rule = args.legacy_rule
+    Cell.package_embeddings = args.package_embeddings
     rows = load_rows()
     if not rows:
         print("shared data absent; nothing to validate")
