@@ -360,8 +360,8 @@ def summarise(
                 # The rank tests' own rule (conformance.combined.BATCH_COMBINATION), on both sides.
                 batch_values = np.array([batch_scores[v.row] for v in scored_members], dtype=np.float64)
                 cal_scores = np.asarray(baseline.batch_calibration_scores_by_record, dtype=np.float64)
-                rule_note = ("; the two rank tests use the score without facets, which adds up small differences "
-                             "across a batch")
+                rule_note = ("; the two rank tests use a score that adds up small differences in every measured "
+                             "property, which suits a batch better than the per-output score")
             unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
                          f"{len(set(batch_groups))} of the batch's prompts, "
                          f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "

@@ -86,8 +86,8 @@ def test_batch_rank_tests_use_their_own_rule_on_both_sides(combined) -> None:  #
     resolved = {("m", "c"): ("models:/m-c/1", baseline)}
     (own,) = summarise(verdicts, resolved, batch_scores=batch_scores)
     (facets,) = summarise(verdicts, resolved)  # without them: the per-output (facet) scores on the batch side
-    assert "the two rank tests use the score without facets" in own.reason
-    assert "without facets" not in facets.reason
+    assert "the two rank tests use a score that adds up small differences" in own.reason
+    assert "adds up small differences" not in facets.reason
     assert own.tests is not None and facets.tests is not None
     assert own.tests["p_values"]["mann_whitney"] != facets.tests["p_values"]["mann_whitney"]
 
