@@ -37,6 +37,7 @@ reviewer can tell "unusual output for its input" from "unusual input".
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -415,6 +416,11 @@ class CombinedScorer:
         return conformal_p_values(self.input_novelty(inputs), self.input_calibration_scores_)
 
     # -- storage ------------------------------------------------------------------------------
+    #: The keys of :meth:`params`, as a baseline's scorer metadata stores them (older baselines lack the last
+    #: three; :meth:`from_state` knows their old values).
+    PARAM_NAMES = ("k", "ridge", "seed", "use_descriptors", "combination", "relevance_neighbours",
+                   "descriptor_names")
+
     _STATE = ("reference", "x_mean", "y_mean", "coef", "mean", "precision", "res_mean", "res_precision")
 
     def params(self) -> dict[str, object]:
@@ -473,23 +479,39 @@ FACET_WORDS = {
 }
 
 
-def chunked_top_facets(
+@dataclass(frozen=True)
+class TextScores:
+    """Per text, everything a verdict needs from the combined score, from one pass over its chunks."""
+
+    #: The baseline's rule, maximum over the text's chunks (what the p-value is computed from).
+    score: np.ndarray
+    #: :data:`BATCH_COMBINATION`, maximum over the chunks (what the batch rank tests use).
+    batch_score: np.ndarray
+    #: Facet baselines only: the largest facet of the chunk that set the score, and its value (a z-value:
+    #: about 2.3-2.6 is the approved outputs' 99th percentile). For a verdict's reason.
+    top_facet: list[tuple[str, float]] | None
+
+
+def chunked_text_scores(
     scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
-) -> list[tuple[str, float]]:
-    """Per text, the facet with the largest value on the chunk that set its score, and that value (a
-    z-value: about 2.3-2.6 is the approved outputs' 99th percentile). For a verdict's reason."""
+) -> TextScores:
+    """:class:`TextScores` of each text, the standardised components computed once per chunk."""
     owner = np.asarray(owner)
     z = scorer.standardised_components(chunks, inputs[owner], descriptors[owner])
+    batch = np.full(inputs.shape[0], -np.inf)
+    np.maximum.at(batch, owner, _smooth_max(z))
+    if scorer.combination != "facets":
+        return TextScores(batch, batch.copy(), None)
     facets, names = scorer.facet_values(z), scorer.facet_names(z.shape[1])
-    per_chunk = _smooth_max(facets)  # the chunk's score, as score_samples gives it for a facet baseline
-    best = np.full(inputs.shape[0], -np.inf)
+    per_chunk = _smooth_max(facets)
+    score = np.full(inputs.shape[0], -np.inf)
     top: list[tuple[str, float]] = [("", 0.0)] * inputs.shape[0]
     for i, o in enumerate(owner.tolist()):
-        if per_chunk[i] > best[o]:
-            best[o] = per_chunk[i]
+        if per_chunk[i] > score[o]:
+            score[o] = per_chunk[i]
             j = int(np.argmax(facets[i]))
             top[o] = (names[j], float(facets[i, j]))
-    return top
+    return TextScores(score, batch, top)
 
 
 def chunked_combined_scores(

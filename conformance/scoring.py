@@ -14,13 +14,7 @@ from conformance._version import __version__
 from conformance.baseline import Baseline
 from conformance.batch import DEFAULT_PERMUTATIONS, DEFAULT_SEED, batch_tests
 from conformance.build import embed_inputs
-from conformance.combined import (
-    BATCH_COMBINATION,
-    FACET_WORDS,
-    CombinedScorer,
-    chunked_combined_scores,
-    chunked_top_facets,
-)
+from conformance.combined import FACET_WORDS, CombinedScorer, chunked_text_scores
 from conformance.conformal import benjamini_hochberg, check_fdr
 from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts, Embedder, fingerprint_digest, get_embedder
@@ -147,22 +141,20 @@ def judge(
     if baseline.scorer["name"] == "combined":
         if inputs is None:
             raise ValueError("a baseline with the combined score needs the records' input embeddings")
-        # A baseline built before the facets has none of the last three keys (from_state knows their old values).
         model = CombinedScorer.from_state(
-            {name: baseline.scorer[name] for name in ("k", "ridge", "seed", "use_descriptors", "combination",
-                                                       "relevance_neighbours", "descriptor_names")
-             if name in baseline.scorer}, baseline.scorer_state)
+            {name: baseline.scorer[name] for name in CombinedScorer.PARAM_NAMES if name in baseline.scorer},
+            baseline.scorer_state)
         window = int(baseline.embedder["chunking"]["window"])
         # The descriptors the baseline was fitted with, in its order (a baseline built before a descriptor
         # was added does not know it).
         names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
         desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=names)
-        scores = chunked_combined_scores(model, embedded.chunks, embedded.owner, inputs, desc)
-        if model.combination == "facets":  # baselines built before say what they said then
-            top_facets = chunked_top_facets(model, embedded.chunks, embedded.owner, inputs, desc)
+        text = chunked_text_scores(model, embedded.chunks, embedded.owner, inputs, desc)
+        scores = text.score
+        if text.top_facet is not None:  # baselines built before the facets say what they said then
+            top_facets = text.top_facet
         if batch_scores is not None and baseline.batch_calibration_scores_by_record is not None:
-            batch_scores.update(zip((r.row for r in records), chunked_combined_scores(
-                model, embedded.chunks, embedded.owner, inputs, desc, combination=BATCH_COMBINATION).tolist()))
+            batch_scores.update(zip((r.row for r in records), text.batch_score.tolist()))
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)
     embedder_digest = fingerprint_digest(baseline.embedder)

@@ -60,8 +60,7 @@ def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-unt
     assert set(loaded.scorer_state) == set(baseline.scorer_state) and loaded.scorer["name"] == "combined"
     for name, value in baseline.scorer_state.items():
         assert np.array_equal(loaded.scorer_state[name], value)
-    params = {n: loaded.scorer[n] for n in ("k", "ridge", "seed", "use_descriptors", "combination",
-                                            "relevance_neighbours", "descriptor_names")}
+    params = {n: loaded.scorer[n] for n in CombinedScorer.PARAM_NAMES}
     assert params["combination"] == "facets" and params["relevance_neighbours"] == 10
     model = CombinedScorer.from_state(params, loaded.scorer_state)
     assert np.array_equal(model.calibration_scores_, loaded.calibration_scores)
