@@ -167,8 +167,9 @@ class Cell:
     #: (``--legacy-rule``); default: the facets with the relevance relative to the nearest fit inputs.
     legacy_rule = False
     #: True: part blockswaps runs the `combined` MMD and energy tests on the pooled output embeddings, as
-    #: `conformance score` does (``--package-embeddings``); default: on the ridge residuals.
-    package_embeddings = False
+    #: `conformance score` does for baselines without calibration residuals (built before the sixth run;
+    #: ``--pooled-embeddings``); default: on the ridge residuals, as it does for baselines built since.
+    pooled_embeddings = False
 
     def __init__(self, rows: list[dict], texts: Texts, seed: int, n_fit_q: int, n_cal_q: int) -> None:
         qs = sorted({question(r["prompt_id"]) for r in rows})
@@ -264,7 +265,7 @@ def block_batch(cell: Cell, rows: list[dict], seed: int) -> dict[str, float]:
         cal_scores["combined"] = cell.scores(cell.cal, combination=BATCH_COMBINATION)["combined"]
     emb = {"knn": cell.texts.pooled([r["output"] for r in rows]), "combined": cell.residuals(rows)}
     cal_emb = dict(cell.cal_emb)
-    if Cell.package_embeddings:  # as `conformance score` does: MMD and energy on the pooled output embeddings
+    if Cell.pooled_embeddings:  # as `conformance score` does for older baselines: MMD and energy on pooled embeddings
         emb["combined"], cal_emb["combined"] = emb["knn"], cell.cal_emb["knn"]
     groups = [question(r["prompt_id"]) for r in rows]
     cal_groups = [question(r["prompt_id"]) for r in cell.cal]
@@ -768,14 +769,15 @@ def main() -> None:
                         help="the third run's eight descriptors, without foreign_function_words")
     parser.add_argument("--legacy-rule", action="store_true",
                         help="the fourth run's rule: smooth maximum over every component, relevance as it is")
-    parser.add_argument("--package-embeddings", action="store_true",
-                        help="part blockswaps: `combined` MMD and energy on pooled output embeddings, as `score` does")
+    parser.add_argument("--pooled-embeddings", action="store_true",
+                        help="part blockswaps: `combined` MMD and energy on pooled output embeddings, as `score` does "
+                             "for baselines built before they stored calibration residuals")
     parser.add_argument("--out", default="/tmp/validation")
     args = parser.parse_args()
     Cell.combined_mode = args.combined
     Cell.legacy_floor = args.legacy_floor
     Cell.legacy_rule = args.legacy_rule
-    Cell.package_embeddings = args.package_embeddings
+    Cell.pooled_embeddings = args.pooled_embeddings
     rows = load_rows()
     if not rows:
         print("shared data absent; nothing to validate")

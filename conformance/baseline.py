@@ -30,6 +30,8 @@ READABLE_FORMATS = (1, 2)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
+#: Arrays a format 2 baseline may carry beyond ``_ARRAYS`` and the scorer state.
+_OPTIONAL_ARRAYS = ("calibration_residuals",)
 _STATE_PREFIX = "scorer__"
 
 
@@ -82,6 +84,11 @@ class Baseline:
     #: Indices into ``calibration_record_ids`` of one output per distinct calibration
     #: prompt (optional; see :class:`conformance.build.CellPlan`).
     calibration_used: list[int] | None = None
+    #: Per calibration record, in the order of ``calibration_record_ids``: what its pooled output
+    #: embedding holds beyond what its input predicts (the combined scorer's ridge residual; baselines
+    #: built since the batch MMD and energy tests run on them). ``None`` for older baselines, whose batch
+    #: tests compare the pooled output embeddings themselves.
+    calibration_residuals: np.ndarray | None = None
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-values of nonconformity ``scores`` against this baseline's calibration part.
@@ -162,8 +169,8 @@ class Baseline:
 
 def _array_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     digest = hashlib.sha256()
-    # The four arrays of format 1 first, then any scorer state in name order: a
-    # baseline without scorer state hashes exactly as in format 1.
+    # The four arrays of format 1 first, then any scorer state and optional arrays in name order:
+    # a baseline without them hashes exactly as in format 1.
     for name in (*_ARRAYS, *sorted(n for n in arrays if n not in _ARRAYS)):
         arr = np.ascontiguousarray(arrays[name])
         digest.update(name.encode())
@@ -185,11 +192,13 @@ def with_digest(baseline: Baseline) -> Baseline:
     """Return the baseline with its content digest filled in."""
     digest = compute_digest(baseline.metadata(), _all_arrays(baseline))
     return Baseline(**{**baseline.metadata(), **{n: getattr(baseline, n) for n in _ARRAYS}, "digest": digest,
-                       "scorer_state": dict(baseline.scorer_state)})
+                       "scorer_state": dict(baseline.scorer_state),
+                       **{n: getattr(baseline, n) for n in _OPTIONAL_ARRAYS}})
 
 
 def _all_arrays(baseline: Baseline) -> dict[str, np.ndarray]:
     arrays = {name: getattr(baseline, name) for name in _ARRAYS}
+    arrays.update({name: getattr(baseline, name) for name in _OPTIONAL_ARRAYS if getattr(baseline, name) is not None})
     arrays.update({_STATE_PREFIX + name: value for name, value in baseline.scorer_state.items()})
     return arrays
 
@@ -238,7 +247,7 @@ def load_baseline(directory: str | Path) -> Baseline:
             "the files were altered after the baseline was built — rebuild it and have it approved again"
         )
     state = {name[len(_STATE_PREFIX):]: arrays.pop(name) for name in list(arrays) if name.startswith(_STATE_PREFIX)}
-    unknown = sorted(set(arrays) - set(_ARRAYS))
+    unknown = sorted(set(arrays) - set(_ARRAYS) - set(_OPTIONAL_ARRAYS))
     if unknown:
         raise BaselineError(f"{directory}: unknown arrays in the baseline: {', '.join(unknown)}")
     return Baseline(**meta, **arrays, digest=stored, scorer_state=state)

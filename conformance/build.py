@@ -226,8 +226,9 @@ def build_baseline(
     scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
     state: dict[str, np.ndarray] = {}
     batch_cal_scores: np.ndarray | None = None
+    cal_residuals: np.ndarray | None = None
     if scorer == "combined":
-        cal_scores, batch_cal_scores, scorer_meta, state = _fit_combined(
+        cal_scores, batch_cal_scores, cal_residuals, scorer_meta, state = _fit_combined(
             split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
     else:
         cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
@@ -266,6 +267,7 @@ def build_baseline(
         embedder=embedder.fingerprint,
         lineage=_lineage(records, source),
         scorer_state=state,
+        calibration_residuals=cal_residuals,
     )
     return with_digest(baseline)
 
@@ -281,9 +283,10 @@ def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
     k: int, seed: int,
-) -> tuple[np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
-    with the batch tests' rule, :data:`conformance.combined.BATCH_COMBINATION`)."""
+    with the batch tests' rule, :data:`conformance.combined.BATCH_COMBINATION`) and give its residual
+    embeddings (for the batch MMD and energy tests)."""
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit])
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration])
@@ -298,6 +301,7 @@ def _fit_combined(
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
     batch_cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc,
                                                combination=BATCH_COMBINATION)
+    cal_residuals = model.residual_embeddings(cal_emb.pooled(), cal_in)
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
             "descriptor_units": units,
             "facets": [{"facet": name, "how": how, "components": list(members)} for name, how, members in FACETS],
@@ -308,4 +312,6 @@ def _fit_combined(
                     "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
                     "fit-part values; relevance relative to the outputs of the 10 nearest fit inputs; input "
                     "novelty reported apart"}
-    return cal_scores, batch_cal_scores, meta, model.to_state()
+    meta["batch_embeddings"] = ("the batch MMD and energy tests compare residual embeddings: each pooled output "
+                                "embedding minus what the ridge regression predicts from its input")
+    return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state()

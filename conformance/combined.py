@@ -387,6 +387,14 @@ class CombinedScorer:
         plan += [(name, "max", [j]) for name, j in index.items() if j not in used]
         return plan
 
+    def residual_embeddings(self, outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """What each output embedding holds beyond what its input predicts: the output minus the ridge
+        regression's prediction from the input (fitted on the fit part). The batch MMD and energy tests
+        compare these, so that a batch about other topics than the calibration part is not a difference
+        in itself, while a change in how the model answers its inputs is."""
+        self._fitted()
+        return self.components_.residuals(np.asarray(outputs, dtype=np.float64), np.asarray(inputs, dtype=np.float64))
+
     def input_novelty(self, inputs: np.ndarray) -> np.ndarray:
         """Cosine distance of each input to the nearest approved (fit) input."""
         self._fitted()

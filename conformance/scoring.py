@@ -129,11 +129,13 @@ def judge(
     scored_at: str,
     inputs: np.ndarray | None = None,
     batch_scores: dict[int, float] | None = None,
+    batch_residuals: dict[int, np.ndarray] | None = None,
 ) -> list[Verdict]:
     """Verdicts for records of the baseline's cell, given their embeddings (and, for the
     combined score, one pooled embedding per record's input). For a baseline that carries
     batch calibration scores, each record's score under the batch tests' rule goes into
-    ``batch_scores`` (by row), if given."""
+    ``batch_scores`` (by row), if given; for one that carries calibration residuals, each
+    record's residual embedding goes into ``batch_residuals``."""
     k = int(baseline.scorer["k"])
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
     input_p: list[float | None] = [None] * len(records)
@@ -155,6 +157,8 @@ def judge(
             top_facets = text.top_facet
         if batch_scores is not None and baseline.batch_calibration_scores_by_record is not None:
             batch_scores.update(zip((r.row for r in records), text.batch_score.tolist()))
+        if batch_residuals is not None and baseline.calibration_residuals is not None:
+            batch_residuals.update(zip((r.row for r in records), model.residual_embeddings(embedded.pooled(), inputs)))
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)
     embedder_digest = fingerprint_digest(baseline.embedder)
@@ -230,6 +234,7 @@ def score_record_set(
     by_row: dict[int, Verdict] = {}
     pooled: dict[int, np.ndarray] = {}
     batch_scores: dict[int, float] = {}
+    residuals: dict[int, np.ndarray] = {}
     start = 0
     for cell in have:
         found = resolved[cell]
@@ -241,7 +246,7 @@ def score_record_set(
         pooled.update(zip((r.row for r in records), part.pooled()))
         inputs = embed_inputs(embedder, [r.input for r in records]) if baseline.scorer["name"] == "combined" else None
         for verdict in judge(baseline, uri, records, part, scored_at=scored_at, inputs=inputs,
-                             batch_scores=batch_scores):
+                             batch_scores=batch_scores, batch_residuals=residuals):
             by_row[verdict.row] = verdict
     for cell, result in resolved.items():
         if isinstance(result, str):
@@ -254,7 +259,7 @@ def score_record_set(
     for bad in record_set.invalid:
         by_row[bad.row] = _invalid_verdict(bad, scored_at)
     verdicts = [by_row[row.row] for row in record_set.rows]
-    summaries = summarise(verdicts, resolved, embeddings=pooled, batch_scores=batch_scores)
+    summaries = summarise(verdicts, resolved, embeddings=pooled, batch_scores=batch_scores, residuals=residuals)
     if fdr is not None:
         verdicts, summaries = apply_fdr(verdicts, summaries, fdr)
     return ScoringResult(verdicts=verdicts, summaries=summaries)
@@ -303,6 +308,7 @@ def summarise(
     *,
     embeddings: dict[int, np.ndarray] | None = None,
     batch_scores: dict[int, float] | None = None,
+    residuals: dict[int, np.ndarray] | None = None,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = DEFAULT_SEED,
 ) -> list[GroupSummary]:
@@ -313,6 +319,9 @@ def summarise(
     energy permutation tests when ``embeddings``, pooled embeddings by verdict
     row, are given), combined by Bonferroni; the group's ``p_value`` is the
     combined one and ``tests`` holds each test's p-value, B and the seed.
+    For a baseline that carries calibration residuals, the MMD and energy
+    tests compare ``residuals`` (residual embeddings by verdict row, from
+    :func:`judge`) with them instead of the pooled embeddings.
     """
     groups: dict[tuple[str | None, str | None], list[Verdict]] = {}
     for v in verdicts:
@@ -338,7 +347,15 @@ def summarise(
             batch_embeddings = np.stack([embeddings[v.row] for v in scored_members])
         batch_values = np.asarray(scored, dtype=np.float64)
         cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
-        unit_note = rule_note = ""
+        unit_note = rule_note = embedding_note = ""
+        embedding_kind = "pooled output embeddings"
+        if (baseline.calibration_residuals is not None and residuals is not None
+                and all(v.row in residuals for v in scored_members)):
+            batch_embeddings = np.stack([residuals[v.row] for v in scored_members])
+            cal_embeddings = baseline.calibration_residuals
+            embedding_kind = "residual embeddings (pooled output embedding minus what its input predicts)"
+            embedding_note = ("; MMD and energy compare what each output says beyond what its input predicts, "
+                              "so that a batch about other topics is not a difference in itself")
         batch_groups: list[str] | None = None
         cal_groups: list[str] | None = None
         if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
@@ -368,12 +385,15 @@ def summarise(
         reason = (
             f"The {len(scored)} scored outputs were compared as a batch with "
             f"approved calibration outputs{unit_note} by {len(result.p_values)} tests ({each}; permutation tests with "
-            f"B={result.n_permutations}, seed {result.seed}), combined by Bonferroni: p-value {p:.4g} "
+            f"B={result.n_permutations}, seed {result.seed}{embedding_note}), combined by Bonferroni: p-value {p:.4g} "
             + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
                else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
         )
+        tests = result.to_dict()
+        if batch_embeddings is not None:
+            tests["embeddings"] = embedding_kind
         out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, result.description, uri, baseline.alpha,
-                                reason, tests=result.to_dict()))
+                                reason, tests=tests))
     return out
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from conformance.combined import CombinedScorer
 from conformance.batch import (
     TESTS,
     batch_tests,
@@ -207,3 +208,32 @@ def test_block_permutation_subsamples_a_large_calibration_part_by_whole_groups(m
     result = batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=1)
     assert result.n_calibration == 100 and "whole calibration groups (40 of 100 outputs)" in result.notes[0]
     assert result == batch_tests(s_x, s_y, x, y, groups=g_x, calibration_groups=g_y, seed=1)
+
+
+def _linear_outputs(x: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return x @ weights + 0.3 * rng.normal(size=(x.shape[0], weights.shape[1]))
+
+
+def test_residual_embeddings_ignore_a_change_of_topic_and_catch_a_change_of_answers() -> None:
+    """Why the batch MMD and energy tests run on residual embeddings: a batch whose inputs are about
+    other topics (its outputs follow, as approved) is a difference of the pooled embeddings but not of the
+    residuals; a batch whose answers to the same kind of input changed is a difference of both."""
+    rng = np.random.default_rng(7)
+    dim = 16
+    weights, other = rng.normal(size=(dim, dim)) / 4, rng.normal(size=(dim, dim)) / 4
+    fit_x, cal_x = rng.normal(size=(300, dim)), rng.normal(size=(120, dim))
+    model = CombinedScorer(k=5, seed=0).fit(_linear_outputs(fit_x, weights, rng), fit_x, None,
+                                            groups=list(range(300)))
+    cal = model.residual_embeddings(_linear_outputs(cal_x, weights, rng), cal_x)
+    cal_pooled = _linear_outputs(cal_x, weights, rng)
+    topic_x = rng.normal(size=(50, dim)) + 1.5 * np.eye(dim)[0]  # the batch asks about something else
+    topic_y = _linear_outputs(topic_x, weights, rng)
+    changed_x = rng.normal(size=(50, dim))
+    changed_y = _linear_outputs(changed_x, other, rng)  # same kind of input, other answers
+    scores, cal_scores = np.zeros(50), np.zeros(120)
+    p_topic_pooled = batch_tests(scores, cal_scores, topic_y, cal_pooled).p_values
+    p_topic_residual = batch_tests(scores, cal_scores, model.residual_embeddings(topic_y, topic_x), cal).p_values
+    p_changed_residual = batch_tests(scores, cal_scores, model.residual_embeddings(changed_y, changed_x), cal).p_values
+    assert p_topic_pooled["mmd"] < 0.01 and p_topic_pooled["energy"] < 0.01
+    assert p_topic_residual["mmd"] > 0.05 and p_topic_residual["energy"] > 0.05
+    assert p_changed_residual["mmd"] < 0.01 and p_changed_residual["energy"] < 0.01

@@ -69,6 +69,23 @@ def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-unt
     batch_cal = loaded.batch_calibration_scores_by_record
     assert batch_cal is not None and len(batch_cal) == len(loaded.calibration_record_ids)
     assert batch_cal != loaded.calibration_scores_by_record
+    # The batch MMD and energy tests' side of the calibration part: one residual embedding per record.
+    assert loaded.calibration_residuals is not None and baseline.calibration_residuals is not None
+    assert loaded.calibration_residuals.shape == loaded.calibration_embeddings.shape
+    assert np.array_equal(loaded.calibration_residuals, baseline.calibration_residuals)
+    assert not np.allclose(loaded.calibration_residuals, loaded.calibration_embeddings)
+
+
+def test_altered_calibration_residuals_break_the_digest(combined, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, folder = combined
+    copy = tmp_path / "b"
+    shutil.copytree(folder, copy)
+    with np.load(copy / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["calibration_residuals"] = arrays["calibration_residuals"] * 0.5
+    np.savez(copy / "arrays.npz", **arrays)  # type: ignore[arg-type]
+    with pytest.raises(BaselineError, match="does not match its digest"):
+        load_baseline(copy)
 
 
 def test_batch_rank_tests_use_their_own_rule_on_both_sides(combined) -> None:  # type: ignore[no-untyped-def]
@@ -89,6 +106,32 @@ def test_batch_rank_tests_use_their_own_rule_on_both_sides(combined) -> None:  #
     assert "adds up small differences" not in facets.reason
     assert own.tests is not None and facets.tests is not None
     assert own.tests["p_values"]["mann_whitney"] != facets.tests["p_values"]["mann_whitney"]
+
+
+def test_batch_mmd_and_energy_compare_residual_embeddings(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, _ = combined
+    rows = [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"0:{50000 + i % 60}",
+                   output=f"0:{80000 + i}", extras={"prompt_id": f"q{i % 12}"}) for i in range(24)]
+    embedder = WindowedFakeEmbedder()
+    embedded = embedder.embed([r.output for r in rows])
+    inputs = embed_inputs(embedder, [r.input for r in rows])  # type: ignore[arg-type]
+    residuals: dict[int, np.ndarray] = {}
+    verdicts = judge(baseline, "models:/m-c/1", rows, embedded, scored_at="t", inputs=inputs,  # type: ignore[arg-type]
+                     batch_residuals=residuals)
+    model = CombinedScorer.from_state({n: baseline.scorer[n] for n in CombinedScorer.PARAM_NAMES},
+                                      baseline.scorer_state)
+    expected = model.residual_embeddings(embedded.pooled(), inputs)
+    assert np.allclose(np.stack([residuals[r.row] for r in rows]), expected)
+    resolved = {("m", "c"): ("models:/m-c/1", baseline)}
+    pooled = dict(zip((r.row for r in rows), embedded.pooled()))
+    (res,) = summarise(verdicts, resolved, embeddings=pooled, residuals=residuals)
+    (raw,) = summarise(verdicts, resolved, embeddings=pooled)
+    assert res.tests is not None and raw.tests is not None
+    assert str(res.tests["embeddings"]).startswith("residual embeddings")
+    assert raw.tests["embeddings"] == "pooled output embeddings"
+    assert "MMD and energy compare what each output says beyond what its input predicts" in res.reason
+    assert "beyond what its input predicts" not in raw.reason
+    assert res.tests["p_values"]["mmd"] != raw.tests["p_values"]["mmd"]
 
 
 def test_combined_verdicts_report_input_novelty_apart(combined) -> None:  # type: ignore[no-untyped-def]
