@@ -32,13 +32,7 @@ from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scores import DEFAULT_K, chunked_knn_scores
-from conformance.combined import (
-    BATCH_COMBINATION,
-    EMBEDDING_COMPONENTS,
-    FACETS,
-    CombinedScorer,
-    chunked_combined_scores,
-)
+from conformance.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_text_scores
 from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
@@ -297,10 +291,9 @@ def _fit_combined(
         fit_emb.pooled(), fit_in, fit_desc, groups=[r.prompt_key for r in split.fit], descriptor_units=units)
     # Input novelty is calibrated on the same one-output-per-prompt set (one input per prompt).
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
-    cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
+    text = chunked_text_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
+    cal_scores, batch_cal_scores = text.score, text.batch_score
     model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
-    batch_cal_scores = chunked_combined_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc,
-                                               combination=BATCH_COMBINATION)
     cal_residuals = model.residual_embeddings(cal_emb.pooled(), cal_in)
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
             "descriptor_units": units,
@@ -312,6 +305,13 @@ def _fit_combined(
                     "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
                     "fit-part values; relevance relative to the outputs of the 10 nearest fit inputs; input "
                     "novelty reported apart"}
+    if text.facets is not None and text.facet_names is not None:
+        # What a verdict's "what stands out most" is compared with: each facet's spread over the approved
+        # calibration outputs, taken on the chunk that set each one's score (as for an audited output).
+        meta["facet_calibration"] = {
+            name: {"median": float(np.median(text.facets[:, j])), "max": float(np.max(text.facets[:, j])),
+                   "n": int(text.facets.shape[0])}
+            for j, name in enumerate(text.facet_names)}
     meta["batch_embeddings"] = ("the batch MMD and energy tests compare residual embeddings: each pooled output "
                                 "embedding minus what the ridge regression predicts from its input")
     return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state()

@@ -498,6 +498,10 @@ class TextScores:
     #: Facet baselines only: the largest facet of the chunk that set the score, and its value (a z-value:
     #: about 2.3-2.6 is the approved outputs' 99th percentile). For a verdict's reason.
     top_facet: list[tuple[str, float]] | None
+    #: Facet baselines only: every facet's value on the chunk that set the score (one row per text, columns
+    #: as ``facet_names``). ``build`` keeps the calibration part's spread of each, for the reason's comparison.
+    facets: np.ndarray | None = None
+    facet_names: list[str] | None = None
 
 
 def chunked_text_scores(
@@ -513,13 +517,13 @@ def chunked_text_scores(
     facets, names = scorer.facet_values(z), scorer.facet_names(z.shape[1])
     per_chunk = _smooth_max(facets)
     score = np.full(inputs.shape[0], -np.inf)
-    top: list[tuple[str, float]] = [("", 0.0)] * inputs.shape[0]
+    setting = np.zeros(inputs.shape[0], dtype=np.int64)  # the chunk that sets each text's score
     for i, o in enumerate(owner.tolist()):
         if per_chunk[i] > score[o]:
-            score[o] = per_chunk[i]
-            j = int(np.argmax(facets[i]))
-            top[o] = (names[j], float(facets[i, j]))
-    return TextScores(score, batch, top)
+            score[o], setting[o] = per_chunk[i], i
+    values = facets[setting]
+    top = [(names[j], float(values[t, j])) for t, j in enumerate(np.argmax(values, axis=1).tolist())]
+    return TextScores(score, batch, top, values, names)
 
 
 def chunked_combined_scores(

@@ -66,6 +66,15 @@ def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
             "so the score measures how unusual the output is for its input.")
 
 
+def _facet_sentence(baseline: Baseline, facet: str, value: float) -> str:
+    said = f" What stands out most is {FACET_WORDS.get(facet, facet)}: a standardised value of {value:.1f}"
+    reference = (baseline.scorer.get("facet_calibration") or {}).get(facet)
+    if reference is None:  # baselines built before the calibration part's facet spread was kept
+        return said + ", where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on."
+    return (said + f", where the {reference['n']} approved calibration outputs reach at most {reference['max']:.1f} "
+            f"(median {reference['median']:.1f}).")
+
+
 def _reason(
     baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None,
     top_facet: tuple[str, float] | None = None,
@@ -94,9 +103,7 @@ def _reason(
     if input_p_value is not None:
         lead += _input_sentence(baseline, input_p_value)
     if top_facet is not None:
-        facet, value = top_facet
-        lead += (f" What stands out most is {FACET_WORDS.get(facet, facet)}: a standardised value of {value:.1f}, "
-                 "where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on.")
+        lead += _facet_sentence(baseline, *top_facet)
     cut = flag_threshold(baseline)
     if cut < baseline.alpha:
         delta = float(baseline.scorer["delta"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import contextlib
 import io
 import json
@@ -113,6 +115,11 @@ def test_the_reason_says_what_stands_out(scored: dict) -> None:
     assert "What stands out most is its length" in by_kind["off_policy:long_rambling"]
     assert "What stands out most is its length" in by_kind["off_policy:minimal_ok"]
     assert all("What stands out most is" in v["reason"] for v in scored["verdicts"] if v["p_value"] is not None)
+    # ... against what the approved calibration outputs reach on that property.
+    german = re.search(r"a standardised value of ([0-9.]+), where the (\d+) approved calibration outputs reach at "
+                       r"most ([0-9.]+) \(median", by_kind["off_policy:language_german"])
+    assert german is not None, by_kind["off_policy:language_german"]
+    assert float(german.group(1)) > float(german.group(3)) and int(german.group(2)) > 0
 
 
 def test_invalid_reasons_say_row_and_field(scored: dict) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,32 @@ def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-unt
     assert loaded.calibration_residuals.shape == loaded.calibration_embeddings.shape
     assert np.array_equal(loaded.calibration_residuals, baseline.calibration_residuals)
     assert not np.allclose(loaded.calibration_residuals, loaded.calibration_embeddings)
+
+
+def test_a_verdict_compares_what_stands_out_with_the_calibration_outputs(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, _ = combined
+    reference = baseline.scorer["facet_calibration"]
+    model = CombinedScorer.from_state({n: baseline.scorer[n] for n in CombinedScorer.PARAM_NAMES},
+                                      baseline.scorer_state)
+    assert list(reference) == model.facet_names(len(baseline.scorer["components"]))
+    n_cal = baseline.scorer["n_calibration_outputs"]
+    assert all(r["n"] == n_cal and r["median"] <= r["max"] for r in reference.values())
+    # Judged again, each calibration output's top facet stays within what build recorded for that facet.
+    wanted = set(baseline.calibration_record_ids)
+    cal = [r for r in _approved(240) if r.record_id in wanted]
+    embedder = WindowedFakeEmbedder()
+    verdicts = judge(baseline, "models:/m-c/1", cal, embedder.embed([r.output for r in cal]),  # type: ignore[arg-type]
+                     scored_at="t", inputs=embed_inputs(embedder, [r.input for r in cal]))  # type: ignore[arg-type]
+    assert len(verdicts) == n_cal
+    tops = [re.search(r"a standardised value of (-?[0-9.]+), where the (\d+) approved calibration outputs reach "
+                      r"at most (-?[0-9.]+)", v.reason) for v in verdicts]
+    assert all(m is not None and int(m.group(2)) == n_cal and float(m.group(1)) <= float(m.group(3)) for m in tops)
+    assert any(m is not None and m.group(1) == m.group(3) for m in tops)  # the largest is one of them
+    # A facet baseline built before the spread was kept says what it said then.
+    old = replace(baseline, scorer={k: v for k, v in baseline.scorer.items() if k != "facet_calibration"})
+    (said,) = judge(old, "models:/m-c/1", cal[:1], embedder.embed([cal[0].output]),  # type: ignore[arg-type]
+                    scored_at="t", inputs=embed_inputs(embedder, [cal[0].input]))  # type: ignore[arg-type]
+    assert "where 2.3 to 2.6 marks the most unusual 1% of the approved outputs" in said.reason
 
 
 def test_altered_calibration_residuals_break_the_digest(combined, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
