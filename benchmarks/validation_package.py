@@ -13,7 +13,8 @@ outputs give the null. The test conversations of split ``s`` are those of ``vali
 The embeddings come from the validation cache (``benchmarks/validation_cache.py``), through an
 embedder that carries the packaged embedder's fingerprint; nothing else is replaced.
 
-    /work/venv/bin/python benchmarks/validation_package.py --splits 30 --out /tmp/validation6
+    /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6
+    /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6 --pooled-embeddings
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -71,6 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", type=int, default=30, help="splits per swap (one 50-output batch each)")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--pooled-embeddings", action="store_true",
+                        help="drop the baseline's calibration residuals, so that score runs MMD and energy on "
+                             "pooled output embeddings, as for a baseline built before they were stored")
     parser.add_argument("--out", default="/tmp/validation_package")
     args = parser.parse_args()
     rows = load_rows()
@@ -81,12 +86,13 @@ def main() -> None:
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_model[r["model"]].append(r)
-    results: dict[str, dict] = {"splits": args.splits, "alpha": args.alpha}
+    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
+                                  "embeddings": "pooled" if args.pooled_embeddings else "residual"}
     for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
         label = f"{a} -> {b}" if a != b else f"{a} (null: own held-out outputs)"
         questions = sorted({question(r["prompt_id"]) for r in by_model[a]})
         assert len(questions) == N_QUESTIONS, (a, len(questions))
-        batch_flags, per_test, output_flags, seconds = [], defaultdict(list), [], []
+        batch_flags, batch_p, per_test, output_flags, seconds = [], [], defaultdict(list), [], []
         for split in range(args.splits):
             test_q = test_questions(questions, split)
             approved = _records([r for r in by_model[a] if question(r["prompt_id"]) not in test_q], a)
@@ -96,14 +102,18 @@ def main() -> None:
                 warnings.simplefilter("ignore", SmallCalibrationWarning)
                 baseline = build_baseline(approved, alpha=args.alpha, calibration_fraction=N_TEST / 55,
                                           seed=split, embedder=embedder)  # type: ignore[arg-type]
+            if args.pooled_embeddings:
+                baseline = replace(baseline, calibration_residuals=None)
             result = score_record_set(RecordSet(path="<benchmark>", rows=tuple(batch)),
                                       lambda mv, ic, found=baseline: ("benchmark", found),
                                       embedder=embedder,  # type: ignore[arg-type]
                                       progress=False)
             seconds.append(time.time() - t0)
             (summary,) = result.summaries
-            assert summary.tests is not None and summary.tests.get("embeddings", "").startswith("residual")
+            kind = "pooled" if args.pooled_embeddings else "residual"
+            assert summary.tests is not None and str(summary.tests.get("embeddings", "")).startswith(kind)
             batch_flags.append(summary.verdict == "out_of_bounds")
+            batch_p.append(summary.p_value)
             for name, p in summary.tests["p_values"].items():
                 per_test[name].append(p <= args.alpha)
             output_flags += [v.verdict == "out_of_bounds" for v in result.verdicts]
@@ -113,13 +123,16 @@ def main() -> None:
             "per_output": rate(output_flags),
             "n_calibration_conversations": baseline.n_calibration_prompts,
             "seconds_per_split": float(np.mean(seconds)),
+            "batch_p_by_split": batch_p,
         }
         r = results[label]
+        assert isinstance(r, dict)
         lo, hi = r["batch"]["ci95"]
         print(f"{label}: batch {r['batch']['rate']:.2f} ({lo:.2f}-{hi:.2f}, n={r['batch']['n']}); "
               f"per output {r['per_output']['rate']:.3f} (n={r['per_output']['n']}); "
               f"{r['seconds_per_split']:.1f} s per split", flush=True)
-    with open(os.path.join(args.out, "package_blockswaps.json"), "w", encoding="utf-8") as handle:
+    name = "package_blockswaps_pooled.json" if args.pooled_embeddings else "package_blockswaps.json"
+    with open(os.path.join(args.out, name), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 
 
