@@ -1,4 +1,5 @@
-"""Batch swaps and level through the package itself: ``build_baseline`` and ``score_record_set``.
+"""Model swaps, level and per-output power through the package itself: ``build_baseline`` and
+``score_record_set``.
 
 ``benchmarks/validation.py`` fits the combined scorer in its own ``Cell`` (mirroring ``build``) and
 calls the batch tests directly. This script checks that the figures hold for what a user runs: for
@@ -10,11 +11,17 @@ reads the group's batch verdict and the per-output verdicts. The approved model'
 outputs give the null. The test conversations of split ``s`` are those of ``validation.py``'s part
 ``blockswaps`` (seed ``300 + s``), so the two are comparable batch by batch.
 
+Part ``power`` does the same for per-output changes (a refusal in place of the answer, the same
+model's answer to a question of another class, six injected off-policy sentences at the start,
+middle or end, truncation to half): one baseline per split for each of three models, on the test
+conversations of ``validation.py --parts power`` (seed ``600 + s``), reading each output's verdict.
+
 The embeddings come from the validation cache (``benchmarks/validation_cache.py``), through an
 embedder that carries the packaged embedder's fingerprint; nothing else is replaced.
 
     /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6
     /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6 --pooled-embeddings
+    /work/venv/bin/python benchmarks/validation_package.py --parts power --splits 30 --out /tmp/validation6
 """
 
 from __future__ import annotations
@@ -30,16 +37,17 @@ from dataclasses import replace
 
 import numpy as np
 
+from conformance.baseline import Baseline
 from conformance.build import SmallCalibrationWarning, build_baseline
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
-from conformance.scoring import score_record_set
+from conformance.scoring import ScoringResult, score_record_set
 
 try:
-    from validation import SWAPS, question, rate
+    from validation import POWER_MODELS, SWAPS, auroc, perturb, question, rate
     from validation_cache import EmbeddingCache, load_rows
 except ImportError:  # run as a module from the repository root
-    from benchmarks.validation import SWAPS, question, rate
+    from benchmarks.validation import POWER_MODELS, SWAPS, auroc, perturb, question, rate
     from benchmarks.validation_cache import EmbeddingCache, load_rows
 
 N_QUESTIONS, N_TEST = 80, 25
@@ -63,29 +71,28 @@ def _records(rows: list[dict], model_version: str) -> list[Record]:
             for i, r in enumerate(rows)]
 
 
-def test_questions(questions: list[str], split: int) -> set[str]:
-    """The test conversations of ``validation.py``'s ``Cell`` with seed ``300 + split`` (30 fit, 25 calibration)."""
-    order = np.random.default_rng(300 + split).permutation(len(questions))
+def test_questions(questions: list[str], seed: int) -> set[str]:
+    """The test conversations of ``validation.py``'s ``Cell`` with this seed (30 fit, 25 calibration, 25 test)."""
+    order = np.random.default_rng(seed).permutation(len(questions))
     return {questions[i] for i in order[N_QUESTIONS - N_TEST:]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--splits", type=int, default=30, help="splits per swap (one 50-output batch each)")
-    parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--pooled-embeddings", action="store_true",
-                        help="drop the baseline's calibration residuals, so that score runs MMD and energy on "
-                             "pooled output embeddings, as for a baseline built before they were stored")
-    parser.add_argument("--out", default="/tmp/validation_package")
-    args = parser.parse_args()
-    rows = load_rows()
-    if not rows:
-        raise SystemExit("the MT-bench outputs (../shared/data/mt_bench_answers.jsonl.gz) are not there")
-    os.makedirs(args.out, exist_ok=True)
-    embedder = CachedEmbedder(EmbeddingCache())
-    by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_model[r["model"]].append(r)
+def build(approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float) -> Baseline:
+    """The baseline of the approved records, as ``conformance build`` makes it (25 calibration conversations)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallCalibrationWarning)
+        return build_baseline(approved, alpha=alpha, calibration_fraction=N_TEST / 55, seed=split,
+                              embedder=embedder)  # type: ignore[arg-type]
+
+
+def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -> ScoringResult:
+    return score_record_set(RecordSet(path="<benchmark>", rows=tuple(records)),
+                            lambda mv, ic, found=baseline: ("benchmark", found),
+                            embedder=embedder, progress=False)  # type: ignore[arg-type]
+
+
+def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Each swap's 50-output batch against the approved model's baseline, and the approved model's own."""
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
                                   "embeddings": "pooled" if args.pooled_embeddings else "residual"}
     for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
@@ -94,20 +101,14 @@ def main() -> None:
         assert len(questions) == N_QUESTIONS, (a, len(questions))
         batch_flags, batch_p, per_test, output_flags, seconds = [], [], defaultdict(list), [], []
         for split in range(args.splits):
-            test_q = test_questions(questions, split)
+            test_q = test_questions(questions, 300 + split)
             approved = _records([r for r in by_model[a] if question(r["prompt_id"]) not in test_q], a)
             batch = _records([r for r in by_model[b] if question(r["prompt_id"]) in test_q], a)
             t0 = time.time()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SmallCalibrationWarning)
-                baseline = build_baseline(approved, alpha=args.alpha, calibration_fraction=N_TEST / 55,
-                                          seed=split, embedder=embedder)  # type: ignore[arg-type]
+            baseline = build(approved, split, embedder, args.alpha)
             if args.pooled_embeddings:
                 baseline = replace(baseline, calibration_residuals=None)
-            result = score_record_set(RecordSet(path="<benchmark>", rows=tuple(batch)),
-                                      lambda mv, ic, found=baseline: ("benchmark", found),
-                                      embedder=embedder,  # type: ignore[arg-type]
-                                      progress=False)
+            result = score(batch, baseline, embedder)
             seconds.append(time.time() - t0)
             (summary,) = result.summaries
             kind = "pooled" if args.pooled_embeddings else "residual"
@@ -134,6 +135,91 @@ def main() -> None:
     name = "package_blockswaps_pooled.json" if args.pooled_embeddings else "package_blockswaps.json"
     with open(os.path.join(args.out, name), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
+
+
+#: The per-output changes of part ``power`` (a subset of ``validation.py``'s KINDS: the three targets of
+#: issue 4 that need no translated answers, and the longest injection and a truncation for contrast).
+POWER_KINDS = ("refusal", "other_class", "inject_start_6", "inject_middle_6", "inject_end_6", "truncate_50")
+
+
+def _other_class(test: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Each test row with the same model's answer to a test question of another class, same turn (as
+    ``validation.other_class_answers``: a fit-part answer would sit in the reference bank)."""
+    out = []
+    for r in test:
+        pool = [o for o in test if o["input_class"] != r["input_class"] and o["prompt_id"][-5:] == r["prompt_id"][-5:]]
+        out.append({**r, "output": pool[int(rng.integers(len(pool)))]["output"]})
+    return out
+
+
+def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Per-output detection at alpha of each change in POWER_KINDS, on the test conversations of
+    ``validation.py --parts power`` (seeds ``600 + split``), with the package's baseline and verdicts."""
+    rng = np.random.default_rng(50)
+    by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for model, rows in by_model.items():
+        for r in rows:
+            by_model_class[model][r["input_class"]].append(r)
+    flags: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in ("null", *POWER_KINDS)}
+    scores: dict[str, list[float]] = defaultdict(list)
+    null_scores: list[float] = []
+    for model in POWER_MODELS:
+        questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
+        t0 = time.time()
+        for split in range(args.splits):
+            test_q = test_questions(questions, 600 + split)
+            approved = _records([r for r in by_model[model] if question(r["prompt_id"]) not in test_q], model)
+            test = [r for r in by_model[model] if question(r["prompt_id"]) in test_q]
+            baseline = build(approved, split, embedder, args.alpha)
+            null = score(_records(test, model), baseline, embedder).verdicts
+            flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
+            null_scores += [float(v.score) for v in null if v.score is not None]
+            for kind in POWER_KINDS:
+                alt = (_other_class(test, rng) if kind == "other_class"
+                       else [perturb(r, kind, by_model_class, rng) for r in test])
+                verdicts = score(_records(alt, model), baseline, embedder).verdicts
+                flags[kind][model] += [v.verdict == "out_of_bounds" for v in verdicts]
+                scores[kind] += [float(v.score) for v in verdicts if v.score is not None]
+        print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
+    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
+    for kind, by in flags.items():
+        pooled = [f for fs in by.values() for f in fs]
+        results[kind] = {"detect": rate(pooled), "per_model": {m: float(np.mean(fs)) for m, fs in by.items()},
+                         "auroc": None if kind == "null" else auroc(np.array(scores[kind]), np.array(null_scores))}
+        r = results[kind]
+        assert isinstance(r, dict)
+        lo, hi = r["detect"]["ci95"]
+        per = ", ".join(f"{m} {v:.2f}" for m, v in r["per_model"].items())
+        auc = "" if r["auroc"] is None else f"; AUROC {r['auroc']:.3f}"
+        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}", flush=True)
+    with open(os.path.join(args.out, "package_power.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+PARTS = {"swaps": part_swaps, "power": part_power}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=["swaps"])
+    parser.add_argument("--splits", type=int, default=30,
+                        help="splits per swap (one 50-output batch each), or per model in part power")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--pooled-embeddings", action="store_true",
+                        help="part swaps: drop the baseline's calibration residuals, so that score runs MMD and "
+                             "energy on pooled output embeddings, as for a baseline built before they were stored")
+    parser.add_argument("--out", default="/tmp/validation_package")
+    args = parser.parse_args()
+    rows = load_rows()
+    if not rows:
+        raise SystemExit("the MT-bench outputs (../shared/data/mt_bench_answers.jsonl.gz) are not there")
+    os.makedirs(args.out, exist_ok=True)
+    embedder = CachedEmbedder(EmbeddingCache())
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_model[r["model"]].append(r)
+    for part in args.parts:
+        PARTS[part](args, by_model, embedder)
 
 
 if __name__ == "__main__":
