@@ -50,7 +50,7 @@ except ImportError:  # run as a module from the repository root
     from benchmarks.validation import POWER_MODELS, SWAPS, auroc, perturb, question, rate
     from benchmarks.validation_cache import EmbeddingCache, load_rows
 
-N_QUESTIONS, N_TEST = 80, 25
+N_QUESTIONS, N_TEST, N_CALIBRATION, MIN_FIT = 80, 25, 25, 11
 
 
 class CachedEmbedder:
@@ -71,17 +71,23 @@ def _records(rows: list[dict], model_version: str) -> list[Record]:
             for i, r in enumerate(rows)]
 
 
-def test_questions(questions: list[str], seed: int) -> set[str]:
-    """The test conversations of ``validation.py``'s ``Cell`` with this seed (30 fit, 25 calibration, 25 test)."""
+def test_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[str]:
+    """The test conversations of ``validation.py``'s ``Cell`` with this seed (30 fit, 25 calibration, 25
+    test), or the first ``n`` of them; with ``n`` > 25, the last ``n`` of that permutation (the
+    approved set shrinks to the other 80 - ``n``)."""
     order = np.random.default_rng(seed).permutation(len(questions))
-    return {questions[i] for i in order[N_QUESTIONS - N_TEST:]}
+    start = N_QUESTIONS - max(n, N_TEST)
+    return {questions[i] for i in order[start : start + n]}
 
 
 def build(approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float) -> Baseline:
-    """The baseline of the approved records, as ``conformance build`` makes it (25 calibration conversations)."""
+    """The baseline of the approved records, as ``conformance build`` makes it: 25 calibration
+    conversations, or as many as leave 11 for the fit part when fewer than 36 are approved."""
+    n_conv = len({r.prompt_key for r in approved})
+    n_cal = min(N_CALIBRATION, n_conv - MIN_FIT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallCalibrationWarning)
-        return build_baseline(approved, alpha=alpha, calibration_fraction=N_TEST / 55, seed=split,
+        return build_baseline(approved, alpha=alpha, calibration_fraction=n_cal / n_conv, seed=split,
                               embedder=embedder)  # type: ignore[arg-type]
 
 
@@ -94,6 +100,7 @@ def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -
 def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Each swap's 50-output batch against the approved model's baseline, and the approved model's own."""
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
+                                  "batch_conversations": args.batch_conversations,
                                   "embeddings": "pooled" if args.pooled_embeddings else "residual"}
     for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
         label = f"{a} -> {b}" if a != b else f"{a} (null: own held-out outputs)"
@@ -101,8 +108,9 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         assert len(questions) == N_QUESTIONS, (a, len(questions))
         batch_flags, batch_p, per_test, output_flags, seconds = [], [], defaultdict(list), [], []
         for split in range(args.splits):
-            test_q = test_questions(questions, 300 + split)
-            approved = _records([r for r in by_model[a] if question(r["prompt_id"]) not in test_q], a)
+            test_q = test_questions(questions, 300 + split, args.batch_conversations)
+            held = test_questions(questions, 300 + split, max(args.batch_conversations, N_TEST))
+            approved = _records([r for r in by_model[a] if question(r["prompt_id"]) not in held], a)
             batch = _records([r for r in by_model[b] if question(r["prompt_id"]) in test_q], a)
             t0 = time.time()
             baseline = build(approved, split, embedder, args.alpha)
@@ -132,7 +140,8 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         print(f"{label}: batch {r['batch']['rate']:.2f} ({lo:.2f}-{hi:.2f}, n={r['batch']['n']}); "
               f"per output {r['per_output']['rate']:.3f} (n={r['per_output']['n']}); "
               f"{r['seconds_per_split']:.1f} s per split", flush=True)
-    name = "package_blockswaps_pooled.json" if args.pooled_embeddings else "package_blockswaps.json"
+    name = (f"package_blockswaps{'_pooled' if args.pooled_embeddings else ''}"
+            f"{'' if args.batch_conversations == N_TEST else f'_{args.batch_conversations}'}.json")
     with open(os.path.join(args.out, name), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 
@@ -205,6 +214,10 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=30,
                         help="splits per swap (one 50-output batch each), or per model in part power")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--batch-conversations", type=int, default=N_TEST,
+                        help="part swaps: conversations per batch (two outputs each); up to 25 the baseline is built "
+                             "on the other 55, beyond it on the 80 - N left (calibration 25, or as many as leave 11 "
+                             "conversations for the fit part)")
     parser.add_argument("--pooled-embeddings", action="store_true",
                         help="part swaps: drop the baseline's calibration residuals, so that score runs MMD and "
                              "energy on pooled output embeddings, as for a baseline built before they were stored")

@@ -9,8 +9,10 @@ fixed in advance):
 * a two-sided Kolmogorov-Smirnov test of the same (catches mode collapse too:
   outputs more alike than approved ones);
 * an MMD permutation test (Gaussian kernel, median-heuristic bandwidth on the
-  pooled sample) of the batch's pooled embeddings against the calibration
-  embeddings;
+  pooled sample) of the batch's embeddings against the calibration embeddings
+  (``conformance score`` passes residual embeddings for a combined-score
+  baseline that stores them: what each output says beyond what its input
+  predicts; pooled output embeddings otherwise);
 * an energy-distance permutation test of the same.
 
 Under the null the batch's outputs and the calibration outputs are exchangeable
