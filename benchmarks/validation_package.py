@@ -172,6 +172,10 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     flags: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in ("null", *POWER_KINDS)}
     scores: dict[str, list[float]] = defaultdict(list)
     null_scores: list[float] = []
+    # Above the 95th percentile of the split's approved held-out scores (its 50 calibration and 50 test
+    # outputs): what alpha 0.05 would flag if the approved set were large enough to pin that percentile
+    # down, with the same score. Separates "the score does not see it" from "25 conversations are few".
+    beyond_q95: dict[str, list[bool]] = defaultdict(list)
     for model in POWER_MODELS:
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
         t0 = time.time()
@@ -183,23 +187,28 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             null = score(_records(test, model), baseline, embedder).verdicts
             flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
             null_scores += [float(v.score) for v in null if v.score is not None]
+            assert baseline.calibration_scores_by_record is not None
+            q95 = float(np.quantile([*baseline.calibration_scores_by_record, *(v.score for v in null)], 0.95))
             for kind in POWER_KINDS:
                 alt = (_other_class(test, rng) if kind == "other_class"
                        else [perturb(r, kind, by_model_class, rng) for r in test])
                 verdicts = score(_records(alt, model), baseline, embedder).verdicts
                 flags[kind][model] += [v.verdict == "out_of_bounds" for v in verdicts]
                 scores[kind] += [float(v.score) for v in verdicts if v.score is not None]
+                beyond_q95[kind] += [v.score is not None and v.score > q95 for v in verdicts]
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
     for kind, by in flags.items():
         pooled = [f for fs in by.values() for f in fs]
         results[kind] = {"detect": rate(pooled), "per_model": {m: float(np.mean(fs)) for m, fs in by.items()},
-                         "auroc": None if kind == "null" else auroc(np.array(scores[kind]), np.array(null_scores))}
+                         "auroc": None if kind == "null" else auroc(np.array(scores[kind]), np.array(null_scores)),
+                         "beyond_approved_q95": None if kind == "null" else float(np.mean(beyond_q95[kind]))}
         r = results[kind]
         assert isinstance(r, dict)
         lo, hi = r["detect"]["ci95"]
         per = ", ".join(f"{m} {v:.2f}" for m, v in r["per_model"].items())
-        auc = "" if r["auroc"] is None else f"; AUROC {r['auroc']:.3f}"
+        auc = "" if r["auroc"] is None else (f"; AUROC {r['auroc']:.3f}; beyond the approved 95th percentile "
+                                             f"{r['beyond_approved_q95']:.3f}")
         print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}", flush=True)
     with open(os.path.join(args.out, "package_power.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
