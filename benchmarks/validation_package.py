@@ -176,6 +176,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     # outputs): what alpha 0.05 would flag if the approved set were large enough to pin that percentile
     # down, with the same score. Separates "the score does not see it" from "25 conversations are few".
     beyond_q95: dict[str, list[bool]] = defaultdict(list)
+    turn1: dict[str, list[bool]] = defaultdict(list)  # per kind, whether each output is a first turn
     for model in POWER_MODELS:
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
         t0 = time.time()
@@ -196,6 +197,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                 flags[kind][model] += [v.verdict == "out_of_bounds" for v in verdicts]
                 scores[kind] += [float(v.score) for v in verdicts if v.score is not None]
                 beyond_q95[kind] += [v.score is not None and v.score > q95 for v in verdicts]
+                turn1[kind] += [r["prompt_id"].endswith("turn1") for r in test]
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
     for kind, by in flags.items():
@@ -203,13 +205,22 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         results[kind] = {"detect": rate(pooled), "per_model": {m: float(np.mean(fs)) for m, fs in by.items()},
                          "auroc": None if kind == "null" else auroc(np.array(scores[kind]), np.array(null_scores)),
                          "beyond_approved_q95": None if kind == "null" else float(np.mean(beyond_q95[kind]))}
+        if kind != "null":
+            first = np.array(turn1[kind])
+            hit, beyond = np.array(pooled), np.array(beyond_q95[kind])
+            results[kind]["by_turn"] = {  # type: ignore[index]
+                name: {"detect": float(np.mean(hit[mask])), "beyond_approved_q95": float(np.mean(beyond[mask]))}
+                for name, mask in (("turn1", first), ("turn2", ~first))}
         r = results[kind]
         assert isinstance(r, dict)
         lo, hi = r["detect"]["ci95"]
         per = ", ".join(f"{m} {v:.2f}" for m, v in r["per_model"].items())
         auc = "" if r["auroc"] is None else (f"; AUROC {r['auroc']:.3f}; beyond the approved 95th percentile "
                                              f"{r['beyond_approved_q95']:.3f}")
-        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}", flush=True)
+        turns = "" if "by_turn" not in r else "; " + ", ".join(
+            f"{t} {v['detect']:.2f} / {v['beyond_approved_q95']:.2f}" for t, v in r["by_turn"].items())
+        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}{turns}",
+              flush=True)
     with open(os.path.join(args.out, "package_power.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 
