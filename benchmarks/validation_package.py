@@ -38,7 +38,9 @@ from dataclasses import replace
 import numpy as np
 
 from conformance.baseline import Baseline
-from conformance.build import SmallCalibrationWarning, build_baseline
+from conformance.build import SmallCalibrationWarning, build_baseline, embed_inputs
+from conformance.combined import CombinedScorer, chunked_text_scores
+from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
 from conformance.scoring import ScoringResult, score_record_set
@@ -161,6 +163,20 @@ def _other_class(test: list[dict], rng: np.random.Generator) -> list[dict]:
     return out
 
 
+def facet_values(baseline: Baseline, records: list[Record], embedder: CachedEmbedder) -> tuple[np.ndarray, list[str]]:
+    """Each record's facet values under the baseline's combined score (on the chunk that sets its score)."""
+    model = CombinedScorer.from_state({n: baseline.scorer[n] for n in CombinedScorer.PARAM_NAMES},
+                                      baseline.scorer_state)
+    embedded = embedder.embed([r.output for r in records])
+    names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
+    descriptors = describe([r.output for r in records], embedded.n_tokens.tolist(),
+                           window=int(baseline.embedder["chunking"]["window"]), names=names)
+    text = chunked_text_scores(model, embedded.chunks, embedded.owner,
+                               embed_inputs(embedder, [r.input for r in records]), descriptors)  # type: ignore[arg-type]
+    assert text.facets is not None and text.facet_names is not None
+    return text.facets, text.facet_names
+
+
 def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Per-output detection at alpha of each change in POWER_KINDS, on the test conversations of
     ``validation.py --parts power`` (seeds ``600 + split``), with the package's baseline and verdicts."""
@@ -177,6 +193,8 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     # down, with the same score. Separates "the score does not see it" from "25 conversations are few".
     beyond_q95: dict[str, list[bool]] = defaultdict(list)
     turn1: dict[str, list[bool]] = defaultdict(list)  # per kind, whether each output is a first turn
+    # The same, facet by facet: is a change visible in one facet but lost in the maximum over all of them?
+    facet_beyond: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in POWER_KINDS}
     for model in POWER_MODELS:
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
         t0 = time.time()
@@ -190,6 +208,10 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             null_scores += [float(v.score) for v in null if v.score is not None]
             assert baseline.calibration_scores_by_record is not None
             q95 = float(np.quantile([*baseline.calibration_scores_by_record, *(v.score for v in null)], 0.95))
+            wanted = set(baseline.calibration_record_ids)
+            approved_facets, facet_names = facet_values(
+                baseline, [r for r in approved if r.record_id in wanted] + _records(test, model), embedder)
+            facet_q95 = np.quantile(approved_facets, 0.95, axis=0)
             for kind in POWER_KINDS:
                 alt = (_other_class(test, rng) if kind == "other_class"
                        else [perturb(r, kind, by_model_class, rng) for r in test])
@@ -198,6 +220,9 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                 scores[kind] += [float(v.score) for v in verdicts if v.score is not None]
                 beyond_q95[kind] += [v.score is not None and v.score > q95 for v in verdicts]
                 turn1[kind] += [r["prompt_id"].endswith("turn1") for r in test]
+                altered_facets, _ = facet_values(baseline, _records(alt, model), embedder)
+                for j, name in enumerate(facet_names):
+                    facet_beyond[kind][name] += (altered_facets[:, j] > facet_q95[j]).tolist()
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
     for kind, by in flags.items():
@@ -208,6 +233,8 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         if kind != "null":
             first = np.array(turn1[kind])
             hit, beyond = np.array(pooled), np.array(beyond_q95[kind])
+            results[kind]["facet_beyond_approved_q95"] = {  # type: ignore[index]
+                name: float(np.mean(v)) for name, v in facet_beyond[kind].items()}
             results[kind]["by_turn"] = {  # type: ignore[index]
                 name: {"detect": float(np.mean(hit[mask])), "beyond_approved_q95": float(np.mean(beyond[mask]))}
                 for name, mask in (("turn1", first), ("turn2", ~first))}
@@ -219,7 +246,9 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                                              f"{r['beyond_approved_q95']:.3f}")
         turns = "" if "by_turn" not in r else "; " + ", ".join(
             f"{t} {v['detect']:.2f} / {v['beyond_approved_q95']:.2f}" for t, v in r["by_turn"].items())
-        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}{turns}",
+        facets = "" if "facet_beyond_approved_q95" not in r else "; facets beyond theirs: " + ", ".join(
+            f"{name} {v:.2f}" for name, v in r["facet_beyond_approved_q95"].items())
+        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}{turns}{facets}",
               flush=True)
     with open(os.path.join(args.out, "package_power.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
