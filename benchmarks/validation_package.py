@@ -73,7 +73,7 @@ def _records(rows: list[dict], model_version: str) -> list[Record]:
             for i, r in enumerate(rows)]
 
 
-def test_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[str]:
+def held_out_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[str]:
     """The test conversations of ``validation.py``'s ``Cell`` with this seed (30 fit, 25 calibration, 25
     test), or the first ``n`` of them; with ``n`` > 25, the last ``n`` of that permutation (the
     approved set shrinks to the other 80 - ``n``)."""
@@ -110,8 +110,8 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         assert len(questions) == N_QUESTIONS, (a, len(questions))
         batch_flags, batch_p, per_test, output_flags, seconds = [], [], defaultdict(list), [], []
         for split in range(args.splits):
-            test_q = test_questions(questions, 300 + split, args.batch_conversations)
-            held = test_questions(questions, 300 + split, max(args.batch_conversations, N_TEST))
+            test_q = held_out_questions(questions, 300 + split, args.batch_conversations)
+            held = held_out_questions(questions, 300 + split, max(args.batch_conversations, N_TEST))
             approved = _records([r for r in by_model[a] if question(r["prompt_id"]) not in held], a)
             batch = _records([r for r in by_model[b] if question(r["prompt_id"]) in test_q], a)
             t0 = time.time()
@@ -199,7 +199,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
         t0 = time.time()
         for split in range(args.splits):
-            test_q = test_questions(questions, 600 + split)
+            test_q = held_out_questions(questions, 600 + split)
             approved = _records([r for r in by_model[model] if question(r["prompt_id"]) not in test_q], model)
             test = [r for r in by_model[model] if question(r["prompt_id"]) in test_q]
             baseline = build(approved, split, embedder, args.alpha)
