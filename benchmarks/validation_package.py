@@ -22,6 +22,7 @@ embedder that carries the packaged embedder's fingerprint; nothing else is repla
     /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6
     /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6 --pooled-embeddings
     /work/venv/bin/python benchmarks/validation_package.py --parts power --splits 30 --out /tmp/validation6
+    /work/venv/bin/python benchmarks/validation_package.py --parts batchpower --splits 20 --out /tmp/validation6
 """
 
 from __future__ import annotations
@@ -153,14 +154,16 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
 POWER_KINDS = ("refusal", "other_class", "inject_start_6", "inject_middle_6", "inject_end_6", "truncate_50")
 
 
-def _other_class(test: list[dict], rng: np.random.Generator) -> list[dict]:
-    """Each test row with the same model's answer to a test question of another class, same turn (as
+def _another_class_answer(r: dict, pool: list[dict], rng: np.random.Generator) -> dict:
+    """``r`` with the same model's answer to a question of ``pool`` of another class, same turn (as
     ``validation.other_class_answers``: a fit-part answer would sit in the reference bank)."""
-    out = []
-    for r in test:
-        pool = [o for o in test if o["input_class"] != r["input_class"] and o["prompt_id"][-5:] == r["prompt_id"][-5:]]
-        out.append({**r, "output": pool[int(rng.integers(len(pool)))]["output"]})
-    return out
+    others = [o for o in pool if o["input_class"] != r["input_class"] and o["prompt_id"][-5:] == r["prompt_id"][-5:]]
+    return {**r, "output": others[int(rng.integers(len(others)))]["output"]}
+
+
+def _other_class(test: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Each test row with the same model's answer to another test question of another class, same turn."""
+    return [_another_class_answer(r, test, rng) for r in test]
 
 
 def facet_values(baseline: Baseline, records: list[Record], embedder: CachedEmbedder) -> tuple[np.ndarray, list[str]]:
@@ -254,7 +257,57 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         json.dump(results, handle, indent=1)
 
 
-PARTS = {"swaps": part_swaps, "power": part_power}
+#: The per-output changes applied to *every* output of a batch in part ``batchpower``.
+BATCH_KINDS = ("truncate_25", "truncate_50", "truncate_75", "inject_middle_1", "inject_middle_3", "inject_middle_6",
+               "refusal", "other_class")
+
+
+def part_batchpower(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Batch detection at alpha when every output of a batch carries one change of BATCH_KINDS, at 5, 12, 25
+    and 50 conversations (10, 24, 50, 100 outputs), in the one-model cells of part ``power`` (seeds
+    ``600 + split``; at 50 conversations the baseline is built on the other 30, as in part ``swaps``)."""
+    rng = np.random.default_rng(51)
+    by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for model, rows in by_model.items():
+        for r in rows:
+            by_model_class[model][r["input_class"]].append(r)
+    sizes = (5, 12, 25, 50)
+    flags: dict[str, dict[int, list[bool]]] = {k: defaultdict(list) for k in ("null", *BATCH_KINDS)}
+    for model in POWER_MODELS:
+        questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
+        t0 = time.time()
+        for split in range(args.splits):
+            baselines: dict[int, Baseline] = {}
+            for n_conv in sizes:
+                held = held_out_questions(questions, 600 + split, max(n_conv, N_TEST))
+                n_approved = N_QUESTIONS - len(held)
+                if n_approved not in baselines:
+                    approved = _records([r for r in by_model[model] if question(r["prompt_id"]) not in held], model)
+                    baselines[n_approved] = build(approved, split, embedder, args.alpha)
+                baseline = baselines[n_approved]
+                chosen = held_out_questions(questions, 600 + split, n_conv)
+                pool = [r for r in by_model[model] if question(r["prompt_id"]) in held]
+                batch = [r for r in pool if question(r["prompt_id"]) in chosen]
+                for kind in ("null", *BATCH_KINDS):
+                    if kind == "null":
+                        alt = batch
+                    elif kind == "other_class":  # answers to held-out questions of another class, same turn
+                        alt = [_another_class_answer(r, pool, rng) for r in batch]
+                    else:
+                        alt = [perturb(r, kind, by_model_class, rng) for r in batch]
+                    (summary,) = score(_records(alt, model), baseline, embedder).summaries
+                    flags[kind][2 * n_conv].append(summary.verdict == "out_of_bounds")
+        print(f"batchpower {model}: {time.time() - t0:.0f} s", flush=True)
+    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
+    for kind, by_size in flags.items():
+        results[kind] = {str(n): rate(f) for n, f in sorted(by_size.items())}
+        print(f"{kind}: " + ", ".join(f"{n} outputs {rate(f)['rate']:.2f}" for n, f in sorted(by_size.items())),
+              flush=True)
+    with open(os.path.join(args.out, "package_batchpower.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower}
 
 
 def main() -> None:
