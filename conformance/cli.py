@@ -122,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
             "  out_of_bounds  p_value <= alpha (more unusual than approved outputs usually are)\n"
             "  no_baseline    no approved baseline for its (model_version, input_class)\n"
             "  invalid        the record is malformed; the reason says where and what\n\n"
+            "Each (model_version, input_class) group is also tested as a batch (the printed table,\n"
+            "and --summary): Mann-Whitney and Kolmogorov-Smirnov on the scores, MMD and energy\n"
+            "distance on the embeddings (for the combined score: what each output says beyond what\n"
+            "its input predicts), whole prompts permuted (B=1000, seed recorded), Bonferroni;\n"
+            "the group is out_of_bounds as a batch when that p-value <= alpha.\n\n"
             "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
         ),
         epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
