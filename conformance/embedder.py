@@ -11,8 +11,11 @@ Two properties matter for an audit trail:
 * **An embedding depends only on its text.** Padding a short text up to the
   length of a longer one in the same batch changes its embedding in the
   seventh decimal; so every chunk is padded to a length fixed by its own
-  token count (the next multiple of 32), whatever else is in its batch. Re-embedding one stored output years later
-  therefore gives the same bits as embedding it in the original batch.
+  token count (the next multiple of 32), whatever else is in its batch. The number of rows in a batch matters
+  too (the matrix kernels round differently for a batch of 3 than for one of 1 or 64; seen with torch 2.13 and
+  transformers 5.24), so every batch is filled up to ``batch_size`` rows with empty texts, whose embeddings are
+  dropped. Re-embedding one stored output years later therefore gives the same bits as embedding it in the
+  original batch (``tests/test_embedder.py``).
 """
 
 from __future__ import annotations
@@ -187,13 +190,15 @@ class Embedder:
         import torch
 
         for length, batch in batches:
+            # Always batch_size rows: the kernels' rounding depends on the row count (see the module docstring).
+            filler = [""] * (self.batch_size - len(batch))
             features = self.model.tokenizer(
-                [chunk_texts[i] for i in batch], padding="max_length", max_length=length,
+                [chunk_texts[i] for i in batch] + filler, padding="max_length", max_length=length,
                 truncation=True, return_tensors="pt",
             )
             with torch.inference_mode():
                 vectors = self.model(dict(features))["sentence_embedding"]
-            out[batch] = vectors.numpy().astype(np.float32)
+            out[batch] = vectors.numpy()[: len(batch)].astype(np.float32)
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:

@@ -72,7 +72,7 @@ def test_score_record_query_verify_reconstruct(built: list[dict], audited_subset
     rid = in_cell[0]["record_id"]
     code, out = run("reconstruct", rid, "--format", "json")
     result = json.loads(out)
-    assert code == 0 and result["status"] == "identical", result
+    assert code == 0 and result["status"] == "identical", result["differences"]
     assert result["recomputed"]["p_value"] == result["recorded"]["p_value"]
     assert run("reconstruct", other["record_id"])[0] == 0  # no_baseline: nothing to re-score
     assert run("reconstruct", invalid["record_id"], "--format", "json")[0] == 0
