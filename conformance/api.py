@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 from conformance.baseline import Baseline
 from conformance.build import (
     DEFAULT_CALIBRATION_FRACTION,
+    DEFAULT_CALIBRATION_METHOD,
     DEFAULT_SCORER,
     DEFAULT_SEED,
     build_baseline,
+    check_calibration_method,
     plan_cell,
 )
 from conformance.conformal import check_alpha, check_fdr
@@ -69,6 +71,7 @@ def build(
     embedder: Embedder | None = None,
     delta: float | None = None,
     scorer: str = DEFAULT_SCORER,
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> list[BuiltBaseline]:
     """Build and register one baseline per (model_version, input_class) in ``approved_file``.
 
@@ -77,6 +80,7 @@ def build(
     error that lists every problem.
     """
     alpha = check_alpha(alpha)
+    check_calibration_method(calibration_method, delta)
     record_set = read_records(approved_file)
     if record_set.invalid:
         listed = "\n  ".join(f"{approved_file}: {bad.reason}" for bad in record_set.invalid[:50])
@@ -101,7 +105,8 @@ def build(
     built = []
     for (mv, ic), records in cells.items():
         baseline = build_baseline(records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
-                                  seed=seed, embedder=embedder, source=str(approved_file), delta=delta, scorer=scorer)
+                                  seed=seed, embedder=embedder, source=str(approved_file), delta=delta, scorer=scorer,
+                                  calibration_method=calibration_method)
         registered = registry.register(baseline)
         if approve_by is not None:
             registered = registry.approve(mv, ic, by=approve_by, version=registered.version)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,10 +23,12 @@ import numpy as np
 from conformance.baseline import Baseline, with_digest
 from conformance.batch import one_per_prompt
 from conformance.conformal import (
+    CALIBRATION_CHOICES,
     CalibrationSupport,
     calibration_conditional_threshold,
     calibration_support,
     check_alpha,
+    choose_calibration_method,
 )
 from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
 from conformance.errors import BaselineError
@@ -41,6 +43,19 @@ DEFAULT_SCORER = "combined"  # input-conditional: see docs/validation.md for why
 
 DEFAULT_CALIBRATION_FRACTION = 0.5
 DEFAULT_SEED = 0
+
+#: How a baseline turns scores into p-values (``build --calibration-method``): ``sample`` compares with one
+#: calibration output per prompt (drawn by a seeded hash of its record id, fixed when the baseline is built), the
+#: usual split-conformal p-value over ``K`` exchangeable prompts; ``weighted`` compares with every calibration
+#: output, each prompt weighing the same (:func:`~conformance.conformal.prompt_weighted_p_values`). Both hold
+#: the level; ``weighted`` counts the new output's own prompt as wholly at or above it, which costs power at
+#: some alphas and not at others: on MT-bench's one-model cells (25 calibration conversations of two turns) at
+#: alpha 0.05 it flagged 0.022 of approved outputs, a refusal 0.79 and an answer to another question 0.145,
+#: against 0.038 (= 1/26), 0.88 and 0.26 with ``sample``; at alpha 0.10, 0.086 / 0.99 / 0.55 against
+#: 0.078 / 0.98 / 0.48 (docs/validation.md, seventh run). ``auto`` (the default) picks by
+#: :func:`~conformance.conformal.choose_calibration_method`, from the prompt counts and alpha alone.
+CALIBRATION_METHODS = {"sample": "prompt_sample", "weighted": "prompt_weighted"}
+DEFAULT_CALIBRATION_METHOD = "auto"
 
 
 class SmallCalibrationWarning(UserWarning):
@@ -80,6 +95,18 @@ def split_by_prompt(records: Sequence[Record], *, calibration_fraction: float, s
     return Split(fit=sorted(fit, key=by_row), calibration=sorted(calibration, key=by_row))
 
 
+def check_calibration_method(calibration_method: str, delta: float | None) -> str:
+    """Validate a calibration method (a key of :data:`CALIBRATION_METHODS`) against ``delta``."""
+    if calibration_method not in CALIBRATION_CHOICES:
+        raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_CHOICES)}, "
+                         f"got {calibration_method!r}")
+    if delta is not None and calibration_method == "weighted":
+        raise ValueError("the calibration-conditional guarantee (delta) needs calibration_method 'sample': its "
+                         "Beta law holds for one exchangeable calibration score per prompt "
+                         "(build --calibration-method sample)")
+    return calibration_method
+
+
 @dataclass(frozen=True)
 class CellPlan:
     """How a cell's approved records will be used, decided before anything is embedded.
@@ -90,14 +117,16 @@ class CellPlan:
     calibration set of many outputs for few prompts says little about a new
     prompt (measured on MT-bench, 3 calibration questions x 32 models: 0.104
     false alarms at alpha 0.05 when every output counted; docs/validation.md).
-    So the calibration prompts are what count: p-values weigh every prompt the
-    same (:func:`~conformance.conformal.prompt_weighted_p_values`), and what
-    the calibration part supports is that of ``K`` prompts, not of its outputs.
+    So the calibration prompts are what count: what the calibration part
+    supports is that of ``K`` prompts, not of its outputs.
 
     ``calibration_used`` indexes ``split.calibration``: one output per distinct
-    prompt, drawn by a seeded hash of its record id. The batch tests use these,
-    and so do p-values under the calibration-conditional guarantee (``delta``),
-    whose Beta law needs ``K`` exchangeable scores.
+    prompt, drawn by a seeded hash of its record id (without regard to any
+    score). P-values compare with these ``K`` outputs (``calibration_method=
+    "sample"``, and always under the calibration-conditional guarantee, whose
+    Beta law needs ``K`` exchangeable scores), or with every calibration
+    output, each prompt weighing the same (``"weighted"``,
+    :func:`~conformance.conformal.prompt_weighted_p_values`).
     """
 
     split: Split
@@ -182,6 +211,7 @@ def build_baseline(
     source: str = "",
     delta: float | None = None,
     scorer: str = DEFAULT_SCORER,
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> Baseline:
     """Build the baseline of one (model_version, input_class) cell.
 
@@ -191,9 +221,14 @@ def build_baseline(
     that with probability at least ``1 - delta`` over the approved sample this
     baseline's false-alarm rate is at most ``alpha``.
 
-    P-values weigh every calibration prompt the same (see :class:`CellPlan`);
-    with ``delta`` they use one calibration output per prompt. Every
-    calibration output's score is kept in ``calibration_scores_by_record``.
+    P-values compare with one calibration output per prompt
+    (``calibration_method="sample"``, the only choice with ``delta``) or with
+    every calibration output, each prompt weighing the same (``"weighted"``);
+    ``"auto"`` (the default) picks whichever reaches nearer alpha for this
+    cell's prompt counts; see :data:`CALIBRATION_METHODS` and :class:`CellPlan`.
+    The scorer metadata records what was asked for, what was chosen and why.
+    Every calibration output's score is kept in ``calibration_scores_by_record``
+    (the batch tests use them all).
 
     Raises
     ------
@@ -209,8 +244,13 @@ def build_baseline(
     alpha = check_alpha(alpha)
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    check_calibration_method(calibration_method, delta)
     plan = plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
     split, used, support, conditional = plan.split, plan.calibration_used, plan.support, plan.conditional
+    sizes = list(Counter(r.prompt_key for r in split.calibration).values())
+    chosen, levels = choose_calibration_method(sizes, alpha)
+    if calibration_method != "auto" or delta is not None:
+        chosen = "sample" if delta is not None else calibration_method
     (model_version, input_class) = records[0].cell
     where = f"cell ({model_version}, {input_class})"
     embedder = embedder or get_embedder()
@@ -223,7 +263,7 @@ def build_baseline(
     cal_residuals: np.ndarray | None = None
     if scorer == "combined":
         cal_scores, batch_cal_scores, cal_residuals, scorer_meta, state = _fit_combined(
-            split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed)
+            split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed, sampled=chosen == "sample")
     else:
         cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     if support.is_small:
@@ -245,11 +285,15 @@ def build_baseline(
         alpha=alpha,
         scorer=scorer_meta | {"chunk_pooling": "max", "seed": seed, "calibration_fraction": calibration_fraction,
                               "n_calibration_outputs": len(split.calibration),
-                              "calibration_method": "prompt_sample" if delta is not None else "prompt_weighted"}
+                              "calibration_method": CALIBRATION_METHODS[chosen],
+                              "calibration_method_choice": {
+                                  "requested": calibration_method, "chosen": chosen,
+                                  "reference_level_sample": levels["sample"],
+                                  "reference_level_weighted": levels["weighted"]}}
         | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
-        calibration_scores=np.sort(cal_scores[used] if delta is not None else cal_scores),
+        calibration_scores=np.sort(cal_scores[used] if chosen == "sample" else cal_scores),
         calibration_embeddings=cal_emb.pooled(),
         reference_records=[{"record_id": r.record_id, "input": r.input, "output": r.output} for r in split.fit],
         calibration_record_ids=[r.record_id for r in split.calibration],
@@ -276,7 +320,7 @@ def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
 
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
-    k: int, seed: int,
+    k: int, seed: int, sampled: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
     with the batch tests' rule, :data:`conformance.combined.BATCH_COMBINATION`) and give its residual
@@ -293,7 +337,8 @@ def _fit_combined(
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
     text = chunked_text_scores(model, cal_emb.chunks, cal_emb.owner, cal_in, cal_desc)
     cal_scores, batch_cal_scores = text.score, text.batch_score
-    model.calibration_scores_ = np.sort(cal_scores)  # the chunk-max scores are the ones p-values use
+    # The chunk-max scores are the ones p-values use: the drawn ones, or all (calibration method "weighted").
+    model.calibration_scores_ = np.sort(cal_scores[used] if sampled else cal_scores)
     cal_residuals = model.residual_embeddings(cal_emb.pooled(), cal_in)
     meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
             "descriptor_units": units,

@@ -14,6 +14,8 @@ from conformance._version import __version__
 #: Kept here, not imported from conformance.build, so that --help stays fast; a test checks that the
 #: two agree.
 CALIBRATION_FRACTION = 0.5
+CALIBRATION_METHODS = ("auto", "sample", "weighted")
+CALIBRATION_METHOD = "auto"
 
 EXIT_CODES = """\
 exit codes:
@@ -87,7 +89,18 @@ def _parser() -> argparse.ArgumentParser:
                             "is the reference (fit) part. More calibration prompts make small p-values "
                             "possible (with K of them the smallest is 1/(K+1)), which is what limits power "
                             "in cells of a few dozen prompts (default %(default)s)")
-    build.add_argument("--seed", type=int, default=0, help="seed of the fit/calibration split (default 0)")
+    build.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
+                       help="how a score becomes a p-value. sample: compared with one calibration output per "
+                            "prompt, drawn when the baseline is built (the usual split-conformal p-value over K "
+                            "prompts; needed for --delta). weighted: compared with every calibration output, each "
+                            "prompt weighing the same; the new output's own prompt then counts whole. Both hold "
+                            "the level; which has more power depends on where alpha falls on the grid of levels K "
+                            "prompts can reach (MT-bench, 25 prompts of two outputs: refusals flagged 0.88 with "
+                            "sample against 0.79 at alpha 0.05, 0.98 against 0.99 at 0.10). auto picks, per cell, "
+                            "from its prompt counts and alpha alone, and the baseline records the choice "
+                            "(default %(default)s)")
+    build.add_argument("--seed", type=int, default=0,
+                       help="seed of the fit/calibration split and of the calibration outputs drawn (default 0)")
     build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="combined",
                        help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
                             "combined (input-conditional: ridge residual on the input, relevance, Mahalanobis, "
@@ -184,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("build --approve needs --by NAME (who approves)")
             built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
-                              calibration_fraction=args.calibration_fraction)
+                              calibration_fraction=args.calibration_fraction,
+                              calibration_method=args.calibration_method)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))

@@ -87,6 +87,77 @@ def prompt_weighted_p_values(
     return np.minimum(1.0, np.round((1.0 + mass_at_or_above[first]) / (keys.size + 1.0), 12))
 
 
+def sampled_level(n_prompts: int, alpha: float) -> float:
+    """The false-alarm rate of ``p <= alpha`` for the split-conformal p-value over ``n_prompts`` exchangeable
+    calibration units (one output per prompt): exactly ``floor(alpha (K + 1)) / (K + 1)`` for continuous scores.
+
+    >>> round(sampled_level(25, 0.05), 4), round(sampled_level(25, 0.10), 4)
+    (0.0385, 0.0769)
+    """
+    alpha = check_alpha(alpha)
+    return math.floor(alpha * (n_prompts + 1) + 1e-12) / (n_prompts + 1)
+
+
+def weighted_reference_level(
+    prompt_sizes: Sequence[int], alpha: float, *, draws: int = 2000, seed: int = 0
+) -> float:
+    """The false-alarm rate of ``p <= alpha`` for :func:`prompt_weighted_p_values` over calibration prompts of
+    ``prompt_sizes`` outputs, **if outputs of one prompt were no more alike than any two outputs** (all scores
+    i.i.d. and continuous): a reference computed from the prompt sizes alone, never from a score.
+
+    Then the number ``A`` of calibration outputs scoring above a new one is uniform on ``0..N``, and those
+    ``A`` are a random subset; the output is flagged when their prompt weights ``1/n_k`` sum to at most
+    ``alpha (K + 1) - 1``. Estimated over ``draws`` seeded random orders (exact for equal sizes). Outputs of one
+    prompt that are more alike bring the weighted rule's level nearer alpha (identical outputs make it exact).
+
+    >>> round(weighted_reference_level([2] * 25, 0.05), 4), round(weighted_reference_level([2] * 25, 0.10), 4)
+    (0.0196, 0.0784)
+    """
+    alpha = check_alpha(alpha)
+    sizes = np.asarray(prompt_sizes, dtype=np.float64)
+    if sizes.ndim != 1 or sizes.size == 0 or np.any(sizes < 1):
+        raise ValueError("prompt_sizes must be a non-empty list of positive counts")
+    budget = alpha * (sizes.size + 1) - 1.0
+    if budget < 0:
+        return 0.0
+    weights = np.repeat(1.0 / sizes, sizes.astype(np.int64))
+    n = weights.size
+    if np.all(sizes == sizes[0]):  # every order is the same: floor(budget * n_k) + 1 values of A qualify
+        return min(n + 1, math.floor(budget * sizes[0] + 1e-9) + 1) / (n + 1)
+    rng = np.random.default_rng(seed)
+    counts = np.empty(draws)
+    for d in range(draws):
+        cum = np.cumsum(weights[rng.permutation(n)])
+        counts[d] = 1 + np.searchsorted(cum, budget + 1e-9, side="right")  # A = 0 and every prefix within budget
+    return float(counts.mean() / (n + 1))
+
+
+#: ``build --calibration-method``: ``auto`` picks, from the calibration part's prompt counts and alpha alone,
+#: whichever of ``sample`` and ``weighted`` has the larger reference level (:func:`choose_calibration_method`).
+CALIBRATION_CHOICES = ("auto", "sample", "weighted")
+
+
+def choose_calibration_method(prompt_sizes: Sequence[int], alpha: float) -> tuple[str, dict[str, float]]:
+    """``"sample"`` or ``"weighted"``, whichever flags approved-like outputs at the rate nearer alpha (so
+    with more power), judged on the prompt sizes alone: :func:`sampled_level` against
+    :func:`weighted_reference_level`. With one output per prompt the two are the same p-value (``"sample"``).
+
+    Both rules hold the level whatever is chosen, and the choice sees no score, so choosing keeps the
+    guarantee. Which wins depends on where alpha falls on the grid of attainable levels: with 25 prompts of
+    two outputs, ``sample`` at alpha 0.05 (1/26 against 1/51), ``weighted`` at 0.10 (4/51 against 2/26);
+    measured on MT-bench, refusals flagged 0.88 against 0.79 at 0.05, 0.98 against 0.99 at 0.10
+    (docs/validation.md, seventh run).
+
+    >>> choose_calibration_method([2] * 25, 0.05)[0], choose_calibration_method([2] * 25, 0.10)[0]
+    ('sample', 'weighted')
+    """
+    sizes = [int(n) for n in prompt_sizes]
+    levels = {"sample": sampled_level(len(sizes), alpha), "weighted": weighted_reference_level(sizes, alpha)}
+    if all(n == 1 for n in sizes):
+        return "sample", levels
+    return ("weighted" if levels["weighted"] >= levels["sample"] else "sample"), levels
+
+
 def min_calibration_size(alpha: float) -> int:
     """Smallest n for which the smallest possible p-value, 1/(n+1), is <= alpha."""
     alpha = check_alpha(alpha)

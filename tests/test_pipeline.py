@@ -234,6 +234,12 @@ def test_too_few_approved_outputs_is_refused_with_the_number_needed(workdir: Pat
     from conformance.build import DEFAULT_CALIBRATION_FRACTION
     from conformance.cli import CALIBRATION_FRACTION
     assert CALIBRATION_FRACTION == DEFAULT_CALIBRATION_FRACTION
+    from conformance.build import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+    from conformance.cli import CALIBRATION_METHOD
+    from conformance.cli import CALIBRATION_METHODS as CLI_METHODS
+    from conformance.conformal import CALIBRATION_CHOICES
+    assert CALIBRATION_METHOD == DEFAULT_CALIBRATION_METHOD and CLI_METHODS == CALIBRATION_CHOICES
+    assert set(CALIBRATION_METHODS) == set(CALIBRATION_CHOICES) - {"auto"}
 
 
 def test_entry_point_help_and_usage_errors() -> None:

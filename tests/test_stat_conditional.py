@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.build import build_baseline
+from conformance.build import SmallCalibrationWarning, build_baseline
 from conformance.conformal import calibration_conditional_threshold
 from conformance.errors import BaselineError
 from conformance.records import Record
@@ -53,19 +53,36 @@ def _approved_multi(n_prompts: int, per_prompt: int) -> list[Record]:
 def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
     import numpy as np
 
-    from conformance.conformal import prompt_weighted_p_values
+    from conformance.conformal import conformal_p_values, prompt_weighted_p_values
 
+    # 40 calibration prompts of 4 outputs at alpha 0.1: one output per prompt reaches 4/41, weighting every
+    # output 13/161 (if outputs of a prompt were no more alike than any two), so the default "auto" draws one.
     baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
-    assert baseline.scorer["calibration_method"] == "prompt_weighted"
+    assert baseline.scorer["calibration_method"] == "prompt_sample"
+    choice = baseline.scorer["calibration_method_choice"]
+    assert choice["requested"] == "auto" and choice["chosen"] == "sample"
+    assert choice["reference_level_sample"] == 4 / 41 and choice["reference_level_weighted"] == 13 / 161
     assert baseline.n_calibration_prompts == 40 and baseline.scorer["n_calibration_outputs"] == 160
+    assert baseline.n_calibration == 40 and len(baseline.calibration_scores_by_record or []) == 160
     assert baseline.descriptors["calibration_support"]["n_calibration"] == 40  # what alpha is checked against
     keys = baseline.calibration_prompt_keys
     used = baseline.calibration_used
     assert keys is not None and used is not None and sorted(keys[i] for i in used) == sorted(set(keys))
+    by_record = np.asarray(baseline.calibration_scores_by_record)
     scores = np.linspace(0, 2, 50)
-    assert np.array_equal(baseline.p_values(scores),
-                          prompt_weighted_p_values(scores, np.asarray(baseline.calibration_scores_by_record), keys))
+    assert np.array_equal(baseline.p_values(scores), conformal_p_values(scores, np.sort(by_record[used])))
     result = _score(baseline, [f"0:{i}" for i in range(9000, 9040)])
+    assert all("one for each of 40 prompts held out" in v.reason for v in result.verdicts)
+    # The draw is fixed by the seed, whatever the order of the approved records.
+    shuffled = build_baseline(_approved_multi(80, 4)[::-1], alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert np.array_equal(shuffled.calibration_scores, baseline.calibration_scores)
+
+    # --calibration-method weighted: every calibration output, each prompt weighing the same.
+    weighted = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                              calibration_method="weighted")
+    assert weighted.scorer["calibration_method"] == "prompt_weighted" and weighted.n_calibration_prompts == 40
+    assert np.array_equal(weighted.p_values(scores), prompt_weighted_p_values(scores, by_record, keys))
+    result = _score(weighted, [f"0:{i}" for i in range(9000, 9040)])
     assert all("one for each" not in v.reason and "answers to 40 prompts held out" in v.reason for v in result.verdicts)
 
     # Under delta, p-values use the one output per prompt, so the Beta law of K scores holds.
@@ -73,6 +90,20 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
                                  embedder=FakeEmbedder())  # type: ignore[arg-type]
     assert conditional.scorer["calibration_method"] == "prompt_sample" and conditional.n_calibration == 40
     assert conditional.scorer["conditional_threshold"] == calibration_conditional_threshold(40, 0.1, 0.1)
+    with pytest.raises(ValueError, match="needs calibration_method 'sample'"):
+        build_baseline(_approved_multi(80, 4), alpha=0.1, delta=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                       calibration_method="weighted")
+    # 25 calibration prompts of two outputs (a one-model MT-bench cell) at alpha 0.1: weighting reaches 4/51,
+    # one output per prompt 2/26, so "auto" weighs; at 0.05 it is the other way round (1/51 against 1/26).
+    pairs = _approved_multi(50, 2)
+    assert build_baseline(pairs, alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder()  # type: ignore[arg-type]
+                          ).scorer["calibration_method"] == "prompt_weighted"
+    with pytest.warns(SmallCalibrationWarning, match="only 25 distinct prompts"):
+        assert build_baseline(pairs, alpha=0.05, scorer="knn_cosine", embedder=FakeEmbedder()  # type: ignore[arg-type]
+                              ).scorer["calibration_method"] == "prompt_sample"
+    with pytest.raises(ValueError, match="calibration_method must be one of auto, sample, weighted"):
+        build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                       calibration_method="pooled")
 
 
 def test_batch_tests_permute_whole_conversations() -> None:
