@@ -41,6 +41,7 @@ import numpy as np
 from conformance.baseline import Baseline
 from conformance.build import SmallCalibrationWarning, build_baseline, embed_inputs
 from conformance.combined import CombinedScorer, chunked_text_scores
+from conformance.conformal import conformal_p_values, prompt_weighted_p_values
 from conformance.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
@@ -83,7 +84,9 @@ def held_out_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[
     return {questions[i] for i in order[start : start + n]}
 
 
-def build(approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float) -> Baseline:
+def build(
+    approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float, calibration_method: str = "auto"
+) -> Baseline:
     """The baseline of the approved records, as ``conformance build`` makes it: 25 calibration
     conversations, or as many as leave 11 for the fit part when fewer than 36 are approved."""
     n_conv = len({r.prompt_key for r in approved})
@@ -91,7 +94,7 @@ def build(approved: list[Record], split: int, embedder: CachedEmbedder, alpha: f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallCalibrationWarning)
         return build_baseline(approved, alpha=alpha, calibration_fraction=n_cal / n_conv, seed=split,
-                              embedder=embedder)  # type: ignore[arg-type]
+                              embedder=embedder, calibration_method=calibration_method)  # type: ignore[arg-type]
 
 
 def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -> ScoringResult:
@@ -198,16 +201,37 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     turn1: dict[str, list[bool]] = defaultdict(list)  # per kind, whether each output is a first turn
     # The same, facet by facet: is a change visible in one facet but lost in the maximum over all of them?
     facet_beyond: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in POWER_KINDS}
-    for model in POWER_MODELS:
+    # The same verdicts' scores under both p-value rules of ``build --calibration-method`` (one calibration output
+    # per conversation, the baseline's ``calibration_used``; or every calibration output, each conversation
+    # weighing the same), whichever the baseline chose: which construction has more power.
+    by_method: dict[str, dict[str, dict[str, list[bool]]]] = {
+        method: {k: defaultdict(list) for k in ("null", *POWER_KINDS)} for method in ("sample", "weighted")}
+    chosen: list[str] = []
+    for model in args.models:
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
         t0 = time.time()
         for split in range(args.splits):
             test_q = held_out_questions(questions, 600 + split)
             approved = _records([r for r in by_model[model] if question(r["prompt_id"]) not in test_q], model)
             test = [r for r in by_model[model] if question(r["prompt_id"]) in test_q]
-            baseline = build(approved, split, embedder, args.alpha)
+            baseline = build(approved, split, embedder, args.alpha, args.calibration_method)
             null = score(_records(test, model), baseline, embedder).verdicts
             flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
+            assert baseline.calibration_scores_by_record is not None and baseline.calibration_used is not None
+            by_record = np.asarray(baseline.calibration_scores_by_record)
+            one_each = np.sort(by_record[baseline.calibration_used])
+            keys = list(baseline.calibration_prompt_keys or [])
+
+            chosen.append(str(baseline.scorer["calibration_method"]))
+
+            def flag_both(kind: str, verdicts: list, one_each: np.ndarray = one_each,  # type: ignore[type-arg]
+                          by_record: np.ndarray = by_record, keys: list[str] = keys, model: str = model) -> None:
+                s = np.array([np.inf if v.score is None else v.score for v in verdicts], dtype=np.float64)
+                for method, p in (("sample", conformal_p_values(s, one_each)),
+                                  ("weighted", prompt_weighted_p_values(s, by_record, keys))):
+                    by_method[method][kind][model] += (p <= args.alpha).tolist()
+
+            flag_both("null", null)
             null_scores += [float(v.score) for v in null if v.score is not None]
             assert baseline.calibration_scores_by_record is not None
             q95 = float(np.quantile([*baseline.calibration_scores_by_record, *(v.score for v in null)], 0.95))
@@ -220,6 +244,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                        else [perturb(r, kind, by_model_class, rng) for r in test])
                 verdicts = score(_records(alt, model), baseline, embedder).verdicts
                 flags[kind][model] += [v.verdict == "out_of_bounds" for v in verdicts]
+                flag_both(kind, verdicts)
                 scores[kind] += [float(v.score) for v in verdicts if v.score is not None]
                 beyond_q95[kind] += [v.score is not None and v.score > q95 for v in verdicts]
                 turn1[kind] += [r["prompt_id"].endswith("turn1") for r in test]
@@ -227,12 +252,19 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                 for j, name in enumerate(facet_names):
                     facet_beyond[kind][name] += (altered_facets[:, j] > facet_q95[j]).tolist()
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
-    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
+    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(args.models),
+                                  "calibration_method": args.calibration_method,
+                                  "chosen": {m: chosen.count(m) for m in sorted(set(chosen))}}
+    print(f"calibration method {args.calibration_method}: chosen {results['chosen']}", flush=True)
     for kind, by in flags.items():
         pooled = [f for fs in by.values() for f in fs]
         results[kind] = {"detect": rate(pooled), "per_model": {m: float(np.mean(fs)) for m, fs in by.items()},
                          "auroc": None if kind == "null" else auroc(np.array(scores[kind]), np.array(null_scores)),
-                         "beyond_approved_q95": None if kind == "null" else float(np.mean(beyond_q95[kind]))}
+                         "beyond_approved_q95": None if kind == "null" else float(np.mean(beyond_q95[kind])),
+                         "by_calibration_method": {
+                             method: {"detect": rate([f for fs in got[kind].values() for f in fs]),
+                                      "per_model": {m: float(np.mean(fs)) for m, fs in got[kind].items()}}
+                             for method, got in by_method.items()}}
         if kind != "null":
             first = np.array(turn1[kind])
             hit, beyond = np.array(pooled), np.array(beyond_q95[kind])
@@ -251,9 +283,12 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             f"{t} {v['detect']:.2f} / {v['beyond_approved_q95']:.2f}" for t, v in r["by_turn"].items())
         facets = "" if "facet_beyond_approved_q95" not in r else "; facets beyond theirs: " + ", ".join(
             f"{name} {v:.2f}" for name, v in r["facet_beyond_approved_q95"].items())
-        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}{turns}{facets}",
-              flush=True)
-    with open(os.path.join(args.out, "package_power.json"), "w", encoding="utf-8") as handle:
+        print(f"{kind}: {r['detect']['rate']:.3f} ({lo:.3f}-{hi:.3f}, n={r['detect']['n']}){auc}; {per}{turns}{facets}"
+              + "".join(f"; {method}: {v['detect']['rate']:.3f} ({v['detect']['ci95'][0]:.3f}-"
+                        f"{v['detect']['ci95'][1]:.3f}; " + ", ".join(f"{m} {x:.2f}" for m, x in v["per_model"].items())
+                        + ")" for method, v in r["by_calibration_method"].items()), flush=True)
+    name = "package_power" + ("" if args.tag is None else f"_{args.tag}")
+    with open(os.path.join(args.out, f"{name}.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 
 
@@ -316,6 +351,13 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=30,
                         help="splits per swap (one 50-output batch each), or per model in part power")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--calibration-method", choices=("auto", "sample", "weighted"), default="auto",
+                        help="part power: build's p-value rule for the verdicts; both rules are also measured on "
+                             "the same scores beside them (default auto, build's default)")
+    parser.add_argument("--tag", help="part power: suffix of the output file (package_power_TAG.json)")
+    parser.add_argument("--models", nargs="+", default=list(POWER_MODELS),
+                        help="part power: the approved models (default: the three the scores were designed on; "
+                             "gpt-4 vicuna-33b-v1.3 wizardlm-13b were held out from that)")
     parser.add_argument("--batch-conversations", type=int, default=N_TEST,
                         help="part swaps: conversations per batch (two outputs each); up to 25 the baseline is built "
                              "on the other 55, beyond it on the 80 - N left (calibration 25, or as many as leave 11 "
