@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from conformance.ledger import Ledger
 
 
+def p_value_rule(baseline: Baseline) -> str:
+    """``sample``, ``weighted`` (see ``build --calibration-method``), or ``output`` for a baseline calibrated
+    before prompts counted (every calibration output one exchangeable unit)."""
+    method = baseline.scorer.get("calibration_method")
+    return {"prompt_sample": "sample", "prompt_weighted": "weighted"}.get(str(method), "output")
+
+
 @dataclass(frozen=True)
 class BuiltBaseline:
     """A baseline as built and registered (and approved, when asked)."""
@@ -49,6 +56,7 @@ class BuiltBaseline:
             "n_fit": self.baseline.n_fit,
             "n_calibration": self.baseline.n_calibration_prompts,
             "n_calibration_outputs": self.baseline.scorer.get("n_calibration_outputs", self.baseline.n_calibration),
+            "p_value_rule": p_value_rule(self.baseline),
             "alpha": self.baseline.alpha,
             "smallest_alpha": support["smallest_alpha"],
             "false_alarm_rate_95th": support["false_alarm_rate_95th"],

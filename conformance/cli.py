@@ -204,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(rows, indent=2))
             else:
                 print(_table(rows, ("model_version", "input_class", "name", "version", "n_fit", "n_calibration",
-                                    "alpha", "smallest_alpha", "false_alarm_rate_95th", "approved_by")))
+                                    "p_value_rule", "alpha", "smallest_alpha", "false_alarm_rate_95th",
+                                    "approved_by")))
             return 0
         if args.verb == "approve":
             reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version)

@@ -291,6 +291,7 @@ def baseline_tags(baseline: Baseline) -> dict[str, str]:
         "n_fit": str(baseline.n_fit),
         "n_calibration": str(baseline.n_calibration),
         "n_calibration_prompts": str(baseline.n_calibration_prompts),
+        "calibration_method": str(baseline.scorer.get("calibration_method", "output")),
         "scorer": baseline.scorer["name"],
         "embedder": str(baseline.embedder.get("model")),
         "embedder_weights_sha256": str(baseline.embedder.get("weights_sha256")),

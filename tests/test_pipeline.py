@@ -36,6 +36,9 @@ def test_build_reports_each_cell(built: list[dict]) -> None:
         assert b["n_fit"] + b["n_calibration_outputs"] == 192
         # 64 prompts x 3 outputs per cell: the p-values use one calibration output per prompt
         assert b["n_calibration_outputs"] == 3 * b["n_calibration"]
+        # 32 calibration prompts of 3 outputs at alpha 0.05: one drawn output per prompt reaches 1/33,
+        # weighing all 96 about 2/97, so build's default rule draws (and says so).
+        assert b["p_value_rule"] == "sample"
         assert b["name"] == f"conformance.{b['model_version']}.{b['input_class']}"
 
 
@@ -58,6 +61,7 @@ def test_registry_records_lineage_and_approval(built: list[dict]) -> None:
         assert mv.tags["eval_run_ids"].startswith("eval-")
         assert mv.tags["dataset_digest"].startswith("sha256:")
         assert mv.tags["policy_id"] == "support-policy"
+        assert mv.tags["calibration_method"] == "prompt_sample"
 
 
 @pytest.fixture(scope="module")
