@@ -85,12 +85,13 @@ def held_out_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[
 
 
 def build(
-    approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float, calibration_method: str = "auto"
+    approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float, calibration_method: str = "auto",
+    n_calibration: int = N_CALIBRATION,
 ) -> Baseline:
     """The baseline of the approved records, as ``conformance build`` makes it: 25 calibration
     conversations, or as many as leave 11 for the fit part when fewer than 36 are approved."""
     n_conv = len({r.prompt_key for r in approved})
-    n_cal = min(N_CALIBRATION, n_conv - MIN_FIT)
+    n_cal = min(n_calibration, n_conv - MIN_FIT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallCalibrationWarning)
         return build_baseline(approved, alpha=alpha, calibration_fraction=n_cal / n_conv, seed=split,
@@ -214,7 +215,8 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             test_q = held_out_questions(questions, 600 + split)
             approved = _records([r for r in by_model[model] if question(r["prompt_id"]) not in test_q], model)
             test = [r for r in by_model[model] if question(r["prompt_id"]) in test_q]
-            baseline = build(approved, split, embedder, args.alpha, args.calibration_method)
+            baseline = build(approved, split, embedder, args.alpha, args.calibration_method,
+                             args.calibration_conversations)
             null = score(_records(test, model), baseline, embedder).verdicts
             flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
             assert baseline.calibration_scores_by_record is not None and baseline.calibration_used is not None
@@ -254,6 +256,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(args.models),
                                   "calibration_method": args.calibration_method,
+                                  "calibration_conversations": args.calibration_conversations,
                                   "chosen": {m: chosen.count(m) for m in sorted(set(chosen))}}
     print(f"calibration method {args.calibration_method}: chosen {results['chosen']}", flush=True)
     for kind, by in flags.items():
@@ -354,6 +357,10 @@ def main() -> None:
     parser.add_argument("--calibration-method", choices=("auto", "sample", "weighted"), default="auto",
                         help="part power: build's p-value rule for the verdicts; both rules are also measured on "
                              "the same scores beside them (default auto, build's default)")
+    parser.add_argument("--calibration-conversations", type=int, default=N_CALIBRATION, metavar="K",
+                        help="part power: calibration conversations per baseline, the rest of the 55 approved ones "
+                             "being the fit part (default %(default)s; K = 19 or 39 make alpha 0.05 an attainable "
+                             "level, 1/20 or 2/40)")
     parser.add_argument("--tag", help="part power: suffix of the output file (package_power_TAG.json)")
     parser.add_argument("--models", nargs="+", default=list(POWER_MODELS),
                         help="part power: the approved models (default: the three the scores were designed on; "
