@@ -192,7 +192,11 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     for model, rows in by_model.items():
         for r in rows:
             by_model_class[model][r["input_class"]].append(r)
-    flags: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in ("null", *POWER_KINDS)}
+    kinds = tuple(args.kinds)
+    # Each baseline's own false-alarm rate on its 50 held-out approved outputs: their spread gives an interval
+    # for the level that respects the dependence of outputs scored against one calibration set.
+    per_baseline: list[float] = []
+    flags: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in ("null", *kinds)}
     scores: dict[str, list[float]] = defaultdict(list)
     null_scores: list[float] = []
     # Above the 95th percentile of the split's approved held-out scores (its 50 calibration and 50 test
@@ -201,12 +205,12 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     beyond_q95: dict[str, list[bool]] = defaultdict(list)
     turn1: dict[str, list[bool]] = defaultdict(list)  # per kind, whether each output is a first turn
     # The same, facet by facet: is a change visible in one facet but lost in the maximum over all of them?
-    facet_beyond: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in POWER_KINDS}
+    facet_beyond: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in kinds}
     # The same verdicts' scores under both p-value rules of ``build --calibration-method`` (one calibration output
     # per conversation, the baseline's ``calibration_used``; or every calibration output, each conversation
     # weighing the same), whichever the baseline chose: which construction has more power.
     by_method: dict[str, dict[str, dict[str, list[bool]]]] = {
-        method: {k: defaultdict(list) for k in ("null", *POWER_KINDS)} for method in ("sample", "weighted")}
+        method: {k: defaultdict(list) for k in ("null", *kinds)} for method in ("sample", "weighted")}
     chosen: list[str] = []
     for model in args.models:
         questions = sorted({question(r["prompt_id"]) for r in by_model[model]})
@@ -219,6 +223,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                              args.calibration_conversations)
             null = score(_records(test, model), baseline, embedder).verdicts
             flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
+            per_baseline.append(float(np.mean([v.verdict == "out_of_bounds" for v in null])))
             assert baseline.calibration_scores_by_record is not None and baseline.calibration_used is not None
             by_record = np.asarray(baseline.calibration_scores_by_record)
             one_each = np.sort(by_record[baseline.calibration_used])
@@ -241,7 +246,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             approved_facets, facet_names = facet_values(
                 baseline, [r for r in approved if r.record_id in wanted] + _records(test, model), embedder)
             facet_q95 = np.quantile(approved_facets, 0.95, axis=0)
-            for kind in POWER_KINDS:
+            for kind in kinds:
                 alt = (_other_class(test, rng) if kind == "other_class"
                        else [perturb(r, kind, by_model_class, rng) for r in test])
                 verdicts = score(_records(alt, model), baseline, embedder).verdicts
@@ -258,7 +263,15 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                                   "calibration_method": args.calibration_method,
                                   "calibration_conversations": args.calibration_conversations,
                                   "chosen": {m: chosen.count(m) for m in sorted(set(chosen))}}
-    print(f"calibration method {args.calibration_method}: chosen {results['chosen']}", flush=True)
+    spread = float(np.std(per_baseline, ddof=1)) if len(per_baseline) > 1 else float("nan")
+    half = 1.96 * spread / np.sqrt(len(per_baseline))
+    results["null_by_baseline"] = {"n_baselines": len(per_baseline), "mean": float(np.mean(per_baseline)),
+                                   "ci95": [float(np.mean(per_baseline) - half), float(np.mean(per_baseline) + half)],
+                                   "sd": spread}
+    level = float(np.mean(per_baseline))
+    print(f"calibration method {args.calibration_method}: chosen {results['chosen']}; level by baseline "
+          f"{level:.4f} (95 % CI {level - half:.4f}-{level + half:.4f}, {len(per_baseline)} baselines, "
+          f"sd {spread:.3f})", flush=True)
     for kind, by in flags.items():
         pooled = [f for fs in by.values() for f in fs]
         results[kind] = {"detect": rate(pooled), "per_model": {m: float(np.mean(fs)) for m, fs in by.items()},
@@ -361,6 +374,9 @@ def main() -> None:
                         help="part power: calibration conversations per baseline, the rest of the 55 approved ones "
                              "being the fit part (default %(default)s; K = 19 or 39 make alpha 0.05 an attainable "
                              "level, 1/20 or 2/40)")
+    parser.add_argument("--kinds", nargs="*", choices=POWER_KINDS, default=list(POWER_KINDS),
+                        help="part power: the changes to measure besides the null (none: the level alone, which "
+                             "needs no new embeddings, so many splits are cheap)")
     parser.add_argument("--tag", help="part power: suffix of the output file (package_power_TAG.json)")
     parser.add_argument("--models", nargs="+", default=list(POWER_MODELS),
                         help="part power: the approved models (default: the three the scores were designed on; "
