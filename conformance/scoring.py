@@ -71,7 +71,11 @@ def _facet_sentence(baseline: Baseline, facet: str, value: float) -> str:
     reference = (baseline.scorer.get("facet_calibration") or {}).get(facet)
     if reference is None:  # baselines built before the calibration part's facet spread was kept
         return said + ", where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on."
-    return (said + f", where the {reference['n']} approved calibration outputs reach at most {reference['max']:.1f} "
+    n, prompts = int(reference["n"]), baseline.n_calibration_prompts
+    drawn = baseline.scorer.get("calibration_method") == "prompt_sample" and n != prompts
+    # With one drawn output per prompt the p-value compared with `prompts` outputs; the spread is over them all.
+    whose = f" (every answer to those {prompts} prompts)" if drawn else ""
+    return (said + f", where the {n} approved calibration outputs{whose} reach at most {reference['max']:.1f} "
             f"(median {reference['median']:.1f}).")
 
 

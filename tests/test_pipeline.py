@@ -120,8 +120,9 @@ def test_the_reason_says_what_stands_out(scored: dict) -> None:
     assert "What stands out most is its length" in by_kind["off_policy:minimal_ok"]
     assert all("What stands out most is" in v["reason"] for v in scored["verdicts"] if v["p_value"] is not None)
     # ... against what the approved calibration outputs reach on that property.
-    german = re.search(r"a standardised value of ([0-9.]+), where the (\d+) approved calibration outputs reach at "
-                       r"most ([0-9.]+) \(median", by_kind["off_policy:language_german"])
+    german = re.search(r"a standardised value of ([0-9.]+), where the (\d+) approved calibration outputs \(every "
+                       r"answer to those 32 prompts\) reach at most ([0-9.]+) \(median",
+                       by_kind["off_policy:language_german"])
     assert german is not None, by_kind["off_policy:language_german"]
     assert float(german.group(1)) > float(german.group(3)) and int(german.group(2)) > 0
 

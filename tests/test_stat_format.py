@@ -93,8 +93,12 @@ def test_a_verdict_compares_what_stands_out_with_the_calibration_outputs(combine
     verdicts = judge(baseline, "models:/m-c/1", cal, embedder.embed([r.output for r in cal]),  # type: ignore[arg-type]
                      scored_at="t", inputs=embed_inputs(embedder, [r.input for r in cal]))  # type: ignore[arg-type]
     assert len(verdicts) == n_cal
-    tops = [re.search(r"a standardised value of (-?[0-9.]+), where the (\d+) approved calibration outputs reach "
-                      r"at most (-?[0-9.]+)", v.reason) for v in verdicts]
+    # The p-value compared with one drawn output per prompt; the spread is over every calibration output.
+    n_prompts = baseline.n_calibration_prompts
+    assert baseline.scorer["calibration_method"] == "prompt_sample" and n_prompts < n_cal
+    tops = [re.search(r"a standardised value of (-?[0-9.]+), where the (\d+) approved calibration outputs "
+                      rf"\(every answer to those {n_prompts} prompts\) reach at most (-?[0-9.]+)", v.reason)
+            for v in verdicts]
     assert all(m is not None and int(m.group(2)) == n_cal and float(m.group(1)) <= float(m.group(3)) for m in tops)
     assert any(m is not None and m.group(1) == m.group(3) for m in tops)  # the largest is one of them
     # A facet baseline built before the spread was kept says what it said then.
