@@ -93,9 +93,12 @@ class Baseline:
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-values of nonconformity ``scores`` against this baseline's calibration part.
 
-        Baselines built since prompt-level calibration weigh every calibration
-        prompt the same (or use one output per prompt, under ``delta``);
-        older ones treat every calibration output as one exchangeable unit.
+        Baselines built since prompt-level calibration compare with one drawn
+        calibration output per prompt (``calibration_method`` ``prompt_sample``:
+        the default where it reaches nearer alpha, and always under ``delta``) or
+        with every calibration output, each prompt weighing the same
+        (``prompt_weighted``); older ones treat every calibration output as one
+        exchangeable unit.
         """
         # Imported here: conformal needs SciPy, and the ledger verbs load this module without scoring.
         from conformance.conformal import conformal_p_values, prompt_weighted_p_values

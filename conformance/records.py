@@ -46,8 +46,9 @@ def prompt_key_of(prompt_id: Any, input_text: Any, conversation_id: Any = None) 
 
     Outputs with one key are not independent of each other (several samples of
     one prompt; the turns of one conversation, since turn 2 follows turn 1's
-    topic). The key decides the fit/calibration split, the calibration's weighing by
-    prompt, and the unit the batch tests permute.
+    topic). The key decides the fit/calibration split, the calibration's unit (one
+    output drawn per prompt, or prompts weighing the same), and the unit the
+    batch tests permute.
 
     >>> prompt_key_of("q81:turn2", "Rewrite it.", "q81")
     'conversation:q81'
