@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from conformance.baseline import Baseline
 from conformance.build import (
+    CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_FRACTION,
     DEFAULT_CALIBRATION_METHOD,
     DEFAULT_SCORER,
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 def p_value_rule(baseline: Baseline) -> str:
     """``sample``, ``weighted`` (see ``build --calibration-method``), or ``output`` for a baseline calibrated
     before prompts counted (every calibration output one exchangeable unit)."""
-    method = baseline.scorer.get("calibration_method")
-    return {"prompt_sample": "sample", "prompt_weighted": "weighted"}.get(str(method), "output")
+    by_stored_name = {stored: name for name, stored in CALIBRATION_METHODS.items()}
+    return by_stored_name.get(str(baseline.scorer.get("calibration_method")), "output")
 
 
 @dataclass(frozen=True)

@@ -247,10 +247,12 @@ def build_baseline(
     check_calibration_method(calibration_method, delta)
     plan = plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
     split, used, support, conditional = plan.split, plan.calibration_used, plan.support, plan.conditional
-    sizes = list(Counter(r.prompt_key for r in split.calibration).values())
-    chosen, levels = choose_calibration_method(sizes, alpha)
-    if calibration_method != "auto" or delta is not None:
-        chosen = "sample" if delta is not None else calibration_method
+    # The rule auto would take, and both reference levels, are recorded whatever was asked for.
+    auto, levels = choose_calibration_method(list(Counter(r.prompt_key for r in split.calibration).values()), alpha)
+    if delta is not None:
+        chosen = "sample"  # the Beta law behind delta needs K exchangeable scores
+    else:
+        chosen = auto if calibration_method == "auto" else calibration_method
     (model_version, input_class) = records[0].cell
     where = f"cell ({model_version}, {input_class})"
     embedder = embedder or get_embedder()
