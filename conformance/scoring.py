@@ -96,8 +96,8 @@ def _reason(
         n = baseline.n_calibration
         share = 100.0 * int(np.searchsorted(baseline.calibration_scores, score, side="left")) / n
         per_prompt = method == "prompt_sample"
-        compared, held = n, (f"one for each of {n} prompts held out for calibration, drawn by a fixed seed when "
-                              "the baseline was built; " if per_prompt else "")
+        compared, held = n, (f"one answer drawn at random for each of {n} prompts held out for calibration, the "
+                              "draw fixed when the baseline was built; " if per_prompt else "")
         like = "an output like the approved ones" + (", for a prompt like the approved ones," if per_prompt else "")
     lead = (
         f"Compared with {compared} approved outputs of model {baseline.model_version} for input class "

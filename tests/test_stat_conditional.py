@@ -72,7 +72,9 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
     scores = np.linspace(0, 2, 50)
     assert np.array_equal(baseline.p_values(scores), conformal_p_values(scores, np.sort(by_record[used])))
     result = _score(baseline, [f"0:{i}" for i in range(9000, 9040)])
-    assert all("one for each of 40 prompts held out" in v.reason for v in result.verdicts)
+    drawn = ("one answer drawn at random for each of 40 prompts held out for calibration, the draw fixed when the "
+             "baseline was built")
+    assert all(drawn in v.reason for v in result.verdicts)
     # The draw is fixed by the seed, whatever the order of the approved records.
     shuffled = build_baseline(_approved_multi(80, 4)[::-1], alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
     assert np.array_equal(shuffled.calibration_scores, baseline.calibration_scores)
