@@ -17,6 +17,8 @@ the ledger verbs do not pay for SciPy and MLflow.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from conformance._version import __version__
@@ -58,3 +60,18 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'conformance' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The package's module type. Importing a submodule sets the package attribute of its name, so once
+    anything had run ``from conformance.build import ...``, ``conformance.build`` was that module and
+    ``conformance.build(...)`` failed with "'module' object is not callable". A public name is never
+    replaced by a submodule (the submodule stays importable by its full name, through ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
