@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from conformance.build import build_baseline, embed_inputs
-from conformance.embedder import get_embedder
+from conformance.embedder import Embedder, get_embedder
 from conformance.records import Record
 from conformance.scoring import judge
 
@@ -57,6 +57,13 @@ def main() -> None:
     embedded = embedder.embed(texts, progress=False)
     t_embed = time.perf_counter() - t0
 
+    # The same, with every batch filled to 64 rows (conformance 0.2.0's batch size): what the smaller fixed batch saves.
+    wide = Embedder(batch_size=64)
+    wide.embed(texts[:8], progress=False)  # load
+    t0 = time.perf_counter()
+    wide.embed(texts, progress=False)
+    t_embed_64 = time.perf_counter() - t0
+
     # Baselines of 200 other turn-1 outputs in one cell, then judge the n outputs against them:
     # the whole per-record path of `score` (embedding included), for each scorer.
     ref = [Record(row=i + 1, record_id=f"b{i}", model_version="m", input_class="c", input=r["input"],
@@ -81,6 +88,7 @@ def main() -> None:
         "n": args.n, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
         "encode_limit_per_s": round(args.n / t_limit, 1),
         "conformance_embed_per_s": round(args.n / t_embed, 1),
+        "conformance_embed_64_rows_per_s": round(args.n / t_embed_64, 1), "batch_size": embedder.batch_size,
         "score_path_knn_per_s": round(args.n / t_score["knn_cosine"], 1),
         "score_path_combined_per_s": round(args.n / t_score["combined"], 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -88,6 +96,7 @@ def main() -> None:
     print(f"{'path':<40}{'outputs/s':>12}")
     print(f"{'SentenceTransformer.encode (limit)':<40}{result['encode_limit_per_s']:>12}")
     print(f"{'conformance embed (chunked, stable)':<40}{result['conformance_embed_per_s']:>12}")
+    print(f"{'  the same, batches filled to 64 rows':<40}{result['conformance_embed_64_rows_per_s']:>12}")
     print(f"{'score path, knn_cosine':<40}{result['score_path_knn_per_s']:>12}")
     print(f"{'score path, combined (inputs embedded too)':<40}{result['score_path_combined_per_s']:>12}")
     print(json.dumps(result))

@@ -14,7 +14,7 @@ def test_an_embedding_is_the_same_bits_in_any_batch(embedder) -> None:
     texts = [" ".join(rng.choice(words, size=int(rng.integers(5, 25)))) for _ in range(80)]
     target = texts[0]
     alone = embedder.embed([target], progress=False).chunks[0]
-    for size in (2, 3, 4, 5, 6, 7, 65, 80):  # within one batch, and across a batch boundary
+    for size in (2, 3, 4, 5, 6, 7, 17, 65, 80):  # within one batch, and across batch boundaries
         others = [texts[i] for i in rng.permutation(np.arange(1, 80))[: size - 1]]
         position = int(rng.integers(0, size))
         batch = others[:position] + [target] + others[position:]
