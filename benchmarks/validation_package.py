@@ -23,6 +23,11 @@ embedder that carries the packaged embedder's fingerprint; nothing else is repla
     /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6 --pooled-embeddings
     /work/venv/bin/python benchmarks/validation_package.py --parts power --splits 30 --out /tmp/validation6
     /work/venv/bin/python benchmarks/validation_package.py --parts batchpower --splits 20 --out /tmp/validation6
+    /work/venv/bin/python benchmarks/validation_package.py --parts language --splits 60 \\
+        --language-files DE.jsonl FR.jsonl --out /tmp/validation8
+
+Part ``language`` scores gpt-4's own answers translated into other languages (MT-Bench-X, not shipped) in place of
+its first-turn answers, one baseline of gpt-4 per split (test conversations of seed ``700 + split``).
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ from conformance.records import Record, RecordSet
 from conformance.scoring import ScoringResult, score_record_set
 
 try:
-    from validation import POWER_MODELS, SWAPS, auroc, perturb, question, rate
+    from validation import LANGUAGE_MODEL, POWER_MODELS, SWAPS, auroc, load_translations, perturb, question, rate
     from validation_cache import EmbeddingCache, load_rows
 except ImportError:  # run as a module from the repository root
-    from benchmarks.validation import POWER_MODELS, SWAPS, auroc, perturb, question, rate
+    from benchmarks.validation import (LANGUAGE_MODEL, POWER_MODELS, SWAPS, auroc, load_translations, perturb,
+                                       question, rate)
     from benchmarks.validation_cache import EmbeddingCache, load_rows
 
 N_QUESTIONS, N_TEST, N_CALIBRATION, MIN_FIT = 80, 25, 25, 11
@@ -358,7 +364,162 @@ def part_batchpower(args: argparse.Namespace, by_model: dict[str, list[dict]], e
         json.dump(results, handle, indent=1)
 
 
-PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower}
+def part_language(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Per-output detection at alpha of a switch of language, through the package: one baseline of gpt-4 per split
+    (55 conversations, both turns, ``--calibration-conversations`` of them for calibration), scoring the other 25
+    (seed ``700 + split``) with each first-turn answer that has a translation (``--language-files``, MT-Bench-X's
+    translations of gpt-4's own answers) replaced by it. Null: gpt-4's own answers to the same first turns."""
+    if not args.language_files:
+        raise SystemExit("part language needs --language-files (MT-Bench-X answer files; see docs/validation.md, 3c)")
+    translations = load_translations(args.language_files)
+    rows = by_model[LANGUAGE_MODEL]
+    questions = sorted({question(r["prompt_id"]) for r in rows})
+    flags: dict[str, list[bool]] = defaultdict(list)  # "null <lang>" and "<lang>" on the replaced first turns
+    scores: dict[str, list[float]] = defaultdict(list)
+    by_question: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    per_baseline: list[float] = []  # each baseline's false-alarm rate on all its 50 held-out approved outputs
+    chosen: list[str] = []
+    t0 = time.time()
+    for split in range(args.splits):
+        test_q = held_out_questions(questions, 700 + split)
+        approved = _records([r for r in rows if question(r["prompt_id"]) not in test_q], LANGUAGE_MODEL)
+        test = [r for r in rows if question(r["prompt_id"]) in test_q]
+        baseline = build(approved, split, embedder, args.alpha, args.calibration_method, args.calibration_conversations)
+        chosen.append(str(baseline.scorer["calibration_method"]))
+        null = score(_records(test, LANGUAGE_MODEL), baseline, embedder).verdicts
+        per_baseline.append(float(np.mean([v.verdict == "out_of_bounds" for v in null])))
+        for lang, answers in translations.items():
+            replaced = [r["prompt_id"].endswith("turn1") and question(r["prompt_id"]) in answers for r in test]
+            if not any(replaced):
+                continue
+            alt = [{**r, "output": answers[question(r["prompt_id"])]} if hit else r for r, hit in zip(test, replaced)]
+            verdicts = score(_records(alt, LANGUAGE_MODEL), baseline, embedder).verdicts
+            for r, v0, v1, hit in zip(test, null, verdicts, replaced):
+                if hit:
+                    by_question[lang][question(r["prompt_id"])].append(v1.verdict == "out_of_bounds")
+                    flags[f"null {lang}"].append(v0.verdict == "out_of_bounds")
+                    flags[lang].append(v1.verdict == "out_of_bounds")
+                    scores[f"null {lang}"].append(np.inf if v0.score is None else float(v0.score))
+                    scores[lang].append(np.inf if v1.score is None else float(v1.score))
+    print(f"language {LANGUAGE_MODEL}: {time.time() - t0:.0f} s; rule chosen {sorted(set(chosen))}", flush=True)
+    level = float(np.mean(per_baseline))
+    half = 1.96 * float(np.std(per_baseline, ddof=1)) / np.sqrt(len(per_baseline)) if len(per_baseline) > 1 else 0.0
+    results: dict[str, object] = {
+        "model": LANGUAGE_MODEL, "splits": args.splits, "alpha": args.alpha, "files": args.language_files,
+        "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
+        "chosen": {m: chosen.count(m) for m in sorted(set(chosen))},
+        "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half]},
+        "languages": {}}
+    print(f"level by baseline {level:.4f} (95 % CI {level - half:.4f}-{level + half:.4f})", flush=True)
+    for lang in translations:
+        if not flags[lang]:
+            continue
+        got = {"questions": len(translations[lang]), "detect": rate(flags[lang]), "null": rate(flags[f"null {lang}"]),
+               "auroc": auroc(np.array(scores[lang]), np.array(scores[f"null {lang}"])),
+               "by_question": {q: rate(f) for q, f in sorted(by_question[lang].items())}}
+        results["languages"][lang] = got  # type: ignore[index]
+        d, n = got["detect"], got["null"]
+        print(f"{lang}: {d['rate']:.3f} ({d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}, n={d['n']}); own answers to the same "
+              f"first turns {n['rate']:.3f}; AUROC {got['auroc']:.3f}; missed: " + ", ".join(
+                  f"question {q} {r['n'] - r['k']} of {r['n']}" for q, r in got["by_question"].items()
+                  if r["k"] < r["n"]), flush=True)
+    name = "package_language" + ("" if args.tag is None else f"_{args.tag}")
+    with open(os.path.join(args.out, f"{name}.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Per-output detection at alpha of an answer to a question of an input class the baseline never saw (issue 4's
+    "math in place of writing"): for each split and each of MT-bench's 8 classes in turn, one baseline of the model
+    on 55 conversations of the *other seven* classes (``--calibration-conversations`` of them for calibration), then
+    the other 15 conversations of those classes (30 outputs, seed ``800 + split``) scored as they are (null) and
+    with each output replaced by the same model's answer to a question of the left-out class, same turn.
+
+    Part ``power``'s ``other_class`` is harder: there every class is approved, so the swapped-in answer is an
+    approved kind of output, only for another input."""
+    rng = np.random.default_rng(52)
+    flags: dict[str, dict[str, list[bool]]] = {k: defaultdict(list) for k in ("null", "unseen_class")}
+    by_class: dict[str, list[bool]] = defaultdict(list)
+    scores: dict[str, list[float]] = defaultdict(list)
+    per_baseline: list[float] = []
+    per_split: list[float] = []  # false-alarm rate of a model's 8 baselines of one split together (they overlap)
+    beyond_q95: list[bool] = []  # above the 95th percentile of the baseline's approved held-out scores
+    facet_beyond: dict[str, list[bool]] = defaultdict(list)
+    chosen: list[str] = []
+    for model in args.models:
+        classes = sorted({r["input_class"] for r in by_model[model]})
+        t0 = time.time()
+        for split in range(args.splits):
+            split_flags: list[bool] = []
+            for left_out in classes:
+                rows = [r for r in by_model[model] if r["input_class"] != left_out]
+                questions = sorted({question(r["prompt_id"]) for r in rows})
+                order = np.random.default_rng(800 + split).permutation(len(questions))
+                test_q = {questions[i] for i in order[:15]}
+                approved = _records([r for r in rows if question(r["prompt_id"]) not in test_q], model)
+                test = [r for r in rows if question(r["prompt_id"]) in test_q]
+                baseline = build(approved, split, embedder, args.alpha, args.calibration_method,
+                                 args.calibration_conversations)
+                chosen.append(str(baseline.scorer["calibration_method"]))
+                null = score(_records(test, model), baseline, embedder).verdicts
+                pool = [r for r in by_model[model] if r["input_class"] == left_out]
+                alt = []
+                for r in test:
+                    same_turn = [o for o in pool if o["prompt_id"][-5:] == r["prompt_id"][-5:]]
+                    alt.append({**r, "output": same_turn[int(rng.integers(len(same_turn)))]["output"]})
+                verdicts = score(_records(alt, model), baseline, embedder).verdicts
+                hits = [v.verdict == "out_of_bounds" for v in verdicts]
+                per_baseline.append(float(np.mean([v.verdict == "out_of_bounds" for v in null])))
+                split_flags += [v.verdict == "out_of_bounds" for v in null]
+                assert baseline.calibration_scores_by_record is not None
+                q95 = float(np.quantile([*baseline.calibration_scores_by_record, *(v.score for v in null)], 0.95))
+                beyond_q95 += [v.score is not None and v.score > q95 for v in verdicts]
+                wanted = set(baseline.calibration_record_ids)
+                approved_facets, facet_names = facet_values(
+                    baseline, [r for r in approved if r.record_id in wanted] + _records(test, model), embedder)
+                altered_facets, _ = facet_values(baseline, _records(alt, model), embedder)
+                facet_q95 = np.quantile(approved_facets, 0.95, axis=0)
+                for j, name in enumerate(facet_names):
+                    facet_beyond[name] += (altered_facets[:, j] > facet_q95[j]).tolist()
+                flags["null"][model] += [v.verdict == "out_of_bounds" for v in null]
+                flags["unseen_class"][model] += hits
+                by_class[left_out] += hits
+                scores["null"] += [np.inf if v.score is None else float(v.score) for v in null]
+                scores["unseen_class"] += [np.inf if v.score is None else float(v.score) for v in verdicts]
+            per_split.append(float(np.mean(split_flags)))
+        print(f"unseenclass {model}: {time.time() - t0:.0f} s", flush=True)
+    # The interval comes from the spread of (model, split) units: a split's 8 baselines share most test conversations.
+    level = float(np.mean(per_baseline))
+    half = 1.96 * float(np.std(per_split, ddof=1)) / np.sqrt(len(per_split)) if len(per_split) > 1 else 0.0
+    results: dict[str, object] = {
+        "splits": args.splits, "alpha": args.alpha, "models": list(args.models),
+        "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
+        "chosen": {m: chosen.count(m) for m in sorted(set(chosen))},
+        "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
+                             "interval_units": len(per_split)},
+        "beyond_approved_q95": float(np.mean(beyond_q95)),
+        "facet_beyond_approved_q95": {n: float(np.mean(v)) for n, v in facet_beyond.items()},
+        "by_left_out_class": {c: rate(f) for c, f in sorted(by_class.items())},
+        "auroc": auroc(np.array(scores["unseen_class"]), np.array(scores["null"]))}
+    print(f"rule chosen {results['chosen']}; level by baseline {level:.4f} (95 % CI {level - half:.4f}-"
+          f"{level + half:.4f}, {len(per_baseline)} baselines, {len(per_split)} model splits); AUROC "
+          f"{results['auroc']:.3f}; beyond the approved 95th percentile {results['beyond_approved_q95']:.3f}; facets "
+          "beyond theirs: " + ", ".join(f"{n} {v:.2f}" for n, v in results["facet_beyond_approved_q95"].items()),
+          flush=True)
+    for kind, by in flags.items():
+        got = rate([f for fs in by.values() for f in fs])
+        results[kind] = {"detect": got, "per_model": {m: float(np.mean(fs)) for m, fs in by.items()}}
+        print(f"{kind}: {got['rate']:.3f} ({got['ci95'][0]:.3f}-{got['ci95'][1]:.3f}, n={got['n']}); "
+              + ", ".join(f"{m} {float(np.mean(fs)):.2f}" for m, fs in by.items()), flush=True)
+    print("by left-out class: " + ", ".join(f"{c} {r['rate']:.2f}" for c, r in results["by_left_out_class"].items()),
+          flush=True)
+    name = "package_unseenclass" + ("" if args.tag is None else f"_{args.tag}")
+    with open(os.path.join(args.out, f"{name}.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower, "language": part_language,
+         "unseenclass": part_unseenclass}
 
 
 def main() -> None:
@@ -377,7 +538,10 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", choices=POWER_KINDS, default=list(POWER_KINDS),
                         help="part power: the changes to measure besides the null (none: the level alone, which "
                              "needs no new embeddings, so many splits are cheap)")
-    parser.add_argument("--tag", help="part power: suffix of the output file (package_power_TAG.json)")
+    parser.add_argument("--tag", help="parts power and language: suffix of the output file (package_power_TAG.json)")
+    parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
+                        help="part language: MT-Bench-X answer files (upstream format; not shipped, see "
+                             "docs/validation.md, section 3c)")
     parser.add_argument("--models", nargs="+", default=list(POWER_MODELS),
                         help="part power: the approved models (default: the three the scores were designed on; "
                              "gpt-4 vicuna-33b-v1.3 wizardlm-13b were held out from that)")
