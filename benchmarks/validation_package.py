@@ -110,6 +110,11 @@ def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -
                             embedder=embedder, progress=False)  # type: ignore[arg-type]
 
 
+def half_width(rates: Sequence[float]) -> float:
+    """Half the width of a normal 95 % interval for the mean of independent units' rates (0 for one unit)."""
+    return 1.96 * float(np.std(rates, ddof=1)) / np.sqrt(len(rates)) if len(rates) > 1 else 0.0
+
+
 def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Each swap's 50-output batch against the approved model's baseline, and the approved model's own."""
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
@@ -270,7 +275,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                                   "calibration_conversations": args.calibration_conversations,
                                   "chosen": {m: chosen.count(m) for m in sorted(set(chosen))}}
     spread = float(np.std(per_baseline, ddof=1)) if len(per_baseline) > 1 else float("nan")
-    half = 1.96 * spread / np.sqrt(len(per_baseline))
+    half = half_width(per_baseline)
     results["null_by_baseline"] = {"n_baselines": len(per_baseline), "mean": float(np.mean(per_baseline)),
                                    "ci95": [float(np.mean(per_baseline) - half), float(np.mean(per_baseline) + half)],
                                    "sd": spread}
@@ -403,7 +408,7 @@ def part_language(args: argparse.Namespace, by_model: dict[str, list[dict]], emb
                     scores[lang].append(np.inf if v1.score is None else float(v1.score))
     print(f"language {LANGUAGE_MODEL}: {time.time() - t0:.0f} s; rule chosen {sorted(set(chosen))}", flush=True)
     level = float(np.mean(per_baseline))
-    half = 1.96 * float(np.std(per_baseline, ddof=1)) / np.sqrt(len(per_baseline)) if len(per_baseline) > 1 else 0.0
+    half = half_width(per_baseline)
     results: dict[str, object] = {
         "model": LANGUAGE_MODEL, "splits": args.splits, "alpha": args.alpha, "files": args.language_files,
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
@@ -490,7 +495,7 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
         print(f"unseenclass {model}: {time.time() - t0:.0f} s", flush=True)
     # The interval comes from the spread of (model, split) units: a split's 8 baselines share most test conversations.
     level = float(np.mean(per_baseline))
-    half = 1.96 * float(np.std(per_split, ddof=1)) / np.sqrt(len(per_split)) if len(per_split) > 1 else 0.0
+    half = half_width(per_split)
     results: dict[str, object] = {
         "splits": args.splits, "alpha": args.alpha, "models": list(args.models),
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
