@@ -468,10 +468,7 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
                 chosen.append(str(baseline.scorer["calibration_method"]))
                 null = score(_records(test, model), baseline, embedder).verdicts
                 pool = [r for r in by_model[model] if r["input_class"] == left_out]
-                alt = []
-                for r in test:
-                    same_turn = [o for o in pool if o["prompt_id"][-5:] == r["prompt_id"][-5:]]
-                    alt.append({**r, "output": same_turn[int(rng.integers(len(same_turn)))]["output"]})
+                alt = [_another_class_answer(r, pool, rng) for r in test]
                 verdicts = score(_records(alt, model), baseline, embedder).verdicts
                 hits = [v.verdict == "out_of_bounds" for v in verdicts]
                 per_baseline.append(float(np.mean([v.verdict == "out_of_bounds" for v in null])))

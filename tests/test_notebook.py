@@ -40,7 +40,7 @@ def test_the_notebook_runs_and_shows_a_flagged_verdict(embedder, tmp_path: Path,
             continue
         try:
             exec(compile(source, f"{NOTEBOOK.name}, code cell {i + 1}", "exec"), namespace)  # noqa: S102 - our own notebook
-        except Exception as exc:  # pragma: no cover - the failure message is the point
+        except Exception as exc:
             pytest.fail(f"{NOTEBOOK.name}, code cell {i + 1} raised {exc!r}:\n{source}")
         ran += 1
     assert ran >= len(cells) - 1
