@@ -94,14 +94,21 @@ def build(
     approved: list[Record], split: int, embedder: CachedEmbedder, alpha: float, calibration_method: str = "auto",
     n_calibration: int = N_CALIBRATION,
 ) -> Baseline:
-    """The baseline of the approved records, as ``conformance build`` makes it: 25 calibration
-    conversations, or as many as leave 11 for the fit part when fewer than 36 are approved."""
+    """The baseline of the approved records, as ``conformance build`` makes it from a calibration fraction of
+    25 conversations, or of as many as leave 11 for the fit part when fewer than 36 are approved; ``build``
+    then keeps as many of them as reach alpha most nearly (19 at alpha 0.05) unless ``--no-round-calibration``
+    (the eighth and earlier runs, whose figures used the 25)."""
     n_conv = len({r.prompt_key for r in approved})
     n_cal = min(n_calibration, n_conv - MIN_FIT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallCalibrationWarning)
         return build_baseline(approved, alpha=alpha, calibration_fraction=n_cal / n_conv, seed=split,
-                              embedder=embedder, calibration_method=calibration_method)  # type: ignore[arg-type]
+                              embedder=embedder, calibration_method=calibration_method,  # type: ignore[arg-type]
+                              round_calibration=ROUND_CALIBRATION[0])
+
+
+#: Whether ``build`` rounds the calibration part (the package's default; ``--no-round-calibration`` clears it).
+ROUND_CALIBRATION = [True]
 
 
 def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -> ScoringResult:
@@ -273,6 +280,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(args.models),
                                   "calibration_method": args.calibration_method,
                                   "calibration_conversations": args.calibration_conversations,
+                                  "round_calibration": ROUND_CALIBRATION[0],
                                   "chosen": {m: chosen.count(m) for m in sorted(set(chosen))}}
     spread = float(np.std(per_baseline, ddof=1)) if len(per_baseline) > 1 else float("nan")
     half = half_width(per_baseline)
@@ -412,6 +420,7 @@ def part_language(args: argparse.Namespace, by_model: dict[str, list[dict]], emb
     results: dict[str, object] = {
         "model": LANGUAGE_MODEL, "splits": args.splits, "alpha": args.alpha, "files": args.language_files,
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
+        "round_calibration": ROUND_CALIBRATION[0],
         "chosen": {m: chosen.count(m) for m in sorted(set(chosen))},
         "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half]},
         "languages": {}}
@@ -496,6 +505,7 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
     results: dict[str, object] = {
         "splits": args.splits, "alpha": args.alpha, "models": list(args.models),
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
+        "round_calibration": ROUND_CALIBRATION[0],
         "chosen": {m: chosen.count(m) for m in sorted(set(chosen))},
         "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
                              "interval_units": len(per_split)},
@@ -534,9 +544,12 @@ def main() -> None:
                         help="part power: build's p-value rule for the verdicts; both rules are also measured on "
                              "the same scores beside them (default auto, build's default)")
     parser.add_argument("--calibration-conversations", type=int, default=N_CALIBRATION, metavar="K",
-                        help="part power: calibration conversations per baseline, the rest of the 55 approved ones "
-                             "being the fit part (default %(default)s; K = 19 or 39 make alpha 0.05 an attainable "
-                             "level, 1/20 or 2/40)")
+                        help="calibration conversations per baseline from the fraction, the rest of the 55 "
+                             "approved ones being the fit part (default %(default)s); build then keeps as many as "
+                             "reach alpha most nearly (25 -> 19 at alpha 0.05), unless --no-round-calibration")
+    parser.add_argument("--no-round-calibration", action="store_true",
+                        help="build keeps every calibration conversation the fraction gives, as before the ninth "
+                             "run (the eighth and earlier runs' figures)")
     parser.add_argument("--kinds", nargs="*", choices=POWER_KINDS, default=list(POWER_KINDS),
                         help="part power: the changes to measure besides the null (none: the level alone, which "
                              "needs no new embeddings, so many splits are cheap)")
@@ -556,6 +569,7 @@ def main() -> None:
                              "energy on pooled output embeddings, as for a baseline built before they were stored")
     parser.add_argument("--out", default="/tmp/validation_package")
     args = parser.parse_args()
+    ROUND_CALIBRATION[0] = not args.no_round_calibration
     rows = load_rows()
     if not rows:
         raise SystemExit("the MT-bench outputs (../shared/data/mt_bench_answers.jsonl.gz) are not there")

@@ -57,6 +57,8 @@ class BuiltBaseline:
             "n_fit": self.baseline.n_fit,
             "n_calibration": self.baseline.n_calibration_prompts,
             "n_calibration_outputs": self.baseline.scorer.get("n_calibration_outputs", self.baseline.n_calibration),
+            "n_calibration_from_fraction": (self.baseline.scorer.get("calibration_rounding") or {}).get(
+                "prompts_from_fraction"),
             "p_value_rule": p_value_rule(self.baseline),
             "alpha": self.baseline.alpha,
             "smallest_alpha": support["smallest_alpha"],
@@ -81,6 +83,7 @@ def build(
     delta: float | None = None,
     scorer: str = DEFAULT_SCORER,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+    round_calibration: bool = True,
 ) -> list[BuiltBaseline]:
     """Build and register one baseline per (model_version, input_class) in ``approved_file``.
 
@@ -104,7 +107,8 @@ def build(
     problems = []
     for records in cells.values():
         try:
-            plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
+            plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta,
+                      round_calibration=round_calibration, calibration_method=calibration_method)
         except BaselineError as exc:
             problems.append(str(exc))
     if problems:
@@ -115,7 +119,7 @@ def build(
     for (mv, ic), records in cells.items():
         baseline = build_baseline(records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
                                   seed=seed, embedder=embedder, source=str(approved_file), delta=delta, scorer=scorer,
-                                  calibration_method=calibration_method)
+                                  calibration_method=calibration_method, round_calibration=round_calibration)
         registered = registry.register(baseline)
         if approve_by is not None:
             registered = registry.approve(mv, ic, by=approve_by, version=registered.version)

@@ -25,6 +25,7 @@ from conformance.batch import one_per_prompt
 from conformance.conformal import (
     CALIBRATION_CHOICES,
     CalibrationSupport,
+    attainable_calibration_size,
     calibration_conditional_threshold,
     calibration_support,
     check_alpha,
@@ -68,8 +69,14 @@ class Split:
     calibration: list[Record]
 
 
-def split_by_prompt(records: Sequence[Record], *, calibration_fraction: float, seed: int) -> Split:
-    """Split records into fit and calibration parts, keeping each prompt's outputs together."""
+def split_by_prompt(
+    records: Sequence[Record], *, calibration_fraction: float, seed: int, max_calibration_prompts: int | None = None
+) -> Split:
+    """Split records into fit and calibration parts, keeping each prompt's outputs together.
+
+    Prompts are taken in a seeded random order; the calibration part gets them until it holds
+    ``calibration_fraction`` of the outputs, or ``max_calibration_prompts`` prompts; the rest is the fit part.
+    """
     if not 0.0 < calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction!r}")
     groups: dict[str, list[Record]] = defaultdict(list)
@@ -86,9 +93,13 @@ def split_by_prompt(records: Sequence[Record], *, calibration_fraction: float, s
     target = calibration_fraction * len(records)
     calibration: list[Record] = []
     fit: list[Record] = []
+    n_calibration_prompts = 0
     for position in order:
         group = groups[keys[position]]
-        (calibration if len(calibration) < target else fit).extend(group)
+        full = len(calibration) >= target or (max_calibration_prompts is not None
+                                              and n_calibration_prompts >= max_calibration_prompts)
+        (fit if full else calibration).extend(group)
+        n_calibration_prompts += not full
     if not fit:  # one huge last group; move the last calibration group back
         raise BaselineError("the split left no prompt for the fit part; add approved outputs for more prompts")
     by_row = lambda r: r.row  # noqa: E731 - file order inside each part
@@ -127,18 +138,38 @@ class CellPlan:
     Beta law needs ``K`` exchangeable scores), or with every calibration
     output, each prompt weighing the same (``"weighted"``,
     :func:`~conformance.conformal.prompt_weighted_p_values`).
+
+    ``rounded_from`` is the number of calibration prompts the fraction gave when ``round_calibration`` moved
+    some of them to the fit part so that alpha is attained more nearly
+    (:func:`~conformance.conformal.attainable_calibration_size`), else ``None``.
     """
 
     split: Split
     calibration_used: np.ndarray
     support: CalibrationSupport
     conditional: float | None
+    rounded_from: int | None = None
+
+
+def _reference_level(split: Split, alpha: float, calibration_method: str) -> float:
+    """The level the calibration method would reach on this split, judged on prompt counts alone."""
+    _, levels = choose_calibration_method(list(Counter(r.prompt_key for r in split.calibration).values()), alpha)
+    if calibration_method == "auto":
+        return max(levels.values())
+    return levels[calibration_method]
 
 
 def plan_cell(
-    records: Sequence[Record], *, alpha: float, calibration_fraction: float, seed: int, delta: float | None
+    records: Sequence[Record], *, alpha: float, calibration_fraction: float, seed: int, delta: float | None,
+    round_calibration: bool = True, calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> CellPlan:
     """Split a cell, choose its calibration outputs and check what they can support.
+
+    With ``round_calibration`` (and no ``delta``, whose guarantee grows with every calibration prompt), the
+    calibration part keeps only as many prompts as attain alpha most nearly, the largest such number not above
+    what the fraction gives (25 -> 19 at alpha 0.05: level 0.05 instead of 1/26), and only where that raises the
+    level ``calibration_method`` reaches; the other prompts go to the fit part. Like the split itself this
+    sees prompt counts only, never a score, so the guarantee holds.
 
     Raises
     ------
@@ -157,6 +188,16 @@ def plan_cell(
     (model_version, input_class) = cells.pop()
     where = f"cell ({model_version}, {input_class})"
     split = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed)
+    rounded_from = None
+    if round_calibration and delta is None:
+        n_requested = len({r.prompt_key for r in split.calibration})
+        n_attainable = attainable_calibration_size(n_requested, alpha)
+        if n_attainable < n_requested:
+            rounded = split_by_prompt(records, calibration_fraction=calibration_fraction, seed=seed,
+                                      max_calibration_prompts=n_attainable)
+            if (_reference_level(rounded, alpha, calibration_method)
+                    > _reference_level(split, alpha, calibration_method) + 1e-12):
+                split, rounded_from = rounded, n_requested
     used = one_per_prompt([r.prompt_key for r in split.calibration], [r.record_id for r in split.calibration], seed)
     n_prompts = len({r.prompt_key for r in records})
     support = calibration_support(len(used), alpha)
@@ -177,7 +218,8 @@ def plan_cell(
             f"guarantee at alpha={alpha}, delta={delta}; add approved outputs for more prompts, or build "
             "without --delta"
         )
-    return CellPlan(split=split, calibration_used=used, support=support, conditional=conditional)
+    return CellPlan(split=split, calibration_used=used, support=support, conditional=conditional,
+                    rounded_from=rounded_from)
 
 
 def _lineage(records: Sequence[Record], source: str) -> dict[str, object]:
@@ -212,6 +254,7 @@ def build_baseline(
     delta: float | None = None,
     scorer: str = DEFAULT_SCORER,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+    round_calibration: bool = True,
 ) -> Baseline:
     """Build the baseline of one (model_version, input_class) cell.
 
@@ -226,7 +269,8 @@ def build_baseline(
     every calibration output, each prompt weighing the same (``"weighted"``);
     ``"auto"`` (the default) picks whichever reaches nearer alpha for this
     cell's prompt counts; see :data:`CALIBRATION_METHODS` and :class:`CellPlan`.
-    The scorer metadata records what was asked for, what was chosen and why.
+    With ``round_calibration`` (the default) the calibration part keeps only as many prompts as attain alpha
+    most nearly (:func:`plan_cell`). The scorer metadata records what was asked for, what was chosen and why.
     Every calibration output's score is kept in ``calibration_scores_by_record``
     (the batch tests use them all).
 
@@ -245,7 +289,8 @@ def build_baseline(
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     check_calibration_method(calibration_method, delta)
-    plan = plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta)
+    plan = plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta,
+                     round_calibration=round_calibration, calibration_method=calibration_method)
     split, used, support, conditional = plan.split, plan.calibration_used, plan.support, plan.conditional
     # The rule auto would take, and both reference levels, are recorded whatever was asked for.
     auto, levels = choose_calibration_method(list(Counter(r.prompt_key for r in split.calibration).values()), alpha)
@@ -272,7 +317,12 @@ def build_baseline(
         warnings.warn(
             f"{where}: the calibration part answers only {support.n} distinct prompts; at alpha={alpha} the "
             f"realised false-alarm rate may be as high as {support.false_alarm_rate_95th:.3f} (95th percentile), "
-            "more than twice alpha. Add approved outputs for more prompts for a tighter guarantee.",
+            "more than twice alpha. Add approved outputs for more prompts for a tighter guarantee."
+            + ("" if plan.rounded_from is None else
+               f" (The split gave {plan.rounded_from} calibration prompts; {support.n} of them were kept so that "
+               f"the false-alarm rate is {support.expected_false_alarm_rate:.3f} instead of "
+               f"{calibration_support(plan.rounded_from, alpha).expected_false_alarm_rate:.3f}, the others moved to "
+               "the fit part; build --no-round-calibration keeps them all.)"),
             SmallCalibrationWarning,
             stacklevel=2,
         )
@@ -291,7 +341,10 @@ def build_baseline(
                               "calibration_method_choice": {
                                   "requested": calibration_method, "chosen": chosen,
                                   "reference_level_sample": levels["sample"],
-                                  "reference_level_weighted": levels["weighted"]}}
+                                  "reference_level_weighted": levels["weighted"]},
+                              "calibration_rounding": {
+                                  "requested": bool(round_calibration), "prompts_from_fraction": plan.rounded_from,
+                                  "prompts_used": len({r.prompt_key for r in split.calibration})}}
         | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,

@@ -88,7 +88,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="share of each cell's outputs (whole prompts) held out for calibration; the rest "
                             "is the reference (fit) part. More calibration prompts make small p-values "
                             "possible (with K of them the smallest is 1/(K+1)), which is what limits power "
-                            "in cells of a few dozen prompts (default %(default)s)")
+                            "in cells of a few dozen prompts. The fraction is an upper bound: see "
+                            "--no-round-calibration (default %(default)s)")
+    build.add_argument("--no-round-calibration", action="store_true",
+                       help="keep every calibration prompt the fraction gives. By default a cell keeps only as "
+                            "many as reach alpha most nearly and moves the rest to the fit part: with K "
+                            "calibration prompts the false-alarm rate is floor(alpha (K+1)) / (K+1), so at "
+                            "alpha 0.05, 25 prompts give 1/26 = 0.038 and 19 give 0.05 exactly (the report's "
+                            "n_calibration_from_fraction says where this happened; not with --delta, whose "
+                            "guarantee gains from every prompt). On MT-bench, 19 did as well as 25 on every change "
+                            "measured, and better on some (docs/validation.md, section 3f)")
     build.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
                        help="how a score becomes a p-value. sample: compared with one calibration output per "
                             "prompt, drawn when the baseline is built (the usual split-conformal p-value over K "
@@ -198,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
                               calibration_fraction=args.calibration_fraction,
-                              calibration_method=args.calibration_method)
+                              calibration_method=args.calibration_method,
+                              round_calibration=not args.no_round_calibration)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))

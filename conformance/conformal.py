@@ -98,6 +98,35 @@ def sampled_level(n_prompts: int, alpha: float) -> float:
     return math.floor(alpha * (n_prompts + 1) + 1e-12) / (n_prompts + 1)
 
 
+def attainable_calibration_size(n_prompts: int, alpha: float) -> int:
+    """The number of calibration prompts, at most ``n_prompts``, whose split-conformal level comes nearest alpha.
+
+    The level of ``p <= alpha`` over ``K`` prompts is ``floor(alpha (K + 1)) / (K + 1)``
+    (:func:`sampled_level`): exactly alpha when ``alpha (K + 1)`` is a whole number, below it in between (at
+    0.05: 1/26 = 0.038 for K = 25, 0.05 for K = 19). This is the largest ``K`` in ``[min_n, n_prompts]`` with the
+    highest level, among those that keep the spread of a baseline's own false-alarm rate below the warning
+    threshold (:attr:`CalibrationSupport.is_small`) when ``n_prompts`` itself keeps it there: fewer calibration
+    prompts spread that rate more (its 95th percentile is 0.146 for K = 19, 0.113 for 25, 0.089 for 32 at
+    0.05), and rounding must not turn a cell that needed no warning into one that does. ``n_prompts`` itself
+    when it cannot flag at all. ``build`` moves the prompts beyond it to the fit part (``round_calibration``):
+    on MT-bench's one-model cells 19 calibration conversations did at least as well as 25 on every change
+    measured (docs/validation.md, seventh run).
+
+    >>> [attainable_calibration_size(n, 0.05) for n in (18, 25, 32, 39)], attainable_calibration_size(25, 0.1)
+    ([18, 19, 29, 39], 22)
+    """
+    alpha = check_alpha(alpha)
+    lowest = min_calibration_size(alpha)
+    if n_prompts <= lowest:
+        return n_prompts
+    keep_spread = not calibration_support(n_prompts, alpha).is_small
+    by_level = sorted(range(lowest, n_prompts + 1), key=lambda k: (-round(sampled_level(k, alpha), 12), -k))
+    for k in by_level:  # n_prompts itself qualifies, so this returns
+        if not keep_spread or not calibration_support(k, alpha).is_small:
+            return k
+    return n_prompts  # pragma: no cover - unreachable
+
+
 def weighted_reference_level(
     prompt_sizes: Sequence[int], alpha: float, *, draws: int = 2000, seed: int = 0
 ) -> float:

@@ -257,3 +257,80 @@ def test_reference_levels_are_the_rates_on_iid_scores() -> None:
     assert levels["sample"] == sampled_level(30, alpha) == 3 / 31
     assert method == ("weighted" if reference >= 3 / 31 else "sample")
     assert choose_calibration_method([1] * 30, alpha)[0] == "sample"  # one output per prompt: the same p-value
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.03, 0.05, 0.1, 0.2])
+def test_attainable_calibration_size_is_the_largest_count_with_the_best_level(alpha: float) -> None:
+    from conformance.conformal import attainable_calibration_size, sampled_level
+
+    lowest = min_calibration_size(alpha)
+    small = {m: calibration_support(m, alpha).is_small for m in range(1, 260)}
+    for n in range(1, 260):
+        k = attainable_calibration_size(n, alpha)
+        if n < lowest:
+            assert k == n  # nothing to round: build refuses the cell anyway
+            continue
+        # Rounding may not make a cell that needed no small-calibration warning need one.
+        allowed = [m for m in range(lowest, n + 1) if small[n] or not small[m]]
+        best = max(sampled_level(m, alpha) for m in allowed)
+        assert k in allowed and sampled_level(k, alpha) == pytest.approx(best, abs=1e-12), (alpha, n, k)
+        assert all(sampled_level(m, alpha) < best - 1e-12 for m in allowed if m > k), (alpha, n, k)
+    # Pinned: MT-bench's 25 calibration conversations at 0.05 (1/26, already warned of) become 19 (1/20); the
+    # quickstart's 32 (not warned of: 95th percentile 0.089) become 29, the fewest without the warning.
+    assert [attainable_calibration_size(n, 0.05) for n in (18, 19, 25, 32, 39, 45)] == [18, 19, 19, 29, 39, 39]
+
+
+def test_plan_rounds_the_calibration_part_only_where_it_raises_the_level() -> None:
+    from conformance.build import plan_cell
+
+    records, _ = _cell(np.random.default_rng(3), 55, 2)
+    plan = lambda **kw: plan_cell(records, alpha=kw.pop("alpha", 0.05), calibration_fraction=25 / 55,  # noqa: E731
+                                  seed=4, delta=kw.pop("delta", None), **kw)
+    prompts = lambda part: {r.prompt_key for r in part}  # noqa: E731
+    whole = plan(round_calibration=False)
+    rounded = plan()
+    assert len(prompts(whole.split.calibration)) == 25 and whole.rounded_from is None
+    assert len(prompts(rounded.split.calibration)) == 19 and rounded.rounded_from == 25
+    assert rounded.support.expected_false_alarm_rate == pytest.approx(0.05)
+    # Nothing is lost: the six prompts moved went to the fit part, and the 19 kept are the split's own.
+    assert prompts(rounded.split.calibration) < prompts(whole.split.calibration)
+    assert sorted(r.row for r in rounded.split.fit + rounded.split.calibration) == [r.row for r in records]
+    assert len(rounded.calibration_used) == 19
+    # The conditional guarantee gains from every prompt: no rounding with delta (at 0.2, 25 -> 24 without).
+    assert len(prompts(plan(alpha=0.2).split.calibration)) == 24
+    assert len(prompts(plan(alpha=0.2, delta=0.2).split.calibration)) == 25
+    # At 0.10, 25 prompts need no warning and 22 is the fewest that keep it so: `weighted` reaches 4/51 with 25
+    # prompts of two outputs and 3/45 with 22, so it keeps 25; `auto` rounds to 22, where `sample` reaches 2/23.
+    assert plan(alpha=0.1, calibration_method="weighted").rounded_from is None
+    assert len(prompts(plan(alpha=0.1, calibration_method="auto").split.calibration)) == 22
+
+
+def test_rounded_calibration_reaches_alpha_where_the_fraction_reaches_only_one_in_26() -> None:
+    # 55 prompts of two outputs split as `build` splits them (fraction 25/55), a fresh prompt's output scored with
+    # one drawn calibration output per prompt; new data every draw, the split fixed (any fixed split keeps the
+    # exchangeability). Unrounded the rate is 1/26 = 0.038; rounded to 19 prompts it is 0.05 exactly. Rounding to
+    # a count between 20 and 38 would give 1/(K+1) < 0.05 and fail the first assertion.
+    from conformance.build import plan_cell
+
+    records, _ = _cell(np.random.default_rng(0), 55, 2)
+    draws = 4000
+    rates = {}
+    for round_calibration in (True, False):
+        cell = plan_cell(records, alpha=0.05, calibration_fraction=25 / 55, seed=2, delta=None,
+                         round_calibration=round_calibration)
+        fit = [r.row - 1 for r in cell.split.fit]
+        cal = [cell.split.calibration[i].row - 1 for i in cell.calibration_used]
+        rng = np.random.default_rng(11)
+        flagged = 0
+        for _ in range(draws):
+            centres = rng.normal(size=(56, 16))
+            vectors = np.repeat(centres, 2, axis=0) + 0.35 * rng.normal(size=(112, 16))
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            cal_scores = np.sort(knn_cosine_distances(vectors[cal], vectors[fit], 3)[0])
+            score = knn_cosine_distances(vectors[-1:], vectors[fit], 3)[0]
+            flagged += int(conformal_p_values(score, cal_scores)[0] <= 0.05)
+        rates[round_calibration] = flagged / draws
+    lo, hi = _ci(rates[True], draws)
+    assert lo <= 0.05 <= hi and lo > 1 / 26, rates
+    lo, hi = _ci(rates[False], draws)
+    assert lo <= 1 / 26 <= hi and hi < 0.05, rates

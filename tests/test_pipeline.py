@@ -36,8 +36,11 @@ def test_build_reports_each_cell(built: list[dict]) -> None:
         assert b["n_fit"] + b["n_calibration_outputs"] == 192
         # 64 prompts x 3 outputs per cell: the p-values use one calibration output per prompt
         assert b["n_calibration_outputs"] == 3 * b["n_calibration"]
-        # 32 calibration prompts of 3 outputs at alpha 0.05: one drawn output per prompt reaches 1/33,
-        # weighing all 96 about 2/97, so build's default rule draws (and says so).
+        # The even split gives 32 calibration prompts (level 1/33); build keeps 29 (1/30), the fewest that need no
+        # small-calibration warning, and moves 3 to the fit part. One drawn output per prompt reaches 1/30,
+        # weighing all 87 about 2/88, so build's default rule draws (and says so).
+        assert b["n_calibration_from_fraction"] == 32 and b["n_calibration"] == 29
+        assert b["expected_false_alarm_rate"] == pytest.approx(1 / 30)
         assert b["p_value_rule"] == "sample"
         assert b["name"] == f"conformance.{b['model_version']}.{b['input_class']}"
 
@@ -121,7 +124,7 @@ def test_the_reason_says_what_stands_out(scored: dict) -> None:
     assert all("What stands out most is" in v["reason"] for v in scored["verdicts"] if v["p_value"] is not None)
     # ... against what the approved calibration outputs reach on that property.
     german = re.search(r"a standardised value of ([0-9.]+), where the (\d+) approved calibration outputs \(every "
-                       r"answer to those 32 prompts\) reach at most ([0-9.]+) \(median",
+                       r"answer to those 29 prompts\) reach at most ([0-9.]+) \(median",
                        by_kind["off_policy:language_german"])
     assert german is not None, by_kind["off_policy:language_german"]
     assert float(german.group(1)) > float(german.group(3)) and int(german.group(2)) > 0
@@ -269,11 +272,16 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         baseline = build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine")
-    # 25 calibration outputs: at alpha = 0.05 the realised false-alarm rate is Beta(1, 25),
-    # whose 95th percentile, 1 - 0.05 ** (1 / 25) = 0.113, exceeds twice alpha.
-    assert baseline.n_calibration == 25
+    # The even split gives 25 calibration outputs: at alpha = 0.05 the realised false-alarm rate is then
+    # Beta(1, 25), whose 95th percentile, 1 - 0.05 ** (1 / 25) = 0.113, exceeds twice alpha already, so build
+    # keeps 19 (level 1/20 = 0.05 instead of 1/26), Beta(1, 19): 0.146, and says both.
+    assert baseline.n_calibration == 19 and baseline.scorer["calibration_rounding"]["prompts_from_fraction"] == 25
     messages = [str(w.message) for w in caught if issubclass(w.category, SmallCalibrationWarning)]
-    assert len(messages) == 1 and "only 25 distinct prompts" in messages[0] and "0.113" in messages[0]
+    assert len(messages) == 1 and "only 19 distinct prompts" in messages[0] and "0.146" in messages[0]
+    assert "The split gave 25 calibration prompts" in messages[0] and "0.050 instead of 0.038" in messages[0]
+    assert "--no-round-calibration" in messages[0]
+    whole = build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine", round_calibration=False)
+    assert whole.n_calibration == 25 and whole.scorer["calibration_rounding"]["prompts_from_fraction"] is None
 
 
 def test_few_distinct_calibration_prompts_are_refused(embedder) -> None:

@@ -40,8 +40,13 @@ def test_answers_to_another_input_class_are_flagged(embedder, scorer: str) -> No
     # (nearly) every calibration prompt's outputs, so two odd approved outputs (rwkv-4-raven's
     # markdown outlines, combined scores 7.6 and 9.0 against a median under 3.3) would mask everything;
     # alpha 0.10 is what 20 prompts support usefully.
+    # The even split gives 20 calibration prompts (level 2/21 = 0.095), which this test keeps: by default build
+    # would keep 19 (0.10 exactly; measured then, knn_cosine flags 16 of the 76 other models' prose answers,
+    # 0.21, above the 0.2 asserted below for 20: they are not outputs of the approved models, so no level holds
+    # for them, and moving one prompt changes which answers are compared).
     with pytest.warns(SmallCalibrationWarning, match="only 20 distinct prompts"):
-        baseline = build_baseline(_records(prose, "prose"), alpha=0.10, embedder=embedder, scorer=scorer)
+        baseline = build_baseline(_records(prose, "prose"), alpha=0.10, embedder=embedder, scorer=scorer,
+                                  round_calibration=False)
     assert baseline.n_calibration_prompts == 20 and baseline.scorer["n_calibration_outputs"] == 160
 
     # Other models: answers to the calibration prompts (same class) vs answers to math prompts.

@@ -57,7 +57,8 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
 
     # 40 calibration prompts of 4 outputs at alpha 0.1: one output per prompt reaches 4/41, weighting every
     # output 13/161 (if outputs of a prompt were no more alike than any two), so the default "auto" draws one.
-    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                              round_calibration=False)  # 40 prompts as the fraction gives (39 reach 0.1 exactly)
     assert baseline.scorer["calibration_method"] == "prompt_sample"
     choice = baseline.scorer["calibration_method_choice"]
     assert choice["requested"] == "auto" and choice["chosen"] == "sample"
@@ -76,12 +77,13 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
              "baseline was built")
     assert all(drawn in v.reason for v in result.verdicts)
     # The draw is fixed by the seed, whatever the order of the approved records.
-    shuffled = build_baseline(_approved_multi(80, 4)[::-1], alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    shuffled = build_baseline(_approved_multi(80, 4)[::-1], alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                              round_calibration=False)
     assert np.array_equal(shuffled.calibration_scores, baseline.calibration_scores)
 
     # --calibration-method weighted: every calibration output, each prompt weighing the same.
     weighted = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
-                              calibration_method="weighted")
+                              calibration_method="weighted", round_calibration=False)
     assert weighted.scorer["calibration_method"] == "prompt_weighted" and weighted.n_calibration_prompts == 40
     assert np.array_equal(weighted.p_values(scores), prompt_weighted_p_values(scores, by_record, keys))
     result = _score(weighted, [f"0:{i}" for i in range(9000, 9040)])
@@ -97,12 +99,15 @@ def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
                        calibration_method="weighted")
     # 25 calibration prompts of two outputs (a one-model MT-bench cell) at alpha 0.1: weighting reaches 4/51,
     # one output per prompt 2/26, so "auto" weighs; at 0.05 it is the other way round (1/51 against 1/26).
+    # (Without rounding: build keeps 22 of the 25 at 0.1, where one output per prompt reaches 2/23 > 4/51.)
     pairs = _approved_multi(50, 2)
-    assert build_baseline(pairs, alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder()  # type: ignore[arg-type]
-                          ).scorer["calibration_method"] == "prompt_weighted"
+    assert build_baseline(pairs, alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                          round_calibration=False).scorer["calibration_method"] == "prompt_weighted"
     with pytest.warns(SmallCalibrationWarning, match="only 25 distinct prompts"):
-        assert build_baseline(pairs, alpha=0.05, scorer="knn_cosine", embedder=FakeEmbedder()  # type: ignore[arg-type]
-                              ).scorer["calibration_method"] == "prompt_sample"
+        assert build_baseline(pairs, alpha=0.05, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                              round_calibration=False).scorer["calibration_method"] == "prompt_sample"
+    rounded = build_baseline(pairs, alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert rounded.scorer["calibration_method"] == "prompt_sample" and rounded.n_calibration_prompts == 22
     with pytest.raises(ValueError, match="calibration_method must be one of auto, sample, weighted"):
         build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
                        calibration_method="pooled")
@@ -112,7 +117,8 @@ def test_batch_tests_permute_whole_conversations() -> None:
     from conformance.records import RecordSet
     from conformance.scoring import score_record_set
 
-    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    baseline = build_baseline(_approved_multi(80, 4), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder(),  # type: ignore[arg-type]
+                              round_calibration=False)  # 40 prompts as the fraction gives (39 reach 0.1 exactly)
     # 30 audited outputs: 15 conversations of two turns, each turn with its own prompt_id.
     rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"turn {i}",
                         output=f"0:{9000 + i}",
