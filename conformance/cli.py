@@ -95,9 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                             "many as reach alpha most nearly and moves the rest to the fit part: with K "
                             "calibration prompts the false-alarm rate is floor(alpha (K+1)) / (K+1), so at "
                             "alpha 0.05, 25 prompts give 1/26 = 0.038 and 19 give 0.05 exactly (the report's "
-                            "n_calibration_from_fraction says where this happened; not with --delta, whose "
-                            "guarantee gains from every prompt). On MT-bench, 19 did as well as 25 on every change "
-                            "measured, and better on some (docs/validation.md, section 3f)")
+                            "n_calibration_from_fraction says where this happened). Never with --delta, whose "
+                            "guarantee gains from every prompt, and never so few that build would warn of a widely "
+                            "spread false-alarm rate where the fraction's count would not (32 become 29, not 19). On "
+                            "MT-bench, 19 did as well as 25 on every change measured per output, and better on some "
+                            "(docs/validation.md, sections 3f and 3h)")
     build.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
                        help="how a score becomes a p-value. sample: compared with one calibration output per "
                             "prompt, drawn when the baseline is built (the usual split-conformal p-value over K "
