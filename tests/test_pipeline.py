@@ -280,7 +280,8 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
     assert len(messages) == 1 and "only 19 distinct prompts" in messages[0] and "0.146" in messages[0]
     assert "The split gave 25 calibration prompts" in messages[0] and "0.050 instead of 0.038" in messages[0]
     assert "--no-round-calibration" in messages[0]
-    whole = build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine", round_calibration=False)
+    with pytest.warns(SmallCalibrationWarning, match="only 25 distinct prompts.*0.113"):
+        whole = build_baseline(records, alpha=0.05, embedder=embedder, scorer="knn_cosine", round_calibration=False)
     assert whole.n_calibration == 25 and whole.scorer["calibration_rounding"]["prompts_from_fraction"] is None
 
 
