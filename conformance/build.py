@@ -167,8 +167,10 @@ def plan_cell(
 
     With ``round_calibration`` (and no ``delta``, whose guarantee grows with every calibration prompt), the
     calibration part keeps only as many prompts as attain alpha most nearly, the largest such number not above
-    what the fraction gives (25 -> 19 at alpha 0.05: level 0.05 instead of 1/26), and only where that raises the
-    level ``calibration_method`` reaches; the other prompts go to the fit part. Like the split itself this
+    what the fraction gives and not so small that it would draw the small-calibration warning where the
+    fraction's number does not (:func:`~conformance.conformal.attainable_calibration_size`: 25 -> 19 at alpha
+    0.05, level 0.05 instead of 1/26; 32 -> 29), and only where that raises the level ``calibration_method``
+    reaches; the other prompts go to the fit part. Like the split itself this
     sees prompt counts only, never a score, so the guarantee holds.
 
     Raises
