@@ -345,8 +345,7 @@ def build_baseline(
                                   "reference_level_sample": levels["sample"],
                                   "reference_level_weighted": levels["weighted"]},
                               "calibration_rounding": {
-                                  "requested": bool(round_calibration), "prompts_from_fraction": plan.rounded_from,
-                                  "prompts_used": len({r.prompt_key for r in split.calibration})}}
+                                  "requested": bool(round_calibration), "prompts_from_fraction": plan.rounded_from}}
         | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,

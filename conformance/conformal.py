@@ -121,10 +121,8 @@ def attainable_calibration_size(n_prompts: int, alpha: float) -> int:
         return n_prompts
     keep_spread = not calibration_support(n_prompts, alpha).is_small
     by_level = sorted(range(lowest, n_prompts + 1), key=lambda k: (-round(sampled_level(k, alpha), 12), -k))
-    for k in by_level:  # n_prompts itself qualifies, so this returns
-        if not keep_spread or not calibration_support(k, alpha).is_small:
-            return k
-    return n_prompts  # pragma: no cover - unreachable
+    # n_prompts itself always qualifies, so there is a first.
+    return next(k for k in by_level if not keep_spread or not calibration_support(k, alpha).is_small)
 
 
 def weighted_reference_level(
