@@ -28,6 +28,12 @@ embedder that carries the packaged embedder's fingerprint; nothing else is repla
 
 Part ``language`` scores gpt-4's own answers translated into other languages (MT-Bench-X, not shipped) in place of
 its first-turn answers, one baseline of gpt-4 per split (test conversations of seed ``700 + split``).
+
+Part ``classcell`` builds cells of **one input class** with the model as the unit (28 models' answers to the
+class's questions, 19 models for calibration) and scores four other models' answers as they are, replaced by
+their answers to each other class, or by a refusal (docs/validation.md, section 3i):
+
+    /work/venv/bin/python benchmarks/validation_package.py --parts classcell --splits 30 --out /tmp/validation10
 """
 
 from __future__ import annotations
@@ -530,8 +536,121 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
         json.dump(results, handle, indent=1)
 
 
+def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
+    """Per-output detection at alpha in cells of **one input class**, as issue 4 frames a baseline, of an answer to
+    a question of another class (its "math in place of writing") and of a refusal.
+
+    MT-bench has 10 questions per class, too few calibration conversations for one model's cell of one class at
+    0.05. Here the approved outputs of a class are those of **many models** and the exchangeable unit is the
+    model: for each split (seed ``900 + split``) the 32 models are permuted, the first four are the test models
+    and the other 28 approved; for each class, ``build_baseline`` makes the cell from the approved models'
+    answers to that class's 10 questions (both turns, 20 outputs a model, ``conversation_id`` = the model,
+    19 models for calibration and 9 for the fit part), then ``score`` judges the test models' answers to the
+    same questions as they are (null) and with each replaced by the same model's answer to a question of each
+    other class in turn (same turn), or by a refusal. Unlike the other parts the test outputs answer the
+    *same* questions as the approved ones (a recurring prompt), and the approved distribution is "answers of
+    these chat models", broader than one model's. The two empty outputs of the data (lima-whole-13b 135 turn 2,
+    llama-13b 127 turn 1) are left out: ``build`` and ``score`` refuse an empty output."""
+    rng = np.random.default_rng(53)
+    rows = [r for rs in by_model.values() for r in rs if r["output"].strip()]
+    models = sorted(by_model)
+    classes = sorted({r["input_class"] for r in rows})
+    by_key = {(r["model"], r["input_class"], r["prompt_id"][-5:]): [] for r in rows}
+    for r in rows:
+        by_key[(r["model"], r["input_class"], r["prompt_id"][-5:])].append(r)
+    kinds = [f"class:{c}" for c in classes] + ["refusal"]
+    flags: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (cell class, kind) -> flags
+    null_by_split: list[float] = []
+    per_baseline: list[float] = []
+    scores: dict[str, list[float]] = defaultdict(list)
+    n_cal: list[int] = []
+    by_split: dict[str, list[float]] = defaultdict(list)  # each split's rate: the units of the intervals below
+    t0 = time.time()
+    for split in range(args.splits):
+        order = np.random.default_rng(900 + split).permutation(len(models))
+        test_models = {models[i] for i in order[:4]}
+        split_null: list[bool] = []
+        split_start = {key: len(fs) for key, fs in flags.items()}
+        split_start.update({(c, k): len(flags.get((c, k), [])) for c in classes for k in kinds})
+        for cls in classes:
+            approved = [r for r in rows if r["input_class"] == cls and r["model"] not in test_models]
+            test = [r for r in rows if r["input_class"] == cls and r["model"] in test_models]
+            records = [Record(row=i + 1, record_id=f"{r['model']}:{r['prompt_id']}", model_version="approved-models",
+                              input_class=cls, input=r["input"], output=r["output"],
+                              extras={"prompt_id": r["prompt_id"], "conversation_id": r["model"]})
+                       for i, r in enumerate(approved)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SmallCalibrationWarning)
+                baseline = build_baseline(records, alpha=args.alpha, calibration_fraction=19 / 28, seed=split,
+                                          embedder=embedder, round_calibration=ROUND_CALIBRATION[0],
+                                          scorer=args.scorer)
+            n_cal.append(int(baseline.n_calibration_prompts))
+            altered: list[tuple[str, dict]] = [("null", r) for r in test]
+            for kind in kinds:
+                for r in test:
+                    if kind == "refusal":
+                        altered.append((kind, perturb(r, "refusal", {}, rng)))
+                        continue
+                    other = kind.split(":", 1)[1]
+                    if other == cls:
+                        continue
+                    pool = by_key.get((r["model"], other, r["prompt_id"][-5:]), [])
+                    altered.append((kind, {**r, "output": pool[int(rng.integers(len(pool)))]["output"]}))
+            batch = [Record(row=i + 1, record_id=f"{k}:{r['model']}:{r['prompt_id']}", model_version="approved-models",
+                            input_class=cls, input=r["input"], output=r["output"],
+                            extras={"prompt_id": r["prompt_id"], "conversation_id": r["model"]})
+                     for i, (k, r) in enumerate(altered)]
+            verdicts = score(batch, baseline, embedder).verdicts
+            null = [v.verdict == "out_of_bounds" for (k, _), v in zip(altered, verdicts) if k == "null"]
+            per_baseline.append(float(np.mean(null)))
+            split_null += null
+            for (k, _), v in zip(altered, verdicts):
+                flags[(cls, k)].append(v.verdict == "out_of_bounds")
+                scores[k if k in ("null", "refusal") else "other_class"].append(
+                    np.inf if v.score is None else float(v.score))
+        null_by_split.append(float(np.mean(split_null)))
+        for kind in ("other_class", "refusal"):
+            got = [f for (c, k), fs in flags.items() if k == kind or (kind == "other_class" and k.startswith("class:"))
+                   for f in fs[split_start[(c, k)]:]]
+            by_split[kind].append(float(np.mean(got)))
+        print(f"classcell split {split}: {time.time() - t0:.0f} s", flush=True)
+    level = float(np.mean(per_baseline))
+    half = half_width(null_by_split)
+    other = [f for (c, k), fs in flags.items() if k.startswith("class:") for f in fs]
+    results: dict[str, object] = {
+        "splits": args.splits, "alpha": args.alpha, "round_calibration": ROUND_CALIBRATION[0], "scorer": args.scorer,
+        "n_calibration_models": {str(n): n_cal.count(n) for n in sorted(set(n_cal))},
+        "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
+                             "interval_units": len(null_by_split)},
+        "null": rate([f for (c, k), fs in flags.items() if k == "null" for f in fs]),
+        "other_class": rate(other),
+        "refusal": rate([f for (c, k), fs in flags.items() if k == "refusal" for f in fs]),
+        "by_split_ci95": {kind: [float(np.mean(v)) - half_width(v), float(np.mean(v)) + half_width(v)]
+                          for kind, v in by_split.items()},
+        "auroc": {"other_class": auroc(np.array(scores["other_class"]), np.array(scores["null"])),
+                  "refusal": auroc(np.array(scores["refusal"]), np.array(scores["null"]))},
+        "by_cell_and_kind": {f"{c} <- {k}": rate(fs) for (c, k), fs in sorted(flags.items())},
+    }
+    print(f"calibration models {results['n_calibration_models']}; level by baseline {level:.4f} (95 % CI "
+          f"{level - half:.4f}-{level + half:.4f}, {len(per_baseline)} baselines, {len(null_by_split)} splits)",
+          flush=True)
+    for kind in ("null", "other_class", "refusal"):
+        r = results[kind]
+        assert isinstance(r, dict)
+        split_ci = results["by_split_ci95"].get(kind) if kind != "null" else None  # type: ignore[attr-defined]
+        print(f"{kind}: {r['rate']:.3f} ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}, n={r['n']}"
+              + ("" if split_ci is None else f"; by split {split_ci[0]:.3f}-{split_ci[1]:.3f}") + ")", flush=True)
+    print("AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in results["auroc"].items()), flush=True)  # type: ignore[attr-defined]
+    for cls in classes:
+        print(f"{cls} cell: " + ", ".join(f"{k.split(':')[-1]} {np.mean(flags[(cls, k)]):.2f}"
+                                         for k in ["null", *kinds] if flags.get((cls, k))), flush=True)
+    name = "package_classcell" + ("" if args.tag is None else f"_{args.tag}")
+    with open(os.path.join(args.out, f"{name}.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
 PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower, "language": part_language,
-         "unseenclass": part_unseenclass}
+         "unseenclass": part_unseenclass, "classcell": part_classcell}
 
 
 def main() -> None:
@@ -553,7 +672,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", choices=POWER_KINDS, default=list(POWER_KINDS),
                         help="part power: the changes to measure besides the null (none: the level alone, which "
                              "needs no new embeddings, so many splits are cheap)")
-    parser.add_argument("--tag", help="parts power and language: suffix of the output file (package_power_TAG.json)")
+    parser.add_argument("--tag", help="parts power, language, unseenclass and classcell: suffix of the output file "
+                                      "(package_power_TAG.json)")
     parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
                         help="part language: MT-Bench-X answer files (upstream format; not shipped, see "
                              "docs/validation.md, section 3c)")
@@ -567,6 +687,8 @@ def main() -> None:
     parser.add_argument("--pooled-embeddings", action="store_true",
                         help="part swaps: drop the baseline's calibration residuals, so that score runs MMD and "
                              "energy on pooled output embeddings, as for a baseline built before they were stored")
+    parser.add_argument("--scorer", choices=("combined", "knn_cosine"), default="combined",
+                        help="part classcell: build's --scorer (default %(default)s, build's default)")
     parser.add_argument("--out", default="/tmp/validation_package")
     args = parser.parse_args()
     ROUND_CALIBRATION[0] = not args.no_round_calibration
