@@ -558,17 +558,32 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     by_key = {(r["model"], r["input_class"], r["prompt_id"][-5:]): [] for r in rows}
     for r in rows:
         by_key[(r["model"], r["input_class"], r["prompt_id"][-5:])].append(r)
+    # With --language-files, gpt-4 is always one of the four test models and its first-turn answers that have a
+    # translation are also scored in each language (the translated questions are of the reasoning, math and coding
+    # classes), beside its own English answers to the same turns ("language:original").
+    translations = load_translations(args.language_files) if args.language_files else {}
     kinds = [f"class:{c}" for c in classes] + ["refusal"]
+    if translations:
+        kinds += [f"language:{lang}" for lang in sorted(translations)] + ["language:original"]
+
+    def group(kind: str) -> str:
+        return "other_class" if kind.startswith("class:") else kind
+
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (cell class, kind) -> flags
     null_by_split: list[float] = []
     per_baseline: list[float] = []
     scores: dict[str, list[float]] = defaultdict(list)
     n_cal: list[int] = []
     by_split: dict[str, list[float]] = defaultdict(list)  # each split's rate: the units of the intervals below
+    by_question: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (language, question) -> flags
     t0 = time.time()
     for split in range(args.splits):
         order = np.random.default_rng(900 + split).permutation(len(models))
         test_models = {models[i] for i in order[:4]}
+        if translations:
+            others = [m for m in models if m != LANGUAGE_MODEL]
+            test_models = {LANGUAGE_MODEL, *(others[i] for i in np.random.default_rng(900 + split).permutation(
+                len(others))[:3])}
         split_null: list[bool] = []
         split_start = {key: len(fs) for key, fs in flags.items()}
         split_start.update({(c, k): len(flags.get((c, k), [])) for c in classes for k in kinds})
@@ -591,6 +606,15 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
                     if kind == "refusal":
                         altered.append((kind, perturb(r, "refusal", {}, rng)))
                         continue
+                    if kind.startswith("language:"):
+                        lang, number = kind.split(":", 1)[1], question(r["prompt_id"])
+                        if r["model"] != LANGUAGE_MODEL or not r["prompt_id"].endswith("turn1"):
+                            continue
+                        if lang == "original" and any(number in answers for answers in translations.values()):
+                            altered.append((kind, r))
+                        elif number in translations.get(lang, {}):
+                            altered.append((kind, {**r, "output": translations[lang][number]}))
+                        continue
                     other = kind.split(":", 1)[1]
                     if other == cls:
                         continue
@@ -604,43 +628,46 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             null = [v.verdict == "out_of_bounds" for (k, _), v in zip(altered, verdicts) if k == "null"]
             per_baseline.append(float(np.mean(null)))
             split_null += null
-            for (k, _), v in zip(altered, verdicts):
+            for (k, r), v in zip(altered, verdicts):
                 flags[(cls, k)].append(v.verdict == "out_of_bounds")
-                scores[k if k in ("null", "refusal") else "other_class"].append(
+                if k.startswith("language:"):
+                    by_question[(k.split(":", 1)[1], question(r["prompt_id"]))].append(v.verdict == "out_of_bounds")
+                scores[group(k)].append(
                     np.inf if v.score is None else float(v.score))
         null_by_split.append(float(np.mean(split_null)))
-        for kind in ("other_class", "refusal"):
-            got = [f for (c, k), fs in flags.items() if k == kind or (kind == "other_class" and k.startswith("class:"))
-                   for f in fs[split_start[(c, k)]:]]
-            by_split[kind].append(float(np.mean(got)))
+        for kind in sorted({group(k) for k in kinds}):
+            got = [f for (c, k), fs in flags.items() if group(k) == kind for f in fs[split_start[(c, k)]:]]
+            if got:
+                by_split[kind].append(float(np.mean(got)))
         print(f"classcell split {split}: {time.time() - t0:.0f} s", flush=True)
     level = float(np.mean(per_baseline))
     half = half_width(null_by_split)
-    other = [f for (c, k), fs in flags.items() if k.startswith("class:") for f in fs]
+    groups = sorted({group(k) for k in kinds})
     results: dict[str, object] = {
         "splits": args.splits, "alpha": args.alpha, "round_calibration": ROUND_CALIBRATION[0], "scorer": args.scorer,
         "n_calibration_models": {str(n): n_cal.count(n) for n in sorted(set(n_cal))},
         "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
                              "interval_units": len(null_by_split)},
-        "null": rate([f for (c, k), fs in flags.items() if k == "null" for f in fs]),
-        "other_class": rate(other),
-        "refusal": rate([f for (c, k), fs in flags.items() if k == "refusal" for f in fs]),
+        **{g: rate([f for (c, k), fs in flags.items() if group(k) == g for f in fs]) for g in ("null", *groups)},
         "by_split_ci95": {kind: [float(np.mean(v)) - half_width(v), float(np.mean(v)) + half_width(v)]
                           for kind, v in by_split.items()},
-        "auroc": {"other_class": auroc(np.array(scores["other_class"]), np.array(scores["null"])),
-                  "refusal": auroc(np.array(scores["refusal"]), np.array(scores["null"]))},
+        "auroc": {g: auroc(np.array(scores[g]), np.array(scores["null"])) for g in groups},
+        "language_by_question": {f"{lang} {number}": rate(fs) for (lang, number), fs in sorted(by_question.items())},
         "by_cell_and_kind": {f"{c} <- {k}": rate(fs) for (c, k), fs in sorted(flags.items())},
     }
     print(f"calibration models {results['n_calibration_models']}; level by baseline {level:.4f} (95 % CI "
           f"{level - half:.4f}-{level + half:.4f}, {len(per_baseline)} baselines, {len(null_by_split)} splits)",
           flush=True)
-    for kind in ("null", "other_class", "refusal"):
+    for kind in ("null", *groups):
         r = results[kind]
         assert isinstance(r, dict)
         split_ci = results["by_split_ci95"].get(kind) if kind != "null" else None  # type: ignore[attr-defined]
         print(f"{kind}: {r['rate']:.3f} ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}, n={r['n']}"
               + ("" if split_ci is None else f"; by split {split_ci[0]:.3f}-{split_ci[1]:.3f}") + ")", flush=True)
     print("AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in results["auroc"].items()), flush=True)  # type: ignore[attr-defined]
+    if by_question:
+        print("language, by question (flagged of scored): " + ", ".join(
+            f"{key} {r['k']}/{r['n']}" for key, r in results["language_by_question"].items()), flush=True)  # type: ignore[attr-defined]
     for cls in classes:
         print(f"{cls} cell: " + ", ".join(f"{k.split(':')[-1]} {np.mean(flags[(cls, k)]):.2f}"
                                          for k in ["null", *kinds] if flags.get((cls, k))), flush=True)
@@ -675,7 +702,7 @@ def main() -> None:
     parser.add_argument("--tag", help="parts power, language, unseenclass and classcell: suffix of the output file "
                                       "(package_power_TAG.json)")
     parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
-                        help="part language: MT-Bench-X answer files (upstream format; not shipped, see "
+                        help="parts language and classcell: MT-Bench-X answer files (upstream format; not shipped, see "
                              "docs/validation.md, section 3c)")
     parser.add_argument("--models", nargs="+", default=list(POWER_MODELS),
                         help="part power: the approved models (default: the three the scores were designed on; "
