@@ -547,7 +547,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     answers to that class's 10 questions (both turns, 20 outputs a model, ``conversation_id`` = the model,
     19 models for calibration and 9 for the fit part), then ``score`` judges the test models' answers to the
     same questions as they are (null) and with each replaced by the same model's answer to a question of each
-    other class in turn (same turn), or by a refusal. Unlike the other parts the test outputs answer the
+    other class in turn (same turn), or by a refusal. With ``--language-files``, gpt-4 is always a test model
+    and its translated first-turn answers are scored too. Unlike the other parts the test outputs answer the
     *same* questions as the approved ones (a recurring prompt), and the approved distribution is "answers of
     these chat models", broader than one model's. The two empty outputs of the data (lima-whole-13b 135 turn 2,
     llama-13b 127 turn 1) are left out: ``build`` and ``score`` refuse an empty output."""
@@ -585,8 +586,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             test_models = {LANGUAGE_MODEL, *(others[i] for i in np.random.default_rng(900 + split).permutation(
                 len(others))[:3])}
         split_null: list[bool] = []
-        split_start = {key: len(fs) for key, fs in flags.items()}
-        split_start.update({(c, k): len(flags.get((c, k), [])) for c in classes for k in kinds})
+        split_start = {(c, k): len(flags.get((c, k), [])) for c in classes for k in ("null", *kinds)}
         for cls in classes:
             approved = [r for r in rows if r["input_class"] == cls and r["model"] not in test_models]
             test = [r for r in rows if r["input_class"] == cls and r["model"] in test_models]
@@ -632,8 +632,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
                 flags[(cls, k)].append(v.verdict == "out_of_bounds")
                 if k.startswith("language:"):
                     by_question[(k.split(":", 1)[1], question(r["prompt_id"]))].append(v.verdict == "out_of_bounds")
-                scores[group(k)].append(
-                    np.inf if v.score is None else float(v.score))
+                scores[group(k)].append(np.inf if v.score is None else float(v.score))
         null_by_split.append(float(np.mean(split_null)))
         for kind in sorted({group(k) for k in kinds}):
             got = [f for (c, k), fs in flags.items() if group(k) == kind for f in fs[split_start[(c, k)]:]]
