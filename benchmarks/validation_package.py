@@ -548,7 +548,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     19 models for calibration and 9 for the fit part), then ``score`` judges the test models' answers to the
     same questions as they are (null) and with each replaced by the same model's answer to a question of each
     other class in turn (same turn), or by a refusal. With ``--language-files``, gpt-4 is always a test model
-    and its translated first-turn answers are scored too. Unlike the other parts the test outputs answer the
+    and its translated first-turn answers are scored too; with ``--injections``, off-policy sentences injected into
+    the test answers are. Unlike the other parts the test outputs answer the
     *same* questions as the approved ones (a recurring prompt), and the approved distribution is "answers of
     these chat models", broader than one model's. The two empty outputs of the data (lima-whole-13b 135 turn 2,
     llama-13b 127 turn 1) are left out: ``build`` and ``score`` refuse an empty output."""
@@ -566,6 +567,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     kinds = [f"class:{c}" for c in classes] + ["refusal"]
     if translations:
         kinds += [f"language:{lang}" for lang in sorted(translations)] + ["language:original"]
+    kinds += list(args.injections)
 
     def group(kind: str) -> str:
         return "other_class" if kind.startswith("class:") else kind
@@ -603,8 +605,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             altered: list[tuple[str, dict]] = [("null", r) for r in test]
             for kind in kinds:
                 for r in test:
-                    if kind == "refusal":
-                        altered.append((kind, perturb(r, "refusal", {}, rng)))
+                    if kind == "refusal" or kind.startswith("inject_"):
+                        altered.append((kind, perturb(r, kind, {}, rng)))
                         continue
                     if kind.startswith("language:"):
                         lang, number = kind.split(":", 1)[1], question(r["prompt_id"])
@@ -713,6 +715,11 @@ def main() -> None:
     parser.add_argument("--pooled-embeddings", action="store_true",
                         help="part swaps: drop the baseline's calibration residuals, so that score runs MMD and "
                              "energy on pooled output embeddings, as for a baseline built before they were stored")
+    parser.add_argument("--injections", nargs="*", default=[], metavar="KIND",
+                        choices=[f"inject_{where}_{n}" for where in ("start", "middle", "end") for n in (1, 3, 6)],
+                        help="part classcell: also score the test answers with off-policy sentences injected, e.g. "
+                             "inject_middle_3 (1, 3 or 6 sentences at the start, middle or end; each kind embeds every "
+                             "test answer anew, about 3 min on 2 cores)")
     parser.add_argument("--scorer", choices=("combined", "knn_cosine"), default="combined",
                         help="part classcell: build's --scorer (default %(default)s, build's default)")
     parser.add_argument("--out", default="/tmp/validation_package")
