@@ -536,6 +536,15 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
         json.dump(results, handle, indent=1)
 
 
+def _model_unit_records(rows: list[tuple[str, dict]], input_class: str) -> list[Record]:
+    """Records of one cell of part ``classcell``, each row's model its ``conversation_id`` (the exchangeable unit);
+    each row comes with a prefix of its record id, which keeps the altered copies of one answer apart."""
+    return [Record(row=i + 1, record_id=f"{prefix}{r['model']}:{r['prompt_id']}", model_version="approved-models",
+                   input_class=input_class, input=r["input"], output=r["output"],
+                   extras={"prompt_id": r["prompt_id"], "conversation_id": r["model"]})
+            for i, (prefix, r) in enumerate(rows)]
+
+
 def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Per-output detection at alpha in cells of **one input class**, as issue 4 frames a baseline, of an answer to
     a question of another class (its "math in place of writing") and of a refusal.
@@ -592,15 +601,11 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
         for cls in classes:
             approved = [r for r in rows if r["input_class"] == cls and r["model"] not in test_models]
             test = [r for r in rows if r["input_class"] == cls and r["model"] in test_models]
-            records = [Record(row=i + 1, record_id=f"{r['model']}:{r['prompt_id']}", model_version="approved-models",
-                              input_class=cls, input=r["input"], output=r["output"],
-                              extras={"prompt_id": r["prompt_id"], "conversation_id": r["model"]})
-                       for i, r in enumerate(approved)]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SmallCalibrationWarning)
-                baseline = build_baseline(records, alpha=args.alpha, calibration_fraction=19 / 28, seed=split,
-                                          embedder=embedder, round_calibration=ROUND_CALIBRATION[0],
-                                          scorer=args.scorer)
+                baseline = build_baseline(_model_unit_records([("", r) for r in approved], cls), alpha=args.alpha,
+                                          calibration_fraction=19 / 28, seed=split, embedder=embedder,
+                                          round_calibration=ROUND_CALIBRATION[0], scorer=args.scorer)
             n_cal.append(int(baseline.n_calibration_prompts))
             altered: list[tuple[str, dict]] = [("null", r) for r in test]
             for kind in kinds:
@@ -622,11 +627,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
                         continue
                     pool = by_key.get((r["model"], other, r["prompt_id"][-5:]), [])
                     altered.append((kind, {**r, "output": pool[int(rng.integers(len(pool)))]["output"]}))
-            batch = [Record(row=i + 1, record_id=f"{k}:{r['model']}:{r['prompt_id']}", model_version="approved-models",
-                            input_class=cls, input=r["input"], output=r["output"],
-                            extras={"prompt_id": r["prompt_id"], "conversation_id": r["model"]})
-                     for i, (k, r) in enumerate(altered)]
-            verdicts = score(batch, baseline, embedder).verdicts
+            verdicts = score(_model_unit_records([(f"{k}:", r) for k, r in altered], cls), baseline, embedder).verdicts
             null = [v.verdict == "out_of_bounds" for (k, _), v in zip(altered, verdicts) if k == "null"]
             per_baseline.append(float(np.mean(null)))
             split_null += null
