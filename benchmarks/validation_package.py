@@ -582,7 +582,6 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
         return "other_class" if kind.startswith("class:") else kind
 
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (cell class, kind) -> flags
-    null_by_split: list[float] = []
     per_baseline: list[float] = []
     scores: dict[str, list[float]] = defaultdict(list)
     n_cal: list[int] = []
@@ -596,8 +595,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             others = [m for m in models if m != LANGUAGE_MODEL]
             test_models = {LANGUAGE_MODEL, *(others[i] for i in np.random.default_rng(900 + split).permutation(
                 len(others))[:3])}
-        split_null: list[bool] = []
-        split_start = {(c, k): len(flags.get((c, k), [])) for c in classes for k in ("null", *kinds)}
+        split_flags: dict[str, list[bool]] = defaultdict(list)  # this split's flags, by group
         for cls in classes:
             approved = [r for r in rows if r["input_class"] == cls and r["model"] not in test_models]
             test = [r for r in rows if r["input_class"] == cls and r["model"] in test_models]
@@ -630,19 +628,17 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             verdicts = score(_model_unit_records([(f"{k}:", r) for k, r in altered], cls), baseline, embedder).verdicts
             null = [v.verdict == "out_of_bounds" for (k, _), v in zip(altered, verdicts) if k == "null"]
             per_baseline.append(float(np.mean(null)))
-            split_null += null
             for (k, r), v in zip(altered, verdicts):
                 flags[(cls, k)].append(v.verdict == "out_of_bounds")
+                split_flags[group(k)].append(v.verdict == "out_of_bounds")
                 if k.startswith("language:"):
                     by_question[(k.split(":", 1)[1], question(r["prompt_id"]))].append(v.verdict == "out_of_bounds")
                 scores[group(k)].append(np.inf if v.score is None else float(v.score))
-        null_by_split.append(float(np.mean(split_null)))
-        for kind in sorted({group(k) for k in kinds}):
-            got = [f for (c, k), fs in flags.items() if group(k) == kind for f in fs[split_start[(c, k)]:]]
-            if got:
-                by_split[kind].append(float(np.mean(got)))
+        for g, got in split_flags.items():
+            by_split[g].append(float(np.mean(got)))
         print(f"classcell split {split}: {time.time() - t0:.0f} s", flush=True)
     level = float(np.mean(per_baseline))
+    null_by_split = by_split.pop("null")
     half = half_width(null_by_split)
     groups = sorted({group(k) for k in kinds})
     results: dict[str, object] = {
@@ -702,7 +698,7 @@ def main() -> None:
                         help="part power: the changes to measure besides the null (none: the level alone, which "
                              "needs no new embeddings, so many splits are cheap)")
     parser.add_argument("--tag", help="parts power, language, unseenclass and classcell: suffix of the output file "
-                                      "(package_power_TAG.json)")
+                                      "(package_<part>_TAG.json)")
     parser.add_argument("--language-files", nargs="*", default=[], metavar="JSONL",
                         help="parts language and classcell: MT-Bench-X answer files (upstream format; not shipped, see "
                              "docs/validation.md, section 3c)")
@@ -719,8 +715,8 @@ def main() -> None:
     parser.add_argument("--injections", nargs="*", default=[], metavar="KIND",
                         choices=[f"inject_{where}_{n}" for where in ("start", "middle", "end") for n in (1, 3, 6)],
                         help="part classcell: also score the test answers with off-policy sentences injected, e.g. "
-                             "inject_middle_3 (1, 3 or 6 sentences at the start, middle or end; each kind embeds every "
-                             "test answer anew, about 3 min on 2 cores)")
+                             "inject_middle_3 (1, 3 or 6 sentences at the start, middle or end). Each kind embeds the "
+                             "test answers anew: five kinds over 5 splits took about 40 min on 2 cores")
     parser.add_argument("--scorer", choices=("combined", "knn_cosine"), default="combined",
                         help="part classcell: build's --scorer (default %(default)s, build's default)")
     parser.add_argument("--out", default="/tmp/validation_package")
