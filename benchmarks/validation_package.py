@@ -177,6 +177,9 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         json.dump(results, handle, indent=1)
 
 
+#: The levels at which part ``classcell`` reports each group's flag rate from the verdicts' p-values.
+ALPHA_GRID = tuple(round(a, 3) for a in np.arange(0.01, 0.301, 0.01))
+
 #: The per-output changes of part ``power`` (a subset of ``validation.py``'s KINDS: the three targets of
 #: issue 4 that need no translated answers, and the longest injection and a truncation for contrast).
 POWER_KINDS = ("refusal", "other_class", "inject_start_6", "inject_middle_6", "inject_end_6", "truncate_50")
@@ -584,6 +587,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     flags: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (cell class, kind) -> flags
     per_baseline: list[float] = []
     scores: dict[str, list[float]] = defaultdict(list)
+    p_values: dict[str, list[float]] = defaultdict(list)  # by group: the verdicts' conformal p-values
     n_cal: list[int] = []
     by_split: dict[str, list[float]] = defaultdict(list)  # each split's rate: the units of the intervals below
     by_question: dict[tuple[str, str], list[bool]] = defaultdict(list)  # (language, question) -> flags
@@ -634,6 +638,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
                 if k.startswith("language:"):
                     by_question[(k.split(":", 1)[1], question(r["prompt_id"]))].append(v.verdict == "out_of_bounds")
                 scores[group(k)].append(np.inf if v.score is None else float(v.score))
+                assert v.p_value is not None, (k, v.reason)
+                p_values[group(k)].append(float(v.p_value))
         for g, got in split_flags.items():
             by_split[g].append(float(np.mean(got)))
         print(f"classcell split {split}: {time.time() - t0:.0f} s", flush=True)
@@ -647,6 +653,12 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
         "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
                              "interval_units": len(null_by_split)},
         **{g: rate([f for (c, k), fs in flags.items() if group(k) == g for f in fs]) for g in ("null", *groups)},
+        "null_by_split": null_by_split,
+        # The share of each group's p-values at or below each level: the flag rate had the baselines been asked
+        # for that alpha (conformal p-values are valid at every level; docs/img/validation_pvalues.png).
+        "rate_by_alpha": {"alphas": list(ALPHA_GRID),
+                          **{g: [float(np.mean(np.array(p_values[g]) <= a)) for a in ALPHA_GRID]
+                             for g in ("null", *groups)}},
         "by_split_ci95": {kind: [float(np.mean(v)) - half_width(v), float(np.mean(v)) + half_width(v)]
                           for kind, v in by_split.items()},
         "auroc": {g: auroc(np.array(scores[g]), np.array(scores["null"])) for g in groups},

@@ -1,6 +1,17 @@
-"""Plots and markdown tables for docs/validation.md from the JSON that benchmarks/validation.py writes.
+"""Plots for docs/validation.md from the JSON that benchmarks/validation.py and validation_package.py write.
 
     /work/venv/bin/python benchmarks/validation_plots.py /tmp/validation   # writes docs/img/validation_*.png
+
+Each plot is drawn from the files the folder holds and skipped where they are absent:
+
+* ``null.json`` (validation.py --parts null): validation_null.png;
+* ``output.json`` (validation.py --parts output): validation_injection.png;
+* ``package_classcell.json`` (validation_package.py --parts classcell): validation_classcell.png (detection by
+  cell and class) and validation_pvalues.png (flag rate against alpha);
+* ``package_classcell_inject.json`` (the same with ``--injections ... --tag inject``):
+  validation_injection_classcell.png;
+* ``package_blockswaps[_N].json`` (validation_package.py --parts swaps --batch-conversations N):
+  validation_batchsize.png.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -61,6 +73,114 @@ def injection_plot(output: dict) -> None:
     fig.savefig(IMG / "validation_injection.png", dpi=90)
 
 
+def classcell_plot(cc: dict) -> None:
+    """Detection at alpha by (cell class, change): a heatmap with the numbers written in."""
+    cells = sorted({k.split(" <- ")[0] for k in cc["by_cell_and_kind"]})
+    columns = ["null"] + [f"class:{c}" for c in cells] + ["refusal"]
+    grid = np.full((len(cells), len(columns)), np.nan)
+    for i, cell in enumerate(cells):
+        for j, kind in enumerate(columns):
+            got = cc["by_cell_and_kind"].get(f"{cell} <- {kind}")
+            if got:
+                grid[i, j] = got["rate"]
+    fig, ax = plt.subplots(figsize=(8.2, 4.2))
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(len(cells)):
+        for j in range(len(columns)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if grid[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(columns)), ["approved\n(null)"] + cells + ["refusal"], rotation=35, ha="right",
+                  fontsize=8)
+    ax.set_yticks(range(len(cells)), [f"{c} cell" for c in cells], fontsize=8)
+    ax.set_xlabel("what the test model's answer was replaced by")
+    ax.set_title(f"Flagged at alpha {cc['alpha']}: one-class cells, {cc['splits']} splits, "
+                 f"{cc['null_by_baseline']['n_baselines']} baselines ({cc['scorer']})", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(IMG / "validation_classcell.png", dpi=90)
+
+
+def pvalues_plot(cc: dict) -> None:
+    """The flag rate had the baselines been asked for each alpha, against alpha."""
+    by_alpha = cc["rate_by_alpha"]
+    alphas = np.array(by_alpha["alphas"])
+    n_cal = max(cc["n_calibration_models"], key=lambda n: cc["n_calibration_models"][n])
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    ax = axes[0]
+    ax.plot(alphas, alphas, color="k", lw=0.8, label="alpha")
+    ax.step(alphas, np.floor(alphas * (int(n_cal) + 1) + 1e-9) / (int(n_cal) + 1), where="post", color="grey",
+            lw=0.8, ls="--", label=f"attainable level, {n_cal} calibration units")
+    ax.plot(alphas, by_alpha["null"], marker="o", ms=3, drawstyle="steps-post", label="approved outputs (null)")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("share flagged")
+    ax.set_title("Level: approved outputs of held-out models", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for group, label in (("other_class", "answer of another class"), ("refusal", "refusal")):
+        if group in by_alpha:
+            ax.plot(alphas, by_alpha[group], marker="o", ms=3, drawstyle="steps-post", label=label)
+    ax.axvline(0.05, color="k", lw=0.8, ls=":")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("alpha")
+    ax.set_title("Power against alpha", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "validation_pvalues.png", dpi=90)
+
+
+def injection_classcell_plot(cc: dict) -> None:
+    """Detection of injected off-policy sentences against their number and position, with 95 % intervals."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for offset, (where, marker) in zip((-0.12, 0.0, 0.12), (("start", "o"), ("middle", "s"), ("end", "^"))):
+        xs = [n for n in (1, 3, 6) if f"inject_{where}_{n}" in cc]
+        if not xs:
+            continue
+        got = [cc[f"inject_{where}_{n}"] for n in xs]
+        ax.errorbar(np.array(xs) + offset, [g["rate"] for g in got],
+                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
+                    marker=marker, capsize=2, label=where)
+    ax.axhline(cc["null"]["rate"], color="k", lw=0.8, label="approved outputs")
+    ax.set_xlabel("injected off-policy sentences")
+    ax.set_ylabel(f"flagged at alpha {cc['alpha']}")
+    ax.set_xticks([1, 3, 6])
+    ax.set_ylim(0, 1)
+    ax.set_title(f"One-class cells, {cc['null_by_baseline']['n_baselines']} baselines; bars: 95 % over outputs, "
+                 "too narrow", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "validation_injection_classcell.png", dpi=90)
+
+
+def batchsize_plot(runs: dict[int, dict]) -> None:
+    """Batch detection of each model swap, and of the approved model's own outputs, against batch size."""
+    sizes = sorted(runs)
+    labels = [k for k in runs[sizes[0]] if " -> " in k]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label in labels:
+        got = [runs[n][label]["batch"] for n in sizes]
+        ax.errorbar([2 * n for n in sizes], [g["rate"] for g in got],
+                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
+                    marker="o", capsize=2, label=label)
+    null_k = [sum(v["batch"]["k"] for k, v in runs[n].items() if "(null" in k) for n in sizes]
+    null_n = [sum(v["batch"]["n"] for k, v in runs[n].items() if "(null" in k) for n in sizes]
+    ax.plot([2 * n for n in sizes], np.array(null_k) / np.array(null_n), color="k", marker="x",
+            label="approved models' own outputs")
+    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+    ax.axhline(runs[sizes[0]]["alpha"], color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xticks([2 * n for n in sizes], [str(2 * n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("outputs in the batch (two turns per conversation)")
+    ax.set_ylabel(f"batches flagged at alpha {runs[sizes[0]]['alpha']}")
+    ax.legend(fontsize=6)
+    ax.set_title("Model swaps as a batch, through the package; the approved model's other conversations "
+                 "(80 in all) build the baseline", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "validation_batchsize.png", dpi=90)
+
+
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/validation")
     IMG.mkdir(parents=True, exist_ok=True)
@@ -68,6 +188,17 @@ def main() -> None:
         null_plot(json.loads((folder / "null.json").read_text()))
     if (folder / "output.json").exists():
         injection_plot(json.loads((folder / "output.json").read_text()))
+    if (folder / "package_classcell.json").exists():
+        cc = json.loads((folder / "package_classcell.json").read_text())
+        classcell_plot(cc)
+        if "rate_by_alpha" in cc:
+            pvalues_plot(cc)
+    if (folder / "package_classcell_inject.json").exists():
+        injection_classcell_plot(json.loads((folder / "package_classcell_inject.json").read_text()))
+    swaps = {int(json.loads(f.read_text())["batch_conversations"]): json.loads(f.read_text())
+             for f in folder.glob("package_blockswaps*.json") if "pooled" not in f.name}
+    if swaps:
+        batchsize_plot(swaps)
     for png in sorted(IMG.glob("validation_*.png")):
         print(png, png.stat().st_size)
 
