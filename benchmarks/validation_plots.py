@@ -195,8 +195,8 @@ def main() -> None:
             pvalues_plot(cc)
     if (folder / "package_classcell_inject.json").exists():
         injection_classcell_plot(json.loads((folder / "package_classcell_inject.json").read_text()))
-    swaps = {int(json.loads(f.read_text())["batch_conversations"]): json.loads(f.read_text())
-             for f in folder.glob("package_blockswaps*.json") if "pooled" not in f.name}
+    runs = [json.loads(f.read_text()) for f in folder.glob("package_blockswaps*.json") if "pooled" not in f.name]
+    swaps = {int(run["batch_conversations"]): run for run in runs}
     if swaps:
         batchsize_plot(swaps)
     for png in sorted(IMG.glob("validation_*.png")):
