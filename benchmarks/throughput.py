@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.build import build_baseline, embed_inputs
+from conformance.baseline.fit import build_baseline, embed_inputs
 from conformance.embedder import Embedder, get_embedder
 from conformance.records import Record
 from conformance.scoring import judge

@@ -54,11 +54,12 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from conformance.batch import batch_tests, one_per_prompt
-from conformance.combined import BATCH_COMBINATION, CombinedScorer, chunked_combined_scores
-from conformance.conformal import conformal_p_values, prompt_weighted_p_values
-from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
-from conformance.scores import chunked_knn_scores
+from conformance.stats.conformal import one_per_prompt
+from conformance.stats.two_sample import batch_tests
+from conformance.stats.combined import BATCH_COMBINATION, CombinedScorer, chunked_combined_scores
+from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
+from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
+from conformance.stats.knn import chunked_knn_scores
 
 try:
     from validation_cache import EmbeddingCache, load_rows

@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from conformance.combined import EMBEDDING_COMPONENTS
+from conformance.stats.combined import EMBEDDING_COMPONENTS
 
 try:
     import validation as V

@@ -3,10 +3,10 @@
 
 ``benchmarks/validation.py`` fits the combined scorer in its own ``Cell`` (mirroring ``build``) and
 calls the batch tests directly. This script checks that the figures hold for what a user runs: for
-each split it builds the baseline of one approved model with :func:`conformance.build.build_baseline`
+each split it builds the baseline of one approved model with :func:`conformance.baseline.fit.build_baseline`
 (on 55 of MT-bench's 80 conversations, both turns, ``conversation_id`` set, 25 of them for calibration
 as in ``validation.py``), then scores the other 25 conversations (50 outputs) of the swapped-in model,
-labelled with the approved model's version, with :func:`conformance.scoring.score_record_set`, and
+labelled with the approved model's version, with :func:`conformance.scoring.run.score_record_set`, and
 reads the group's batch verdict and the per-output verdicts. The approved model's own held-out
 outputs give the null. The test conversations of split ``s`` are those of ``validation.py``'s part
 ``blockswaps`` (seed ``300 + s``), so the two are comparable batch by batch.
@@ -49,11 +49,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from conformance.baseline import Baseline
-from conformance.build import SmallCalibrationWarning, build_baseline, embed_inputs
-from conformance.combined import CombinedScorer, chunked_text_scores
-from conformance.conformal import conformal_p_values, prompt_weighted_p_values
-from conformance.descriptors import DESCRIPTORS, describe
+from conformance.baseline.format import Baseline
+from conformance.baseline.fit import SmallCalibrationWarning, build_baseline, embed_inputs
+from conformance.stats.combined import CombinedScorer, chunked_text_scores
+from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
+from conformance.stats.descriptors import DESCRIPTORS, describe
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
 from conformance.scoring import ScoringResult, score_record_set

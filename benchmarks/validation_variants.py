@@ -29,8 +29,8 @@ from collections import defaultdict
 
 import numpy as np
 
-import conformance.combined as C
-from conformance.conformal import prompt_weighted_p_values
+import conformance.stats.combined as C
+from conformance.stats.conformal import prompt_weighted_p_values
 
 try:
     import validation as V

@@ -1,101 +1,174 @@
-"""The Python API the command line is a thin layer over: build, approve, score."""
+"""The one API every door calls: ``build``, ``approve``, ``score``.
+
+Records come from a file or from memory (a pandas DataFrame, a pyarrow Table, an
+iterable of mappings; see :func:`conformance.records.as_record_set`). Baselines come
+from the MLflow registry (what a person approved) or are given in memory. The
+command line, the MLflow pyfunc model and the notebook are thin layers over these
+three functions.
+
+Heavy libraries (SciPy, torch, MLflow, SQLAlchemy) are imported inside the functions
+that need them, so that importing this module, ``conformance --help`` and ``approve``
+stay light.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from conformance.baseline import Baseline
-from conformance.build import (
-    CALIBRATION_METHODS,
-    DEFAULT_CALIBRATION_FRACTION,
-    DEFAULT_CALIBRATION_METHOD,
-    DEFAULT_SCORER,
-    DEFAULT_SEED,
-    build_baseline,
-    check_calibration_method,
-    plan_cell,
-)
-from conformance.conformal import check_alpha, check_fdr
-from conformance.embedder import Embedder
+from conformance import defaults
 from conformance.errors import BaselineError, InputFileError
-from conformance.records import Record, read_records
-from conformance.registry import RegisteredBaseline, Registry
-from conformance.scores import DEFAULT_K
-from conformance.scoring import ScoringResult, score_record_set
-from conformance.verdict import write_json, write_verdicts
+from conformance.verdict import VERDICTS, WITHIN, GroupSummary, Verdict
 
 if TYPE_CHECKING:
-    from conformance.ledger import Ledger
+    import pandas as pd
+
+    from conformance.baseline.format import Baseline
+    from conformance.embedder import Embedder
+    from conformance.ledger import AppendReport, Ledger
+    from conformance.records import RecordsLike
+    from conformance.registry import RegisteredBaseline, Registry
 
 
 def p_value_rule(baseline: Baseline) -> str:
     """``sample``, ``weighted`` (see ``build --calibration-method``), or ``output`` for a baseline calibrated
     before prompts counted (every calibration output one exchangeable unit)."""
+    from conformance.baseline.fit import CALIBRATION_METHODS
+
     by_stored_name = {stored: name for name, stored in CALIBRATION_METHODS.items()}
     return by_stored_name.get(str(baseline.scorer.get("calibration_method")), "output")
 
 
 @dataclass(frozen=True)
 class BuiltBaseline:
-    """A baseline as built and registered (and approved, when asked)."""
+    """A baseline as built; with its registry entry when it was registered (and who approved it, if asked)."""
 
-    registered: RegisteredBaseline
     baseline: Baseline
+    registered: RegisteredBaseline | None = None
     approved_by: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """The registry URI (``models:/<name>/<version>``), or the content digest of an unregistered baseline."""
+        return self.registered.uri if self.registered is not None else str(self.baseline.digest)
 
     def to_dict(self) -> dict[str, object]:
         support = self.baseline.descriptors["calibration_support"]
+        scorer = self.baseline.scorer
         return {
             "model_version": self.baseline.model_version,
             "input_class": self.baseline.input_class,
-            "name": self.registered.name,
-            "version": self.registered.version,
-            "uri": self.registered.uri,
+            "name": self.registered.name if self.registered is not None else None,
+            "version": self.registered.version if self.registered is not None else None,
+            "uri": self.uri,
             "n_fit": self.baseline.n_fit,
             "n_calibration": self.baseline.n_calibration_prompts,
-            "n_calibration_outputs": self.baseline.scorer.get("n_calibration_outputs", self.baseline.n_calibration),
-            "n_calibration_from_fraction": (self.baseline.scorer.get("calibration_rounding") or {}).get(
-                "prompts_from_fraction"),
+            "n_calibration_outputs": scorer.get("n_calibration_outputs", self.baseline.n_calibration),
+            "n_calibration_from_fraction": (scorer.get("calibration_rounding") or {}).get("prompts_from_fraction"),
             "p_value_rule": p_value_rule(self.baseline),
             "alpha": self.baseline.alpha,
             "smallest_alpha": support["smallest_alpha"],
             "false_alarm_rate_95th": support["false_alarm_rate_95th"],
             "expected_false_alarm_rate": support["expected_false_alarm_rate"],
-            "conditional_threshold": self.baseline.scorer.get("conditional_threshold"),
+            "conditional_threshold": scorer.get("conditional_threshold"),
             "digest": self.baseline.digest,
             "approved_by": self.approved_by,
         }
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """What :func:`score` returns: verdicts in input order, one summary per (model_version, input_class)
+    group, and what the ledger recorded (``None`` when nothing was recorded)."""
+
+    verdicts: list[Verdict]
+    summaries: list[GroupSummary]
+    ledger: AppendReport | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in VERDICTS}
+        for v in self.verdicts:
+            out[v.verdict] += 1
+        return out
+
+    @property
+    def all_within_bounds(self) -> bool:
+        return all(v.verdict == WITHIN for v in self.verdicts)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per record, in input order, with the columns of the verdicts file (``score --out``)."""
+        import pandas as pd
+
+        rows = [v.to_dict() for v in self.verdicts]
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(c for c in row if c not in columns)
+        return pd.DataFrame(rows, columns=columns)
+
+    def summaries_to_pandas(self) -> pd.DataFrame:
+        """One row per group: the batch verdict, its p-value and the counts (``score --summary``)."""
+        import pandas as pd
+
+        return pd.DataFrame([s.to_dict() for s in self.summaries])
+
+
 def build(
-    approved_file: str | Path,
+    records: RecordsLike,
     *,
-    alpha: float = 0.05,
+    register: bool = True,
     approve_by: str | None = None,
-    k: int = DEFAULT_K,
-    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
-    seed: int = DEFAULT_SEED,
+    alpha: float = defaults.ALPHA,
+    k: int = defaults.K,
+    calibration_fraction: float = defaults.CALIBRATION_FRACTION,
+    seed: int = defaults.SEED,
+    scorer: str = defaults.SCORER,
+    calibration_method: str = defaults.CALIBRATION_METHOD,
+    delta: float | None = None,
+    round_calibration: bool = True,
     registry: Registry | None = None,
     embedder: Embedder | None = None,
-    delta: float | None = None,
-    scorer: str = DEFAULT_SCORER,
-    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
-    round_calibration: bool = True,
 ) -> list[BuiltBaseline]:
-    """Build and register one baseline per (model_version, input_class) in ``approved_file``.
+    """Build one baseline per (model_version, input_class) of the approved ``records``.
 
-    Every cell is checked before anything is registered: an invalid approved
-    record or a cell too small for ``alpha`` stops the whole build with one
-    error that lists every problem.
+    Every cell is checked before anything is embedded or registered: an invalid approved
+    record or a cell too small for ``alpha`` stops the whole build with one error that
+    lists every problem.
+
+    Parameters
+    ----------
+    records : path, DataFrame, pyarrow Table or iterable of mappings
+        Approved evaluation outputs, one per row.
+    register : bool
+        Register each baseline as a new version in the MLflow registry (``registry``, default
+        the store of ``MLFLOW_TRACKING_URI`` or the embedded one). ``False`` builds in memory only:
+        no MLflow, no files.
+    approve_by : str, optional
+        Approve the new versions at once in the registry's name of this person (needs ``register``).
+    alpha, k, calibration_fraction, seed, scorer, calibration_method, delta, round_calibration
+        As the ``conformance build`` options of the same names (docs/ml-teams.md).
+
+    Examples
+    --------
+    >>> built = conformance.build(approved_frame, register=False)  # doctest: +SKIP
+    >>> built[0].baseline.save("baseline_dir")                        # doctest: +SKIP
     """
+    from conformance.params import check_alpha, check_calibration_method
+    from conformance.records import Record, as_record_set
+
     alpha = check_alpha(alpha)
     check_calibration_method(calibration_method, delta)
-    record_set = read_records(approved_file)
+    if approve_by is not None and not register:
+        raise ValueError("approve_by needs register=True: an approval is recorded in the registry")
+    record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
+    from conformance.baseline.fit import build_baseline, plan_cell
+
+    source = record_set.path
     if record_set.invalid:
-        listed = "\n  ".join(f"{approved_file}: {bad.reason}" for bad in record_set.invalid[:50])
+        listed = "\n  ".join(f"{source}: {bad.reason}" for bad in record_set.invalid[:50])
         more = len(record_set.invalid) - 50
         raise InputFileError(
             f"{len(record_set.invalid)} approved record(s) are invalid; a baseline must be built from "
@@ -105,59 +178,86 @@ def build(
     for record in record_set.records:
         cells[record.cell].append(record)
     problems = []
-    for records in cells.values():
+    for cell_records in cells.values():
         try:
-            plan_cell(records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta,
+            plan_cell(cell_records, alpha=alpha, calibration_fraction=calibration_fraction, seed=seed, delta=delta,
                       round_calibration=round_calibration, calibration_method=calibration_method)
         except BaselineError as exc:
             problems.append(str(exc))
     if problems:
         raise BaselineError("no baseline was built:\n  " + "\n  ".join(problems))
-    registry = registry or Registry()
-    _ = registry.client  # fail on an unreachable store before the slow part
+    if register:
+        from conformance.registry import Registry
+
+        registry = registry or Registry()
+        _ = registry.client  # fail on an unreachable store before the slow part
     built = []
-    for (mv, ic), records in cells.items():
-        baseline = build_baseline(records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
-                                  seed=seed, embedder=embedder, source=str(approved_file), delta=delta, scorer=scorer,
+    for (mv, ic), cell_records in cells.items():
+        baseline = build_baseline(cell_records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
+                                  seed=seed, embedder=embedder, source=source, delta=delta, scorer=scorer,
                                   calibration_method=calibration_method, round_calibration=round_calibration)
+        if registry is None:
+            built.append(BuiltBaseline(baseline))
+            continue
         registered = registry.register(baseline)
         if approve_by is not None:
             registered = registry.approve(mv, ic, by=approve_by, version=registered.version)
-        built.append(BuiltBaseline(registered, baseline, approve_by))
+        built.append(BuiltBaseline(baseline, registered, approve_by))
     return built
 
 
 def approve(
     model_version: str, input_class: str, *, by: str, version: int | None = None, registry: Registry | None = None
 ) -> RegisteredBaseline:
-    """Approve a registered baseline version (default: the newest); a person's step."""
+    """Approve a registered baseline version (default: the newest); a person's step. Loads no embedder."""
+    from conformance.registry import Registry
+
     return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
 
 
 def score(
-    audited_file: str | Path,
+    records: RecordsLike,
     *,
+    baselines: Iterable[Baseline | BuiltBaseline] | None = None,
+    ledger: str | Ledger | bool | None = None,
     out: str | Path | None = None,
     summary: str | Path | None = None,
+    fdr: float | None = None,
+    run_id: str | None = None,
+    progress: bool | None = None,
     registry: Registry | None = None,
     embedder: Embedder | None = None,
-    progress: bool | None = None,
-    ledger: str | Ledger | bool | None = None,
-    run_id: str | None = None,
-    fdr: float | None = None,
-) -> ScoringResult:
-    """Score every record of ``audited_file`` against its approved baseline.
+) -> ScoreResult:
+    """Score every record against the baseline of its (model_version, input_class).
 
-    Appends every verdict (``invalid`` and ``no_baseline`` included) to the
-    verdict ledger as one atomic batch: ``ledger`` is a URL or an open
-    :class:`~conformance.ledger.Ledger`; ``None`` means ``CONFORMANCE_LEDGER_URL``
-    or the embedded SQLite ledger; ``False`` records nothing. Then writes one
-    verdict per record to ``out`` (format by extension) and the per-group batch
-    summary to ``summary``, each atomically, when given. The ledger is opened
-    first: an unreachable ledger raises before anything is scored or written.
-    With ``fdr`` (q in (0, 1)), Benjamini-Hochberg flags records over the whole
-    batch (see :func:`conformance.scoring.score_record_set`).
+    Parameters
+    ----------
+    records : path, DataFrame, pyarrow Table or iterable of mappings
+        Audited outputs, one per row. Invalid rows get an ``invalid`` verdict, never dropped.
+    baselines : iterable of Baseline or BuiltBaseline, optional
+        Score against these (one per cell) instead of the registry's approved versions: no MLflow
+        is touched. A record of a cell without one gets ``no_baseline``.
+    ledger : None, False, True, URL or Ledger
+        Where every verdict is appended (one atomic batch). ``None``: the embedded SQLite ledger
+        (or ``CONFORMANCE_LEDGER_URL``) when baselines come from the registry, nothing when
+        ``baselines`` are given; ``False``: nothing; ``True``: the default ledger; a URL; an open
+        :class:`~conformance.ledger.Ledger`. The ledger is opened before anything is scored.
+    out, summary : path, optional
+        Where to write the verdicts (format by extension: .jsonl, .csv, .parquet) and the per-group
+        batch summary (JSON), each atomically.
+    fdr : float, optional
+        Also flag records by Benjamini-Hochberg at this false discovery rate over the whole batch
+        (``bh_flag``); verdicts stay ``p_value <= alpha``.
+
+    Raises
+    ------
+    InputFileError, BaselineError, RegistryError, LedgerError
+        Before anything is appended or written.
     """
+    from conformance.params import check_fdr
+    from conformance.records import as_record_set
+    from conformance.verdict import write_json, write_verdicts
+
     for target in (out, summary):
         if target is not None and not Path(target).parent.exists():
             raise InputFileError(f"{target}: the folder {Path(target).parent} does not exist")
@@ -165,45 +265,87 @@ def score(
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
     if fdr is not None:
         check_fdr(fdr)
-    record_set = read_records(audited_file)
-    registry = registry or Registry()
-    book = _open_ledger(ledger)
+    record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
+    from conformance.scoring import score_record_set
 
     approvals: dict[str, tuple[str | None, str | None]] = {}
-
-    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
-        found = registry.resolve_approved(model_version, input_class)
-        if isinstance(found, str):
-            return found
-        registered, baseline = found
-        approvals[registered.uri] = (registered.tags.get("approved_by"), registered.tags.get("approved_at"))
-        return registered.uri, baseline
-
+    if baselines is not None:
+        resolve = _given(baselines, approvals)
+        book = _open_ledger(False if ledger is None else ledger)
+    else:
+        resolve = _from_registry(registry, approvals)
+        book = _open_ledger(ledger)
     try:
         result = score_record_set(record_set, resolve, embedder=embedder, progress=progress, fdr=fdr)
         # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
         verdicts = [v if v.baseline not in approvals else
                     replace(v, approved_by=approvals[v.baseline][0], approved_at=approvals[v.baseline][1])
                     for v in result.verdicts]
-        result = ScoringResult(verdicts=verdicts, summaries=result.summaries)
-        report = None if book is None else book.append(result.verdicts, run_id=run_id, summaries=result.summaries)
+        report = None if book is None else book.append(verdicts, run_id=run_id, summaries=result.summaries)
     finally:
         if book is not None and not hasattr(ledger, "append"):
-            book.close()  # opened here from a URL
+            book.close()  # opened here
     if out is not None:
-        write_verdicts(result.verdicts, out)
+        write_verdicts(verdicts, out)
     if summary is not None:
         write_json([s.to_dict() for s in result.summaries], summary)
-    return ScoringResult(verdicts=result.verdicts, summaries=result.summaries, ledger=report)
+    return ScoreResult(verdicts=verdicts, summaries=result.summaries, ledger=report)
+
+
+def _given(baselines: Iterable[Baseline | BuiltBaseline],
+           approvals: dict[str, tuple[str | None, str | None]]) -> Any:
+    """A resolver over baselines given in memory, one per cell."""
+    table: dict[tuple[str, str], tuple[str, Baseline]] = {}
+    for item in baselines:
+        if isinstance(item, BuiltBaseline):
+            baseline, uri = item.baseline, item.uri
+            if item.registered is not None:
+                approvals[uri] = (item.registered.tags.get("approved_by"), item.registered.tags.get("approved_at"))
+        elif hasattr(item, "p_values") and hasattr(item, "digest"):
+            baseline, uri = item, str(item.digest)
+        else:
+            raise TypeError(f"baselines must hold Baseline or BuiltBaseline objects, got {type(item).__name__}")
+        cell = (baseline.model_version, baseline.input_class)
+        if cell in table and table[cell][1].digest != baseline.digest:
+            raise ValueError(f"two different baselines were given for model_version {cell[0]!r}, input_class "
+                             f"{cell[1]!r}; give one per (model_version, input_class)")
+        table[cell] = (uri, baseline)
+
+    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
+        found = table.get((model_version, input_class))
+        if found is not None:
+            return found
+        return (f"no baseline was given for model_version {model_version!r} and input_class {input_class!r} "
+                f"(given: {', '.join(f'({m}, {c})' for m, c in sorted(table)) or 'none'})")
+
+    return resolve
+
+
+def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]]) -> Any:
+    """A resolver over the approved versions in the MLflow registry."""
+    from conformance.registry import Registry
+
+    reg = registry or Registry()
+
+    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
+        found = reg.resolve_approved(model_version, input_class)
+        if isinstance(found, str):
+            return found
+        registered, baseline = found
+        approvals[registered.uri] = (registered.tags.get("approved_by"), registered.tags.get("approved_at"))
+        return registered.uri, baseline
+
+    return resolve
 
 
 def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
-    from conformance.ledger import Ledger
-
     if ledger is False:
         return None
+    from conformance.ledger import Ledger
+
     if isinstance(ledger, Ledger):
         return ledger
-    if ledger is True:
-        ledger = None
-    return Ledger(ledger)
+    return Ledger(None if ledger is True else ledger)
+
+
+__all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "build", "score"]

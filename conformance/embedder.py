@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,11 @@ def get_embedder() -> Embedder:
         if _DEFAULT is None:
             _DEFAULT = Embedder()
         return _DEFAULT
+
+
+def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """One pooled embedding per input text (each distinct input embedded once)."""
+    distinct = sorted(set(texts))
+    pooled = embedder.embed(distinct, desc="embedding inputs").pooled().astype(np.float64)
+    where = {text: i for i, text in enumerate(distinct)}
+    return pooled[[where[t] for t in texts]]

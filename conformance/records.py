@@ -1,6 +1,8 @@
 """Reading and validating records (one model output per row).
 
-A record file is JSON Lines (``.jsonl``, ``.ndjson``, optionally ``.gz``), CSV
+Records come from a file or from memory (:func:`as_record_set`: a pandas
+DataFrame, a pyarrow Table, or an iterable of mappings); either way every row is
+validated the same way. A record file is JSON Lines (``.jsonl``, ``.ndjson``, optionally ``.gz``), CSV
 or Parquet. Every row is validated on its own: a bad row becomes a
 :class:`~conformance.errors.RecordProblem` (row number, field, reason) and the
 good rows still run. Only problems with the file as a whole (unreadable, wrong
@@ -13,7 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +129,8 @@ def _is_missing(value: Any) -> bool:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return False
+    # pandas' missing markers (pd.NA, pd.NaT), without importing pandas
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _plain(value: Any) -> Any:
@@ -291,3 +294,81 @@ def read_records(path: str | Path) -> RecordSet:
     if not rows:
         raise InputFileError(f"{path}: contains no records")
     return RecordSet(path=str(path), rows=tuple(rows))
+
+
+def _check_columns(where: str, columns: Iterable[Any]) -> None:
+    found = [str(c) for c in columns]
+    missing = [c for c in REQUIRED_FIELDS if c not in found]
+    if missing:
+        raise InputFileError(
+            f"{where}: required column(s) {', '.join(missing)} are absent "
+            f"(found: {', '.join(found) or 'none'}); every record needs {', '.join(REQUIRED_FIELDS)}"
+        )
+
+
+def _validate_all(where: str, raws: Iterable[Any]) -> RecordSet:
+    seen: dict[str, int] = {}
+    rows: list[Record | InvalidRow] = []
+    for row, raw in enumerate(raws, start=1):
+        if not isinstance(raw, Mapping):
+            problem = RecordProblem(row, None, "(row)", "not_object",
+                                    f"expected a mapping of field names to values, got {type(raw).__name__}")
+            rows.append(InvalidRow(row=row, raw={}, problems=(problem,)))
+            continue
+        clean = {str(k): _plain(v) for k, v in raw.items() if not _is_missing(v)}
+        rows.append(validate_row(row, clean, seen))
+    if not rows:
+        raise InputFileError(f"{where}: contains no records")
+    return RecordSet(path=where, rows=tuple(rows))
+
+
+RecordsLike = Any
+"""What the library's doors accept as records: a path (``str`` or :class:`~pathlib.Path`) to a
+``.jsonl``/``.csv``/``.parquet`` file, a pandas DataFrame, a pyarrow Table, a :class:`RecordSet`,
+or an iterable of mappings (one per record)."""
+
+
+def as_record_set(records: RecordsLike) -> RecordSet:
+    """Read and validate records from a file or from memory, one :class:`RecordSet` in input order.
+
+    Rows are numbered from 1 in input order (a DataFrame's index is not used). A value that is
+    ``None`` or NaN counts as absent, as an empty CSV cell does.
+
+    Raises
+    ------
+    InputFileError
+        If the source cannot be read, holds no records, or a required column is absent from
+        every row. Bad rows do not raise: each becomes an :class:`InvalidRow`.
+    TypeError
+        If ``records`` is none of the accepted kinds.
+
+    >>> rs = as_record_set([{"record_id": "r1", "model_version": "m", "input_class": "c",
+    ...                      "input": "q", "output": "a"}, {"record_id": "r2"}])
+    >>> len(rs.records), len(rs.invalid)
+    (1, 1)
+    """
+    if isinstance(records, RecordSet):
+        return records
+    if isinstance(records, (str, Path)):
+        return read_records(records)
+    if isinstance(records, (bytes, bytearray)) or isinstance(records, Mapping):
+        raise TypeError("records must be a path, a pandas DataFrame, a pyarrow Table or an iterable of "
+                        f"mappings (one per record), got {type(records).__name__}")
+    kind = type(records).__module__.split(".")[0] + "." + type(records).__name__
+    if kind == "pandas.DataFrame":
+        _check_columns("<DataFrame>", records.columns)
+        return _validate_all("<DataFrame>", records.to_dict(orient="records"))
+    if kind == "pyarrow.Table":
+        _check_columns("<pyarrow.Table>", records.column_names)
+        return _validate_all("<pyarrow.Table>", records.to_pylist())
+    if not isinstance(records, Iterable):
+        raise TypeError("records must be a path, a pandas DataFrame, a pyarrow Table or an iterable of "
+                        f"mappings (one per record), got {type(records).__name__}")
+    rows = list(records)
+    present = {str(k) for raw in rows if isinstance(raw, Mapping) for k in raw}
+    if rows and present:
+        missing = [c for c in REQUIRED_FIELDS if c not in present]
+        if missing:
+            raise InputFileError(f"<records>: required field(s) {', '.join(missing)} appear in no record; "
+                                 f"every record needs {', '.join(REQUIRED_FIELDS)}")
+    return _validate_all("<records>", rows)

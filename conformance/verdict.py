@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.baseline import atomic_write_bytes
+from conformance.files import atomic_write_bytes
 from conformance.errors import InputFileError
 
 WITHIN = "within_bounds"
@@ -79,7 +79,7 @@ class GroupSummary:
     baseline: str | None
     alpha: float | None
     reason: str
-    #: Each batch test's p-value, B, seed and the combination (see conformance.batch).
+    #: Each batch test's p-value, B, seed and the combination (see conformance.stats.two_sample).
     tests: dict[str, Any] | None = None
     #: With ``score --fdr Q``: q, the batch-wide BH threshold, and how many were flagged.
     fdr: dict[str, Any] | None = None

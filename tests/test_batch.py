@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conformance.combined import CombinedScorer
-from conformance.batch import (
+from conformance.stats.combined import CombinedScorer
+from conformance.stats.two_sample import (
     TESTS,
     batch_tests,
     embedding_permutation_p_values,
@@ -199,7 +199,7 @@ def test_block_permutation_is_order_invariant_and_checks_its_groups() -> None:
 
 
 def test_block_permutation_subsamples_a_large_calibration_part_by_whole_groups(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import conformance.batch as batch
+    import conformance.stats.two_sample as batch
 
     monkeypatch.setattr(batch, "MAX_PERMUTATION_CALIBRATION", 40)
     rng = np.random.default_rng(9)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from conformance.batch import batch_tests, one_per_prompt
+from conformance.stats.conformal import one_per_prompt
+from conformance.stats.two_sample import batch_tests
 
 
 def _clustered(rng: np.random.Generator, n_prompts: int, per_prompt: int, prefix: str):

@@ -8,15 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conformance.build import split_by_prompt
-from conformance.conformal import (
+from conformance.baseline.fit import split_by_prompt
+from conformance.stats.conformal import (
     calibration_support,
     conformal_p_values,
     min_calibration_size,
     prompt_weighted_p_values,
 )
 from conformance.records import Record
-from conformance.scores import knn_cosine_distances
+from conformance.stats.knn import knn_cosine_distances
 
 
 def test_p_value_formula_pinned() -> None:
@@ -206,7 +206,7 @@ def _sampled_and_weighted_rates(
     """Flag rates of a fresh prompt's output (moved up by ``shift``) under the two p-value rules of
     ``build --calibration-method``: one calibration output per prompt, drawn as ``build`` draws it
     (:func:`one_per_prompt`, a seeded hash of the record id), and every output with prompts weighing the same."""
-    from conformance.batch import one_per_prompt
+    from conformance.stats.conformal import one_per_prompt
 
     rng = np.random.default_rng(seed)
     groups = np.repeat([f"p{k}" for k in range(n_prompts)], per_prompt).tolist()
@@ -240,7 +240,7 @@ def test_one_output_per_prompt_is_exact_and_beats_weighting_with_few_prompts() -
 def test_reference_levels_are_the_rates_on_iid_scores() -> None:
     # What `build --calibration-method auto` compares: each rule's rate when outputs of one prompt are no
     # more alike than any two. Measured on i.i.d. scores, for unequal prompt sizes (the Monte Carlo branch).
-    from conformance.conformal import choose_calibration_method, sampled_level, weighted_reference_level
+    from conformance.stats.conformal import choose_calibration_method, sampled_level, weighted_reference_level
 
     rng = np.random.default_rng(7)
     sizes = [1, 2, 2, 3, 5] * 6  # 30 prompts, 78 outputs
@@ -261,7 +261,7 @@ def test_reference_levels_are_the_rates_on_iid_scores() -> None:
 
 @pytest.mark.parametrize("alpha", [0.01, 0.03, 0.05, 0.1, 0.2])
 def test_attainable_calibration_size_is_the_largest_count_with_the_best_level(alpha: float) -> None:
-    from conformance.conformal import attainable_calibration_size, sampled_level
+    from conformance.stats.conformal import attainable_calibration_size, sampled_level
 
     lowest = min_calibration_size(alpha)
     small = {m: calibration_support(m, alpha).is_small for m in range(1, 260)}
@@ -281,7 +281,7 @@ def test_attainable_calibration_size_is_the_largest_count_with_the_best_level(al
 
 
 def test_plan_rounds_the_calibration_part_only_where_it_raises_the_level() -> None:
-    from conformance.build import plan_cell
+    from conformance.baseline.fit import plan_cell
 
     records, _ = _cell(np.random.default_rng(3), 55, 2)
     plan = lambda **kw: plan_cell(records, alpha=kw.pop("alpha", 0.05), calibration_fraction=25 / 55,  # noqa: E731
@@ -310,7 +310,7 @@ def test_rounded_calibration_reaches_alpha_where_the_fraction_reaches_only_one_i
     # one drawn calibration output per prompt; new data every draw, the split fixed (any fixed split keeps the
     # exchangeability). Unrounded the rate is 1/26 = 0.038; rounded to 19 prompts it is 0.05 exactly. Rounding to
     # a count between 20 and 38 would give 1/(K+1) < 0.05 and fail the first assertion.
-    from conformance.build import plan_cell
+    from conformance.baseline.fit import plan_cell
 
     records, _ = _cell(np.random.default_rng(0), 55, 2)
     draws = 4000

@@ -77,7 +77,7 @@ def test_score_with_an_unreachable_ledger_writes_nothing(tmp_path: Path) -> None
 
 
 def test_help_names_the_default_ledger() -> None:
-    from conformance.cli import _parser
+    from conformance.cli.main import _parser
 
     text = _parser().format_help()
     score_help = [a for a in _parser()._subparsers._group_actions[0].choices["score"]._actions  # type: ignore[union-attr]

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from conformance.cli import main
-from conformance.ledger import Ledger, reconstruct
+from conformance.ledger import Ledger
+from conformance.reconstruct import reconstruct
 from tests.conftest import read_jsonl, write_jsonl
 
 

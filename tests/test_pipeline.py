@@ -115,7 +115,7 @@ def test_every_planted_kind_gets_its_verdict(scored: dict) -> None:
 
 
 def test_the_reason_says_what_stands_out(scored: dict) -> None:
-    """A reviewer reads which property made an output unusual, in words (facets, conformance.combined)."""
+    """A reviewer reads which property made an output unusual, in words (facets, conformance.stats.combined)."""
     by_kind = {v["metadata"]["planted"]: v["reason"] for v in scored["verdicts"]
                if (v.get("metadata") or {}).get("planted", "").startswith("off_policy")}
     assert "What stands out most is its language or script" in by_kind["off_policy:language_german"]
@@ -239,19 +239,19 @@ def test_too_few_approved_outputs_is_refused_with_the_number_needed(workdir: Pat
     # --calibration-fraction moves prompts between the parts; the CLI's default is build's.
     code, _, err = run("build", str(path), "--calibration-fraction", "0.75")
     assert code == 2 and "answers 15 distinct prompts (15 outputs" in err
-    from conformance.build import DEFAULT_CALIBRATION_FRACTION
-    from conformance.cli import CALIBRATION_FRACTION
+    from conformance.baseline.fit import DEFAULT_CALIBRATION_FRACTION
+    from conformance.cli.main import CALIBRATION_FRACTION
     assert CALIBRATION_FRACTION == DEFAULT_CALIBRATION_FRACTION
-    from conformance.build import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
-    from conformance.cli import CALIBRATION_METHOD
-    from conformance.cli import CALIBRATION_METHODS as CLI_METHODS
-    from conformance.conformal import CALIBRATION_CHOICES
+    from conformance.baseline.fit import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+    from conformance.cli.main import CALIBRATION_METHOD
+    from conformance.cli.main import CALIBRATION_METHODS as CLI_METHODS
+    from conformance.stats.conformal import CALIBRATION_CHOICES
     assert CALIBRATION_METHOD == DEFAULT_CALIBRATION_METHOD and CLI_METHODS == CALIBRATION_CHOICES
     assert set(CALIBRATION_METHODS) == set(CALIBRATION_CHOICES) - {"auto"}
 
 
 def test_entry_point_help_and_usage_errors() -> None:
-    exe = [sys.executable, "-m", "conformance.cli"]
+    exe = [sys.executable, "-m", "conformance.cli.main"]
     help_text = subprocess.run(exe + ["score", "--help"], capture_output=True, text=True, check=True).stdout
     for needle in ("exit codes", "MLFLOW_TRACKING_URI", "conformance_store/mlflow.db", "out_of_bounds"):
         assert needle in help_text
@@ -262,7 +262,7 @@ def test_entry_point_help_and_usage_errors() -> None:
 def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) -> None:
     import warnings
 
-    from conformance.build import SmallCalibrationWarning, build_baseline
+    from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
     from conformance.records import Record
 
     topics = ["parcel", "refund", "invoice", "password", "delivery"]
@@ -286,7 +286,7 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
 
 
 def test_few_distinct_calibration_prompts_are_refused(embedder) -> None:
-    from conformance.build import build_baseline
+    from conformance.baseline.fit import build_baseline
     from conformance.errors import BaselineError
     from conformance.records import Record
 

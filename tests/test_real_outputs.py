@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from conformance.build import SmallCalibrationWarning, build_baseline, embed_inputs
+from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
+from conformance.embedder import embed_inputs
 from conformance.records import Record
 from conformance.scoring import judge
 from tests.conftest import SHARED_DATA

@@ -112,7 +112,7 @@ def test_conversation_id_groups_the_turns_of_a_conversation(tmp_path: Path) -> N
 
 
 def test_the_split_keeps_a_conversation_on_one_side() -> None:
-    from conformance.build import split_by_prompt
+    from conformance.baseline.fit import split_by_prompt
 
     records = [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
                       input=f"turn {i % 2} of {i // 2}", output="o",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.build import SmallCalibrationWarning, build_baseline
-from conformance.conformal import calibration_conditional_threshold
+from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
+from conformance.stats.conformal import calibration_conditional_threshold
 from conformance.errors import BaselineError
 from conformance.records import Record
 from conformance.scoring import flag_threshold
@@ -53,7 +53,7 @@ def _approved_multi(n_prompts: int, per_prompt: int) -> list[Record]:
 def test_several_outputs_per_prompt_calibrate_by_prompt() -> None:
     import numpy as np
 
-    from conformance.conformal import conformal_p_values, prompt_weighted_p_values
+    from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
 
     # 40 calibration prompts of 4 outputs at alpha 0.1: one output per prompt reaches 4/41, weighting every
     # output 13/161 (if outputs of a prompt were no more alike than any two), so the default "auto" draws one.

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conformance.combined import CombinedScorer
+from conformance.stats.combined import CombinedScorer
 
 
 def test_facet_values_average_measurements_of_one_property_and_compress_format_counts() -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conformance.baseline import Baseline, with_digest
-from conformance.conformal import benjamini_hochberg, conformal_p_values
+from conformance.baseline.format import Baseline, with_digest
+from conformance.stats.conformal import benjamini_hochberg, conformal_p_values
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
-from conformance.scores import knn_cosine_distances
+from conformance.stats.knn import knn_cosine_distances
 from conformance.scoring import score_record_set
 from conformance.verdict import OUT
 

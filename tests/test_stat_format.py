@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.baseline import FORMAT_VERSION, load_baseline, save_baseline
-from conformance.build import build_baseline, embed_inputs
-from conformance.combined import CombinedScorer
+from conformance.baseline.format import FORMAT_VERSION, load_baseline, save_baseline
+from conformance.baseline.fit import build_baseline
+from conformance.embedder import embed_inputs
+from conformance.stats.combined import CombinedScorer
 from conformance.errors import BaselineError
-from conformance.ledger.reconstruct import same_value
+from conformance.reconstruct import same_value
 from conformance.records import Record, RecordSet
 from conformance.scoring import judge, score_record_set, summarise
 from tests.test_stat_fdr import FakeEmbedder, _score

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conformance.combined import CombinedScorer, oas_precision
-from conformance.conformal import calibration_conditional_threshold, conformal_p_values
-from conformance.descriptors import DESCRIPTORS, describe
+from conformance.stats.combined import CombinedScorer, oas_precision
+from conformance.stats.conformal import calibration_conditional_threshold, conformal_p_values
+from conformance.stats.descriptors import DESCRIPTORS, describe
 
 DIM, N_FIT, N_CAL, N_TEST = 12, 60, 19, 40
 

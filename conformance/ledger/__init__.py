@@ -1,4 +1,4 @@
-"""The verdict ledger: durable, append-only, hash-chained, reconstructable.
+"""The verdict ledger: durable, append-only, hash-chained, reconstructable (see :mod:`conformance.reconstruct`).
 
 Every scoring run appends its verdicts; each entry's hash covers its canonical
 content and the previous entry's hash, so altering, removing, inserting or
@@ -14,8 +14,8 @@ from conformance.ledger.errors import (
     LedgerNotFoundError,
     LedgerSchemaError,
 )
-from conformance.ledger.query import Filters, export_parquet
-from conformance.ledger.reconstruct import Reconstruction, reconstruct
+from conformance.ledger.export import export_parquet
+from conformance.ledger.query import Filters
 from conformance.ledger.store import AppendReport, Head, Ledger, default_ledger_url, resolve_ledger_url
 from conformance.ledger.verify import VerifyReport, verify, verify_export
 
@@ -30,11 +30,9 @@ __all__ = [
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerSchemaError",
-    "Reconstruction",
     "VerifyReport",
     "default_ledger_url",
     "export_parquet",
-    "reconstruct",
     "resolve_ledger_url",
     "verify",
     "verify_export",

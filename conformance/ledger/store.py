@@ -45,7 +45,7 @@ def default_ledger_url() -> str:
     It is the default even when ``MLFLOW_TRACKING_URI`` points at a server:
     a team's shared ledger is named explicitly (``--ledger`` or ``CONFORMANCE_LEDGER_URL``).
     """
-    from conformance.registry import default_store_dir
+    from conformance.defaults import default_store_dir
 
     return "sqlite:///" + str(default_store_dir() / LEDGER_FILE)
 

@@ -20,43 +20,44 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from conformance.baseline import Baseline, with_digest
-from conformance.batch import one_per_prompt
-from conformance.conformal import (
-    CALIBRATION_CHOICES,
+from conformance import defaults
+from conformance.baseline.format import Baseline, with_digest
+from conformance.stats.conformal import (
     CalibrationSupport,
     attainable_calibration_size,
     calibration_conditional_threshold,
     calibration_support,
     check_alpha,
     choose_calibration_method,
+    one_per_prompt,
 )
-from conformance.embedder import EmbeddedTexts, Embedder, get_embedder
+from conformance.embedder import EmbeddedTexts, Embedder, embed_inputs, get_embedder
 from conformance.errors import BaselineError
+from conformance.params import check_calibration_method  # noqa: F401  (re-exported)
 from conformance.records import Record
-from conformance.scores import DEFAULT_K, chunked_knn_scores
-from conformance.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_text_scores
-from conformance.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
+from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
+from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_text_scores
+from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
-SCORERS = ("knn_cosine", "combined")
-DEFAULT_SCORER = "combined"  # input-conditional: see docs/validation.md for why
+SCORERS = defaults.SCORERS
+DEFAULT_SCORER = defaults.SCORER  # input-conditional: see docs/method.md for why
 
-DEFAULT_CALIBRATION_FRACTION = 0.5
-DEFAULT_SEED = 0
+DEFAULT_CALIBRATION_FRACTION = defaults.CALIBRATION_FRACTION
+DEFAULT_SEED = defaults.SEED
 
 #: How a baseline turns scores into p-values (``build --calibration-method``): ``sample`` compares with one
 #: calibration output per prompt (drawn by a seeded hash of its record id, fixed when the baseline is built), the
 #: usual split-conformal p-value over ``K`` exchangeable prompts; ``weighted`` compares with every calibration
-#: output, each prompt weighing the same (:func:`~conformance.conformal.prompt_weighted_p_values`). Both hold
+#: output, each prompt weighing the same (:func:`~conformance.stats.conformal.prompt_weighted_p_values`). Both hold
 #: the level; ``weighted`` counts the new output's own prompt as wholly at or above it, which costs power at
 #: some alphas and not at others: on MT-bench's one-model cells (25 calibration conversations of two turns) at
 #: alpha 0.05 it flagged 0.022 of approved outputs, a refusal 0.79 and an answer to another question 0.145,
 #: against 0.038 (= 1/26), 0.88 and 0.26 with ``sample``; at alpha 0.10, 0.086 / 0.99 / 0.55 against
 #: 0.078 / 0.98 / 0.48 (docs/validation.md, seventh run). ``auto`` (the default) picks by
-#: :func:`~conformance.conformal.choose_calibration_method`, from the prompt counts and alpha alone.
+#: :func:`~conformance.stats.conformal.choose_calibration_method`, from the prompt counts and alpha alone.
 CALIBRATION_METHODS = {"sample": "prompt_sample", "weighted": "prompt_weighted"}
-DEFAULT_CALIBRATION_METHOD = "auto"
+DEFAULT_CALIBRATION_METHOD = defaults.CALIBRATION_METHOD
 
 
 class SmallCalibrationWarning(UserWarning):
@@ -106,18 +107,6 @@ def split_by_prompt(
     return Split(fit=sorted(fit, key=by_row), calibration=sorted(calibration, key=by_row))
 
 
-def check_calibration_method(calibration_method: str, delta: float | None) -> str:
-    """Validate a calibration method (a key of :data:`CALIBRATION_METHODS`) against ``delta``."""
-    if calibration_method not in CALIBRATION_CHOICES:
-        raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_CHOICES)}, "
-                         f"got {calibration_method!r}")
-    if delta is not None and calibration_method == "weighted":
-        raise ValueError("the calibration-conditional guarantee (delta) needs calibration_method 'sample': its "
-                         "Beta law holds for one exchangeable calibration score per prompt "
-                         "(build --calibration-method sample)")
-    return calibration_method
-
-
 @dataclass(frozen=True)
 class CellPlan:
     """How a cell's approved records will be used, decided before anything is embedded.
@@ -137,11 +126,11 @@ class CellPlan:
     "sample"``, and always under the calibration-conditional guarantee, whose
     Beta law needs ``K`` exchangeable scores), or with every calibration
     output, each prompt weighing the same (``"weighted"``,
-    :func:`~conformance.conformal.prompt_weighted_p_values`).
+    :func:`~conformance.stats.conformal.prompt_weighted_p_values`).
 
     ``rounded_from`` is the number of calibration prompts the fraction gave when ``round_calibration`` moved
     some of them to the fit part so that alpha is attained more nearly
-    (:func:`~conformance.conformal.attainable_calibration_size`), else ``None``.
+    (:func:`~conformance.stats.conformal.attainable_calibration_size`), else ``None``.
     """
 
     split: Split
@@ -168,7 +157,7 @@ def plan_cell(
     With ``round_calibration`` (and no ``delta``, whose guarantee grows with every calibration prompt), the
     calibration part keeps only as many prompts as attain alpha most nearly, the largest such number not above
     what the fraction gives and not so small that it would draw the small-calibration warning where the
-    fraction's number does not (:func:`~conformance.conformal.attainable_calibration_size`: 25 -> 19 at alpha
+    fraction's number does not (:func:`~conformance.stats.conformal.attainable_calibration_size`: 25 -> 19 at alpha
     0.05, level 0.05 instead of 1/26; 32 -> 29), and only where that raises the level ``calibration_method``
     reaches; the other prompts go to the fit part. Like the split itself this
     sees prompt counts only, never a score, so the guarantee holds.
@@ -262,7 +251,7 @@ def build_baseline(
 
     With ``delta``, the baseline also carries the calibration-conditional
     guarantee (Bates et al. 2023): its verdicts flag at ``p <= t`` with ``t``
-    from :func:`~conformance.conformal.calibration_conditional_threshold`, so
+    from :func:`~conformance.stats.conformal.calibration_conditional_threshold`, so
     that with probability at least ``1 - delta`` over the approved sample this
     baseline's false-alarm rate is at most ``alpha``.
 
@@ -366,20 +355,12 @@ def build_baseline(
     return with_digest(baseline)
 
 
-def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """One pooled embedding per input text (each distinct input embedded once)."""
-    distinct = sorted(set(texts))
-    pooled = embedder.embed(distinct, desc="embedding inputs").pooled().astype(np.float64)
-    where = {text: i for i, text in enumerate(distinct)}
-    return pooled[[where[t] for t in texts]]
-
-
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
     k: int, seed: int, sampled: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
-    with the batch tests' rule, :data:`conformance.combined.BATCH_COMBINATION`) and give its residual
+    with the batch tests' rule, :data:`conformance.stats.combined.BATCH_COMBINATION`) and give its residual
     embeddings (for the batch MMD and energy tests)."""
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit])

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from conformance.errors import BaselineError, EmbedderMismatchError
+from conformance.files import atomic_write_bytes
 
 #: 2 added ``scorer_state`` (the arrays of a fitted combined scorer, stored as
 #: ``scorer__<name>`` in the npz); format 1 files still load (see :func:`load_baseline`).
@@ -79,10 +78,10 @@ class Baseline:
     calibration_prompt_keys: list[str] | None = None
     calibration_scores_by_record: list[float] | None = None
     #: Per calibration record, its score under the batch tests' rule (baselines whose per-output score
-    #: has facets; see :data:`conformance.combined.BATCH_COMBINATION`); the batch rank tests use these.
+    #: has facets; see :data:`conformance.stats.combined.BATCH_COMBINATION`); the batch rank tests use these.
     batch_calibration_scores_by_record: list[float] | None = None
     #: Indices into ``calibration_record_ids`` of one output per distinct calibration
-    #: prompt (optional; see :class:`conformance.build.CellPlan`).
+    #: prompt (optional; see :class:`conformance.baseline.fit.CellPlan`).
     calibration_used: list[int] | None = None
     #: Per calibration record, in the order of ``calibration_record_ids``: what its pooled output
     #: embedding holds beyond what its input predicts (the combined scorer's ridge residual; baselines
@@ -101,7 +100,7 @@ class Baseline:
         exchangeable unit.
         """
         # Imported here: conformal needs SciPy, and the ledger verbs load this module without scoring.
-        from conformance.conformal import conformal_p_values, prompt_weighted_p_values
+        from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
 
         if self.scorer.get("calibration_method") == "prompt_weighted":
             if self.calibration_prompt_keys is None or self.calibration_scores_by_record is None:
@@ -156,6 +155,15 @@ class Baseline:
             "digest": self.digest,
             "format_version": self.format_version,
         }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write this baseline into ``directory`` (``baseline.json`` and ``arrays.npz``, no pickle)."""
+        return save_baseline(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Baseline:
+        """Load a baseline written by :meth:`save` (any readable format version) and check its digest."""
+        return load_baseline(directory)
 
     def check_embedder(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to score with an embedder other than the one this baseline was built with."""
@@ -254,19 +262,3 @@ def load_baseline(directory: str | Path) -> Baseline:
     if unknown:
         raise BaselineError(f"{directory}: unknown arrays in the baseline: {', '.join(unknown)}")
     return Baseline(**meta, **arrays, digest=stored, scorer_state=state)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

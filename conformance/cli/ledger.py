@@ -123,14 +123,15 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
 
 
 def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    from conformance.cli import _table
+    from conformance.cli.table import table as _table
 
     print(_table([{c: _safe(r.get(c)) for c in columns} for r in rows], columns))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run a ledger verb; :class:`~conformance.errors.ConformanceError` propagates (exit 2)."""
-    from conformance.ledger import Filters, Ledger, export_parquet, reconstruct, verify, verify_export
+    from conformance.ledger import Filters, Ledger, export_parquet, verify, verify_export
+    from conformance.reconstruct import reconstruct
 
     if args.verb == "ledger" and args.ledger_verb == "verify":
         if args.file:
@@ -208,7 +209,7 @@ def _print_reconstruction(result: Any) -> None:
 
 def log_head_to_mlflow(seq: int, head_hash: str, url: str) -> str:
     """Record a head in the MLflow experiment ``conformance-ledger``; returns the run id."""
-    from conformance.registry import Registry
+    from conformance.registry.mlflow_registry import Registry
 
     client = Registry().client
     experiment = client.get_experiment_by_name("conformance-ledger")

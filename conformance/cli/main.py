@@ -11,11 +11,8 @@ from typing import Any
 
 from conformance._version import __version__
 
-#: Kept here, not imported from conformance.build, so that --help stays fast; a test checks that the
-#: two agree.
-CALIBRATION_FRACTION = 0.5
-CALIBRATION_METHODS = ("auto", "sample", "weighted")
-CALIBRATION_METHOD = "auto"
+from conformance.cli.table import table as _table
+from conformance.defaults import CALIBRATION_FRACTION, CALIBRATION_METHOD, CALIBRATION_METHODS
 
 EXIT_CODES = """\
 exit codes:
@@ -166,24 +163,11 @@ def _parser() -> argparse.ArgumentParser:
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
                             "column and the BH threshold and flagged count to the summary; the verdict column "
                             "and the exit code stay as without --fdr (p_value <= alpha)")
-    from conformance.ledger.cli import LEDGER_HELP, add_parsers
+    from conformance.cli.ledger import LEDGER_HELP, add_parsers
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
     add_parsers(verbs, _formatter, STORE)
     return parser
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return "-" if value is None else str(value)
-
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-    return "\n".join(lines)
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -198,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from conformance import api
     from conformance.errors import ConformanceError
-    from conformance.ledger.cli import LEDGER_VERBS
-    from conformance.ledger.cli import run as run_ledger_verb
+    from conformance.cli.ledger import LEDGER_VERBS
+    from conformance.cli.ledger import run as run_ledger_verb
 
     warnings.showwarning = _show_warning
     try:

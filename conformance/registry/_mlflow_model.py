@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from conformance.pyfunc import BaselineModel
+from conformance.registry.pyfunc import BaselineModel
 
 set_model(BaselineModel())

@@ -1,7 +1,7 @@
 """Nonconformity scores: how unusual an output is next to the approved reference bank.
 
 The ``knn_cosine`` score (and a component of the default ``combined`` score,
-see :mod:`conformance.combined`) is the cosine distance from an output to its k-th nearest
+see :mod:`conformance.stats.combined`) is the cosine distance from an output to its k-th nearest
 approved output in the reference (fit) bank. A long output is embedded in
 chunks; its score is that of its most unusual chunk, so an off-policy paragraph
 at the end of a long answer is not diluted away.
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_K = 5
+from conformance import defaults
+
+DEFAULT_K = defaults.K
 
 
 def knn_cosine_distances(queries: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from conformance.verdict import INVALID, NO_BASELINE
 if TYPE_CHECKING:
     from conformance.embedder import Embedder
     from conformance.ledger.store import Ledger
-    from conformance.registry import Registry
+    from conformance.registry.mlflow_registry import Registry
 
 IDENTICAL = "identical"
 DIFFERENT = "different"
@@ -134,10 +134,9 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
                               notes + [f"the entry names no versioned baseline ({recorded.get('baseline')!r}) "
                                        "or holds no valid record; it cannot be re-scored"])
-    from conformance.build import embed_inputs
-    from conformance.embedder import fingerprint_digest, get_embedder
-    from conformance.registry import Registry
-    from conformance.scoring import judge
+    from conformance.embedder import embed_inputs, fingerprint_digest, get_embedder
+    from conformance.registry.mlflow_registry import Registry
+    from conformance.scoring.judge import judge
 
     registry = registry or Registry()
     try:

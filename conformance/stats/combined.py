@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conformance.conformal import conformal_p_values
+from conformance.stats.conformal import conformal_p_values
 
 EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
 
@@ -186,7 +186,7 @@ class CombinedScorer:
         The relevance is measured against the mean relevance of the approved outputs to this many
         nearest fit inputs; 0 takes it as it is (baselines built before).
     descriptor_names : sequence of str, optional
-        Names of the descriptor columns (:data:`conformance.descriptors.DESCRIPTORS`), which the facets
+        Names of the descriptor columns (:data:`conformance.stats.descriptors.DESCRIPTORS`), which the facets
         group; without them each descriptor is a facet of its own.
 
     Examples

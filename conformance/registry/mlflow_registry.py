@@ -24,18 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from conformance.baseline import Baseline, load_baseline, save_baseline
+from conformance.baseline.format import Baseline, load_baseline, save_baseline
+from conformance.defaults import default_store_dir
 from conformance.errors import RegistryError
 
 APPROVED_ALIAS = "approved"
 EXPERIMENT_NAME = "conformance-baselines"
-STORE_DIR = "conformance_store"
 _MODEL_CODE = Path(__file__).with_name("_mlflow_model.py")
-
-
-def default_store_dir() -> Path:
-    return Path.cwd() / STORE_DIR
-
 
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the working directory."""
@@ -135,17 +130,14 @@ class Registry:
     def register(self, baseline: Baseline) -> RegisteredBaseline:
         """Log the baseline as a pyfunc model in a run and register a new version."""
         import mlflow
-        import pandas as pd
         from mlflow.models import infer_signature
 
-        from conformance.pyfunc import example_output
+        from conformance.registry.signature import example_input, example_output
 
         name = baseline_name(baseline.model_version, baseline.input_class)
         self._check_name_owner(name, baseline.model_version, baseline.input_class)
         tags = baseline_tags(baseline)
-        example = pd.DataFrame([{"record_id": "example-1", "model_version": baseline.model_version,
-                                 "input_class": baseline.input_class, "input": "example input",
-                                 "output": "example output"}])
+        example = example_input(baseline.model_version, baseline.input_class)
         signature = infer_signature(example, example_output())
         experiment_id = self._experiment_id()
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -35,7 +35,6 @@ and such a test rejects far too often.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from dataclasses import dataclass, field
@@ -43,8 +42,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-DEFAULT_PERMUTATIONS = 1000
-DEFAULT_SEED = 0
+from conformance import defaults
+
+DEFAULT_PERMUTATIONS = defaults.PERMUTATIONS
+DEFAULT_SEED = defaults.BATCH_SEED
 #: Largest batch the permutation tests use whole; a larger one is subsampled
 #: (seeded, independently of the data, so the tests stay exact).
 MAX_PERMUTATION_BATCH = 500
@@ -139,32 +140,6 @@ def ks_p_value(scores: np.ndarray, calibration_scores: np.ndarray) -> float:
     x = _check_sample("scores", scores, 1)
     y = _check_sample("calibration_scores", calibration_scores, 1)
     return float(stats.ks_2samp(x, y, alternative="two-sided").pvalue)
-
-
-def one_per_prompt(prompt_keys: Sequence[str], record_ids: Sequence[str], seed: int = DEFAULT_SEED) -> np.ndarray:
-    """Indices of one output per prompt, chosen without regard to row order.
-
-    Outputs for the same prompt are far more alike than outputs for different
-    prompts, so a sample with several outputs per prompt is not a sample of
-    independent outputs, and a test that treats it as one rejects true nulls
-    far too often (measured on MT-bench: MMD rejected 0.93 of null batches of
-    50 at level 0.05; see docs/validation.md). One output per prompt makes the
-    two samples i.i.d. draws under the null, so the tests are exact again.
-    Within a prompt, the output whose seeded SHA-256 of its record id is
-    smallest is kept, so shuffling the batch changes nothing.
-
-    >>> one_per_prompt(["a", "b", "a"], ["r1", "r2", "r3"]).tolist() in ([0, 1], [1, 2])
-    True
-    """
-    if len(prompt_keys) != len(record_ids):
-        raise ValueError(f"prompt_keys and record_ids must have the same length, got {len(prompt_keys)} "
-                         f"and {len(record_ids)}")
-    best: dict[str, tuple[str, int]] = {}
-    for i, (key, record_id) in enumerate(zip(prompt_keys, record_ids)):
-        digest = hashlib.sha256(f"{seed}\0{record_id}".encode()).hexdigest()
-        if key not in best or digest < best[key][0]:
-            best[key] = (digest, i)
-    return np.array(sorted(i for _, i in best.values()), dtype=np.int64)
 
 
 def _sign_vectors(n_x: int, n_y: int, n_permutations: int, rng: np.random.Generator) -> np.ndarray:

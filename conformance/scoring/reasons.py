@@ -1,0 +1,95 @@
+"""The plain words of a verdict: what was compared with what, how unusual, and the rule applied.
+
+Prose only, apart from the statistics: every figure comes in as an argument or from the
+baseline's stored metadata, so rewording a sentence never changes a verdict or a p-value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conformance.baseline.format import Baseline
+from conformance.stats.combined import FACET_WORDS
+
+
+def test_name(baseline: Baseline) -> str:
+    scorer = baseline.scorer
+    kind = {"prompt_weighted": "prompt-weighted split-conformal p-value",
+            "prompt_sample": "split-conformal p-value (one calibration output per prompt)"}.get(
+        str(scorer.get("calibration_method")), "split-conformal p-value")
+    if scorer["name"] == "combined":
+        return f"{kind} on the input-conditional combined score (k={scorer.get('k')})"
+    return f"{kind} on {scorer['name']} (k={scorer.get('k')}) score"
+
+
+def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
+    if input_p_value <= baseline.alpha:
+        return (f" Its input itself lies outside the approved inputs of this class (input novelty p-value "
+                f"{input_p_value:.4f}): the output may be unusual because the question is.")
+    return (f" Its input is like the approved inputs of this class (input novelty p-value {input_p_value:.4f}), "
+            "so the score measures how unusual the output is for its input.")
+
+
+def _facet_sentence(baseline: Baseline, facet: str, value: float) -> str:
+    said = f" What stands out most is {FACET_WORDS.get(facet, facet)}: a standardised value of {value:.1f}"
+    reference = (baseline.scorer.get("facet_calibration") or {}).get(facet)
+    if reference is None:  # baselines built before the calibration part's facet spread was kept
+        return said + ", where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on."
+    n, prompts = int(reference["n"]), baseline.n_calibration_prompts
+    drawn = baseline.scorer.get("calibration_method") == "prompt_sample" and n != prompts
+    # With one drawn output per prompt the p-value compared with `prompts` outputs; the spread is over them all.
+    whose = f" (every answer to those {prompts} prompts)" if drawn else ""
+    return (said + f", where the {n} approved calibration outputs{whose} reach at most {reference['max']:.1f} "
+            f"(median {reference['median']:.1f}).")
+
+
+def output_reason(
+    baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None,
+    top_facet: tuple[str, float] | None = None, *, cut: float | None = None,
+) -> str:
+    """The reason of one scored verdict; ``cut`` is the p-value at or below which it is out of bounds
+    (alpha, or the calibration-conditional cut-off)."""
+    method = baseline.scorer.get("calibration_method")
+    if method == "prompt_weighted":
+        keys = baseline.calibration_prompt_keys or []
+        n_out, n_prompts = len(keys), baseline.n_calibration_prompts
+        # The share of calibration prompts (each weighing the same) this output is more unusual than.
+        share = 100.0 * (1.0 - (p_value * (n_prompts + 1) - 1.0) / n_prompts)
+        compared = n_out
+        held = f"answers to {n_prompts} prompts held out for calibration, each prompt weighing the same; "
+        like = "an output like the approved ones, for a prompt like the approved ones,"
+    else:
+        n = baseline.n_calibration
+        share = 100.0 * int(np.searchsorted(baseline.calibration_scores, score, side="left")) / n
+        per_prompt = method == "prompt_sample"
+        compared, held = n, (f"one answer drawn at random for each of {n} prompts held out for calibration, the "
+                              "draw fixed when the baseline was built; " if per_prompt else "")
+        like = "an output like the approved ones" + (", for a prompt like the approved ones," if per_prompt else "")
+    lead = (
+        f"Compared with {compared} approved outputs of model {baseline.model_version} for input class "
+        f"'{baseline.input_class}' ({held}baseline {uri}), this output was more unusual than {share:.1f}% of them "
+        f"(p-value {p_value:.4f}; alpha {baseline.alpha:g}, so {like} is flagged at most "
+        f"{100 * baseline.alpha:g}% of the time)."
+    )
+    if input_p_value is not None:
+        lead += _input_sentence(baseline, input_p_value)
+    if top_facet is not None:
+        lead += _facet_sentence(baseline, *top_facet)
+    cut = baseline.alpha if cut is None else cut
+    if cut < baseline.alpha:
+        delta = float(baseline.scorer["delta"])
+        lead += (
+            f" This baseline also carries the calibration-conditional guarantee: with probability at least "
+            f"{100 * (1 - delta):g}% over the approved sample it was built from, its false-alarm rate is at most "
+            f"{100 * baseline.alpha:g}%; for that, outputs are flagged at p-values at or below {cut:.4g}."
+        )
+        if p_value <= cut:
+            return lead + " The p-value is at or below that cut-off: out of bounds."
+        return lead + " The p-value is above that cut-off: within bounds."
+    if p_value <= baseline.alpha:
+        return lead + " The p-value is at or below alpha: out of bounds."
+    return lead + " The p-value is above alpha: within bounds."
+
+
+def invalid_reason(problems: str) -> str:
+    return f"The record could not be judged: {problems}. Fix the record and score it again."
