@@ -36,10 +36,7 @@ if TYPE_CHECKING:
 def p_value_rule(baseline: Baseline) -> str:
     """``sample``, ``weighted`` (see ``build --calibration-method``), or ``output`` for a baseline calibrated
     before prompts counted (every calibration output one exchangeable unit)."""
-    from conformance.baseline.fit import CALIBRATION_METHODS
-
-    by_stored_name = {stored: name for name, stored in CALIBRATION_METHODS.items()}
-    return by_stored_name.get(str(baseline.scorer.get("calibration_method")), "output")
+    return {"prompt_sample": "sample", "prompt_weighted": "weighted", "output": "output"}[baseline.spec.p_value_rule]
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ class BuiltBaseline:
             "smallest_alpha": support["smallest_alpha"],
             "false_alarm_rate_95th": support["false_alarm_rate_95th"],
             "expected_false_alarm_rate": support["expected_false_alarm_rate"],
-            "conditional_threshold": scorer.get("conditional_threshold"),
+            "conditional_threshold": self.baseline.spec.conditional_threshold,
             "digest": self.baseline.digest,
             "approved_by": self.approved_by,
         }

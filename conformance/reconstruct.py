@@ -4,12 +4,15 @@ The entry names the exact baseline version (``models:/<name>/<version>``) and
 its digest, the embedder's fingerprint digest and the code version. To
 reconstruct, the baseline version is fetched from the MLflow registry, the
 stored output is re-embedded (an embedding depends only on its text) and
-re-scored; the new verdict, nearest approved outputs, digests and reason are
-compared exactly with the recorded ones, the score and p-value to within
-floating-point rounding (relative 1e-9: the last digits of a float can differ
-between releases of numpy or of the BLAS beneath it, as they did between numpy
-releases of 2026; such a difference is reported in a note, and a verdict it
-would flip is a difference). Any difference is explained: a baseline version
+re-scored. The *evidence* is compared: the verdict, alpha, the nearest approved
+outputs, the baseline version and digest and the embedder fingerprint exactly,
+the score and p-value to within floating-point rounding (relative 1e-9: the last
+digits of a float can differ between releases of numpy or of the BLAS beneath
+it; such a difference is reported in a note, and a verdict it would flip is a
+difference). The *wording* (the reason and the test's name) is compared apart:
+a later release may explain the same figures in other words, which is reported
+as "same verdict and figures; explanation worded differently", never as a
+different verdict. Any difference in evidence is explained: a baseline version
 since deleted or altered, another embedder, another code version, or an entry
 altered since it was written.
 """
@@ -32,10 +35,16 @@ if TYPE_CHECKING:
     from conformance.registry.mlflow_registry import Registry
 
 IDENTICAL = "identical"
+#: The evidence is identical and only the words of the explanation differ.
+SAME_EVIDENCE = "same_evidence"
 DIFFERENT = "different"
 NOT_REPRODUCIBLE = "not_reproducible"
 NOTHING_TO_RESCORE = "nothing_to_rescore"
-COMPARED = ("verdict", "score", "p_value", "alpha", "nearest", "baseline_digest", "embedder", "test", "reason")
+#: What a verdict rests on: a difference in any of these is a different result.
+EVIDENCE = ("verdict", "score", "p_value", "alpha", "nearest", "baseline", "baseline_digest", "embedder")
+#: How it was put into words: a difference here is a rewording, reported apart.
+WORDING = ("reason", "test")
+REWORDED = "same verdict and figures; explanation worded differently"
 #: Compared to within ``ROUNDING`` (relative): floats that numerical libraries may round differently.
 ROUNDED = ("score", "p_value")
 ROUNDING = 1e-9
@@ -53,9 +62,10 @@ def same_value(name: str, recorded: Any, recomputed: Any) -> bool:
 class Reconstruction:
     """Recorded against recomputed, with the differences and what explains them.
 
-    ``status`` is ``identical``, ``different``, ``not_reproducible`` (the
-    inputs needed are gone) or ``nothing_to_rescore`` (a ``no_baseline``
-    verdict: no baseline was used).
+    ``status`` is ``identical``, ``same_evidence`` (the same verdict and
+    figures, explained in other words: ``reworded`` lists which), ``different``,
+    ``not_reproducible`` (the inputs needed are gone) or ``nothing_to_rescore``
+    (a ``no_baseline`` verdict: no baseline was used).
     """
 
     record_id: str | None
@@ -65,14 +75,21 @@ class Reconstruction:
     recomputed: dict[str, Any] | None = None
     differences: list[str] = field(default_factory=list)
     explanations: list[str] = field(default_factory=list)
+    reworded: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
         return self.status == IDENTICAL
 
+    @property
+    def reproduced(self) -> bool:
+        """The evidence was re-derived unchanged (whatever the wording)."""
+        return self.status in (IDENTICAL, SAME_EVIDENCE)
+
     def to_dict(self) -> dict[str, Any]:
         return {"record_id": self.record_id, "seq": self.seq, "status": self.status, "recorded": self.recorded,
-                "recomputed": self.recomputed, "differences": self.differences, "explanations": self.explanations}
+                "recomputed": self.recomputed, "differences": self.differences, "reworded": self.reworded,
+                "explanations": self.explanations}
 
 
 def _pick(ledger: Ledger, record_id: str, seq: int | None) -> Entry:
@@ -158,17 +175,23 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
                                        f"(fingerprint {fingerprint_digest(baseline.embedder)}); "
                                        "re-score with that embedder"])
     embedded = embedder.embed([checked.output], progress=False, desc="re-embedding the stored output")
-    inputs = embed_inputs(embedder, [checked.input]) if baseline.scorer["name"] == "combined" else None
+    inputs = embed_inputs(embedder, [checked.input]) if baseline.spec.is_combined else None
     new = judge(baseline, str(recorded["baseline"]), [checked], embedded,
                 scored_at=str(recorded.get("scored_at")), inputs=inputs)[0]
     recomputed = _summary(plain(new.to_dict()) | {"nearest": list(new.nearest)})
     differences = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}"
-                   for name_ in COMPARED if not same_value(name_, summary[name_], recomputed[name_])]
+                   for name_ in EVIDENCE if not same_value(name_, summary[name_], recomputed[name_])]
+    reworded = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}"
+                for name_ in WORDING if summary[name_] != recomputed[name_]]
     rounding = [f"{name_}: recorded {summary[name_]!r}, recomputed {recomputed[name_]!r}; equal to within "
                 f"floating-point rounding (relative {ROUNDING:g}: the numerical libraries installed here round the "
                 "last digits differently)"
                 for name_ in ROUNDED if summary[name_] != recomputed[name_]
                 and same_value(name_, summary[name_], recomputed[name_])]
+    if not differences and reworded:
+        return Reconstruction(record_id, entry.seq, SAME_EVIDENCE, summary, recomputed, [],
+                              notes + [REWORDED + f" (by conformance {recorded.get('code_version')} then, "
+                                                  f"{__version__} now)"] + rounding, reworded)
     if not differences:
         return Reconstruction(record_id, entry.seq, IDENTICAL, summary, recomputed, [], notes + rounding)
     if recorded.get("code_version") != __version__:
@@ -177,4 +200,5 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     if not notes:
         notes.append("same baseline digest, embedder and code version, yet the result differs: this should not "
                      "happen; please report it with this output")
-    return Reconstruction(record_id, entry.seq, DIFFERENT, summary, recomputed, differences, notes + rounding)
+    return Reconstruction(record_id, entry.seq, DIFFERENT, summary, recomputed, differences, notes + rounding,
+                          reworded)

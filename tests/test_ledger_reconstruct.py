@@ -75,6 +75,20 @@ def test_score_record_query_verify_reconstruct(built: list[dict], audited_subset
     result = json.loads(out)
     assert code == 0 and result["status"] == "identical", result["differences"]
     assert result["recomputed"]["p_value"] == result["recorded"]["p_value"]
+
+    # a later release that words the reason differently: the same evidence, never a different verdict
+    import conformance.scoring.judge as judging
+
+    worded = judging.output_reason
+    with monkeypatch.context() as later_release:
+        later_release.setattr(judging, "output_reason", lambda *a, **k: "In other words: " + worded(*a, **k))
+        code, out = run("reconstruct", rid, "--format", "json")
+        result = json.loads(out)
+        assert code == 0 and result["status"] == "same_evidence", result
+        assert result["differences"] == [] and [r.split(":")[0] for r in result["reworded"]] == ["reason"]
+        assert any("same verdict and figures; explanation worded differently" in n for n in result["explanations"])
+        code, out = run("reconstruct", rid)
+        assert code == 0 and "SAME EVIDENCE" in out and "reworded: reason" in out
     assert run("reconstruct", other["record_id"])[0] == 0  # no_baseline: nothing to re-score
     assert run("reconstruct", invalid["record_id"], "--format", "json")[0] == 0
 

@@ -33,7 +33,7 @@ def test_build_with_delta_records_the_cut_off_and_verdicts_use_it() -> None:
 
 def test_without_delta_the_verdict_is_p_at_most_alpha() -> None:
     baseline = build_baseline(_approved(200), alpha=0.1, scorer="knn_cosine", embedder=FakeEmbedder())  # type: ignore[arg-type]
-    assert "delta" not in baseline.scorer and flag_threshold(baseline) == 0.1
+    assert baseline.spec.delta is None and flag_threshold(baseline) == 0.1
     result = _score(baseline, [f"0:{i}" for i in range(9000, 9100)])
     assert all(v.verdict == (OUT if v.p_value <= 0.1 else WITHIN) for v in result.verdicts)
     assert all("calibration-conditional" not in v.reason for v in result.verdicts)

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from conformance.baseline.format import Baseline, with_digest
+from conformance.baseline.spec import explicit_scorer
 from conformance.stats.conformal import benjamini_hochberg, conformal_p_values
 from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
@@ -86,7 +87,7 @@ def _baseline() -> Baseline:
     cal_scores, _ = knn_cosine_distances(cal.chunks, fit.chunks, 5)
     return with_digest(Baseline(
         model_version="m", input_class="c", alpha=0.05,
-        scorer={"name": "knn_cosine", "k": 5, "chunk_pooling": "max"},
+        scorer=explicit_scorer({"name": "knn_cosine", "k": 5, "chunk_pooling": "max"}),
         reference=fit.chunks, reference_owner=fit.owner, calibration_scores=np.sort(cal_scores),
         calibration_embeddings=cal.pooled(),
         reference_records=[{"record_id": f"f{i}", "input": "q", "output": "o"} for i in range(100)],

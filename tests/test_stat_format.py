@@ -29,7 +29,7 @@ class WindowedFakeEmbedder(FakeEmbedder):
 
 def test_format_1_file_still_loads_verifies_and_scores() -> None:
     baseline = load_baseline(FORMAT1)
-    assert FORMAT_VERSION == 2 and baseline.format_version == 1 and baseline.scorer_state == {}
+    assert FORMAT_VERSION == 3 and baseline.migrated_from == 1 and baseline.scorer_state == {}
     assert baseline.digest == "sha256:d656c279b332ccb2e8261316f1302b52663817d83d4feafc2736bfd4e40a541e"
     result = _score(baseline, [f"0:{i}" for i in range(9500, 9520)])
     assert all(0 < v.p_value <= 1 for v in result.verdicts)
@@ -59,7 +59,8 @@ def combined(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 def test_combined_baseline_round_trips(combined) -> None:  # type: ignore[no-untyped-def]
     baseline, folder = combined
     loaded = load_baseline(folder)
-    assert loaded.format_version == 2 and loaded.digest == baseline.digest
+    assert loaded.format_version == FORMAT_VERSION and loaded.migrated_from is None
+    assert loaded.digest == baseline.digest
     assert set(loaded.scorer_state) == set(baseline.scorer_state) and loaded.scorer["name"] == "combined"
     for name, value in baseline.scorer_state.items():
         assert np.array_equal(loaded.scorer_state[name], value)
@@ -103,7 +104,7 @@ def test_a_verdict_compares_what_stands_out_with_the_calibration_outputs(combine
     assert all(m is not None and int(m.group(2)) == n_cal and float(m.group(1)) <= float(m.group(3)) for m in tops)
     assert any(m is not None and m.group(1) == m.group(3) for m in tops)  # the largest is one of them
     # A facet baseline built before the spread was kept says what it said then.
-    old = replace(baseline, scorer={k: v for k, v in baseline.scorer.items() if k != "facet_calibration"})
+    old = replace(baseline, scorer={**baseline.scorer, "facet_calibration": None})  # as migrated from format 2
     (said,) = judge(old, "models:/m-c/1", cal[:1], embedder.embed([cal[0].output]),  # type: ignore[arg-type]
                     scored_at="t", inputs=embed_inputs(embedder, [cal[0].input]))  # type: ignore[arg-type]
     assert "where 2.3 to 2.6 marks the most unusual 1% of the approved outputs" in said.reason
@@ -202,7 +203,8 @@ def test_a_baseline_built_before_prompt_level_calibration_scores_exactly_as_it_d
 
     expected = json.loads(FORMAT2_OUTPUT_UNIT.with_name(FORMAT2_OUTPUT_UNIT.name + ".expected.json").read_text())
     baseline = load_baseline(FORMAT2_OUTPUT_UNIT)
-    assert baseline.digest == expected["digest"] and "calibration_method" not in baseline.scorer
+    assert baseline.digest == expected["digest"] and baseline.migrated_from == 2
+    assert baseline.spec.p_value_rule == "output"  # what the release that built it did; it stored no rule
     rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
                         input=f"0:{50000 + i % 60}", output=f"{i % 2}:{9000 + i}") for i in range(40))
     result = score_record_set(RecordSet(path="<t>", rows=rows), lambda mv, ic: ("models:/m-c/1", baseline),
@@ -223,3 +225,42 @@ def test_reconstruct_compares_scores_to_within_rounding_and_everything_else_exac
     assert not same_value("verdict", "within_bounds", "out_of_bounds")
     assert not same_value("reason", "p = 0.1", "p = 0.10000000001")  # text is compared exactly
     assert same_value("score", None, None) and not same_value("score", None, 0.0)
+
+
+def test_each_older_format_migrates_to_an_explicit_scorer_specification(tmp_path: Path) -> None:
+    from conformance.baseline.format import MIGRATIONS
+
+    assert sorted(MIGRATIONS) == list(range(1, FORMAT_VERSION))  # every change of format has its migration
+    old_knn = load_baseline(FORMAT1)
+    assert (old_knn.spec.name, old_knn.spec.k, old_knn.spec.p_value_rule) == ("knn_cosine", 5, "output")
+    assert (old_knn.spec.batch_unit, old_knn.spec.batch_score, old_knn.spec.batch_embedding) == (
+        "output", "score", "pooled")
+    assert old_knn.spec.delta is None and old_knn.spec.flag_threshold(old_knn.alpha) == old_knn.alpha
+    old_combined = load_baseline(FORMAT2_OUTPUT_UNIT)
+    spec = old_combined.spec
+    assert spec.is_combined and spec.p_value_rule == "output" and spec.facet_calibration is None
+    assert spec.batch_unit == "prompt"  # it carries its calibration prompt keys and per-record scores
+    assert spec.combined_params is not None and spec.combined_params["combination"] == "smooth_max"
+    assert spec.combined_params["relevance_neighbours"] == 0
+
+
+def test_a_migrated_baseline_saved_again_is_a_new_artifact_of_the_current_format(tmp_path: Path) -> None:
+    old = load_baseline(FORMAT2_OUTPUT_UNIT)
+    folder = save_baseline(old, tmp_path / "again")
+    again = load_baseline(folder)
+    assert again.migrated_from is None and again.format_version == FORMAT_VERSION
+    assert again.digest != old.digest  # new content, new identity: it must be registered and approved anew
+    assert again.spec == old.spec
+    rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
+                        input=f"0:{50000 + i % 60}", output=f"{i % 2}:{9000 + i}") for i in range(10))
+    before, after = (score_record_set(RecordSet(path="<t>", rows=rows), lambda mv, ic, b=b: ("u", b),
+                                      embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+                     for b in (old, again))
+    assert [(v.verdict, v.p_value, v.score) for v in before.verdicts] == [
+        (v.verdict, v.p_value, v.score) for v in after.verdicts]
+
+
+def test_a_current_baseline_lacking_a_field_of_its_specification_is_refused(combined) -> None:  # type: ignore[no-untyped-def]
+    baseline, _ = combined
+    with pytest.raises(BaselineError, match="lacks batch_unit"):
+        replace(baseline, scorer={k: v for k, v in baseline.scorer.items() if k != "batch_unit"})

@@ -334,8 +334,11 @@ def build_baseline(
                                   "reference_level_sample": levels["sample"],
                                   "reference_level_weighted": levels["weighted"]},
                               "calibration_rounding": {
-                                  "requested": bool(round_calibration), "prompts_from_fraction": plan.rounded_from}}
-        | ({} if delta is None else {"delta": float(delta), "conditional_threshold": conditional}),
+                                  "requested": bool(round_calibration), "prompts_from_fraction": plan.rounded_from},
+                              "delta": None if delta is None else float(delta), "conditional_threshold": conditional,
+                              "batch_unit": "prompt",
+                              "batch_score": "score" if batch_cal_scores is None else "batch_rule",
+                              "batch_embedding": "pooled" if cal_residuals is None else "residual"},
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
         calibration_scores=np.sort(cal_scores[used] if chosen == "sample" else cal_scores),
@@ -387,6 +390,7 @@ def _fit_combined(
                     "max(MAD, 99th-percentile spread, descriptor unit / 2.576) of two-fold cross-fitted "
                     "fit-part values; relevance relative to the outputs of the 10 nearest fit inputs; input "
                     "novelty reported apart"}
+    meta["facet_calibration"] = None
     if text.facets is not None and text.facet_names is not None:
         # What a verdict's "what stands out most" is compared with: each facet's spread over the approved
         # calibration outputs, taken on the chunk that set each one's score (as for an audited output).

@@ -13,19 +13,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from conformance.baseline.spec import ScorerSpec, explicit_scorer
 from conformance.errors import BaselineError, EmbedderMismatchError
 from conformance.files import atomic_write_bytes
 
-#: 2 added ``scorer_state`` (the arrays of a fitted combined scorer, stored as
-#: ``scorer__<name>`` in the npz); format 1 files still load (see :func:`load_baseline`).
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+#: The stored format's history (each change bumps it and adds a migration to :data:`MIGRATIONS`):
+#: 1, the kNN bank and calibration scores; 2 added ``scorer_state`` (the arrays of a fitted combined
+#: scorer, stored as ``scorer__<name>`` in the npz) and optional per-record calibration fields;
+#: 3 stores every field of the scorer specification explicitly (:mod:`conformance.baseline.spec`).
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
@@ -88,6 +93,17 @@ class Baseline:
     #: built since the batch MMD and energy tests run on them). ``None`` for older baselines, whose batch
     #: tests compare the pooled output embeddings themselves.
     calibration_residuals: np.ndarray | None = None
+    #: The format the baseline was stored in, when it was older than :data:`FORMAT_VERSION` and migrated on
+    #: load (``None`` otherwise). Its ``digest`` stays the stored one: the approved artifact's identity.
+    migrated_from: int | None = None
+
+    def __post_init__(self) -> None:
+        _ = self.spec  # a scorer lacking a field of the current format is refused here, not while scoring
+
+    @cached_property
+    def spec(self) -> ScorerSpec:
+        """The scorer specification, typed."""
+        return ScorerSpec.from_stored(self.scorer)
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-values of nonconformity ``scores`` against this baseline's calibration part.
@@ -102,7 +118,7 @@ class Baseline:
         # Imported here: conformal needs SciPy, and the ledger verbs load this module without scoring.
         from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
 
-        if self.scorer.get("calibration_method") == "prompt_weighted":
+        if self.spec.p_value_rule == "prompt_weighted":
             if self.calibration_prompt_keys is None or self.calibration_scores_by_record is None:
                 raise BaselineError("a prompt-weighted baseline must carry its calibration prompt keys and scores")
             return prompt_weighted_p_values(scores, np.asarray(self.calibration_scores_by_record),
@@ -124,9 +140,9 @@ class Baseline:
         return int(self.calibration_scores.shape[0])
 
     def metadata(self) -> dict[str, Any]:
-        """Everything but the arrays, as plain JSON-able values."""
+        """Everything but the arrays, as plain JSON-able values, in the current format."""
         return {
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,
             "model_version": self.model_version,
             "input_class": self.input_class,
             "alpha": self.alpha,
@@ -221,7 +237,9 @@ def save_baseline(baseline: Baseline, directory: str | Path) -> Path:
     arrays = _all_arrays(baseline)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-    meta = baseline.metadata() | {"digest": baseline.digest or compute_digest(baseline.metadata(), arrays)}
+    # The digest of what is written: the baseline's own, unless it was migrated from an older format, in which
+    # case the file is a new artifact of the current format (to be registered and approved as such).
+    meta = baseline.metadata() | {"digest": compute_digest(baseline.metadata(), arrays)}
     atomic_write_bytes(directory / ARRAYS_FILE, buffer.getvalue())
     atomic_write_bytes(
         directory / META_FILE, json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
@@ -261,4 +279,35 @@ def load_baseline(directory: str | Path) -> Baseline:
     unknown = sorted(set(arrays) - set(_ARRAYS) - set(_OPTIONAL_ARRAYS))
     if unknown:
         raise BaselineError(f"{directory}: unknown arrays in the baseline: {', '.join(unknown)}")
-    return Baseline(**meta, **arrays, digest=stored, scorer_state=state)
+    for step in range(int(version), FORMAT_VERSION):
+        meta, arrays = MIGRATIONS[step](meta, arrays)
+    meta.pop("format_version")
+    return Baseline(**meta, **arrays, digest=stored, scorer_state=state,
+                    migrated_from=None if version == FORMAT_VERSION else int(version))
+
+
+def _migrate_1_to_2(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Format 2 only added what format 1 could not hold (scorer state, per-record calibration fields)."""
+    return meta | {"format_version": 2}, arrays
+
+
+def _migrate_2_to_3(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Make every field of the scorer explicit, with the value the release that built it used when it
+    stored none: p-values with every calibration output one unit, no conditional guarantee; batch tests
+    on outputs, on the per-output score and on pooled embeddings, unless the baseline carries what the
+    prompt unit, the batch rule or the residual embeddings need."""
+    scorer = explicit_scorer(
+        meta["scorer"],
+        batch_unit="prompt" if meta.get("calibration_prompt_keys") is not None
+        and meta.get("calibration_scores_by_record") is not None else "output",
+        batch_score="batch_rule" if meta.get("batch_calibration_scores_by_record") is not None else "score",
+        batch_embedding="residual" if arrays.get("calibration_residuals") is not None else "pooled",
+    )
+    return meta | {"format_version": 3, "scorer": scorer}, arrays
+
+
+#: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
+MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[dict[str, Any], dict[str, Any]]]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(result.to_dict(), indent=2))
         else:
             _print_reconstruction(result)
-        return 0 if result.status in ("identical", "nothing_to_rescore") else 1
+        return 0 if result.status in ("identical", "same_evidence", "nothing_to_rescore") else 1
     if args.verb == "verdicts":
         filters = Filters(model_version=args.model_version, input_class=args.input_class, verdict=args.verdict,
                           baseline_version=args.baseline_version, since=args.since, until=args.until,
@@ -203,6 +203,8 @@ def _print_reconstruction(result: Any) -> None:
         print(f"  {name:16} recorded {_safe(rec.get(name))!s:<40} recomputed {_safe(now)!s}")
     for line in result.differences:
         print(f"  difference: {_safe(line)}")
+    for line in result.reworded:
+        print(f"  reworded: {_safe(line)}")
     for line in result.explanations:
         print(f"  note: {_safe(line)}")
 

@@ -145,8 +145,7 @@ class Registry:
             folder = save_baseline(baseline, Path(tmp) / "baseline")
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                 mlflow.set_tags(tags)
-                mlflow.log_params({"alpha": baseline.alpha, "k": baseline.scorer.get("k"),
-                                   "scorer": baseline.scorer.get("name")})
+                mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
                 mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
                                     "n_calibration_prompts": baseline.n_calibration_prompts})
                 info = mlflow.pyfunc.log_model(
@@ -283,8 +282,8 @@ def baseline_tags(baseline: Baseline) -> dict[str, str]:
         "n_fit": str(baseline.n_fit),
         "n_calibration": str(baseline.n_calibration),
         "n_calibration_prompts": str(baseline.n_calibration_prompts),
-        "calibration_method": str(baseline.scorer.get("calibration_method", "output")),
-        "scorer": baseline.scorer["name"],
+        "calibration_method": baseline.spec.p_value_rule,
+        "scorer": baseline.spec.name,
         "embedder": str(baseline.embedder.get("model")),
         "embedder_weights_sha256": str(baseline.embedder.get("weights_sha256")),
         "eval_run_ids": ",".join(lineage.get("eval_run_ids", [])),

@@ -60,7 +60,8 @@ def summarise(
         cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
         unit_note = rule_note = embedding_note = ""
         embedding_kind = "pooled output embeddings"
-        if (baseline.calibration_residuals is not None and residuals is not None
+        spec = baseline.spec
+        if (spec.batch_embedding == "residual" and baseline.calibration_residuals is not None and residuals is not None
                 and all(v.row in residuals for v in scored_members)):
             batch_embeddings = np.stack([residuals[v.row] for v in scored_members])
             cal_embeddings = baseline.calibration_residuals
@@ -69,13 +70,15 @@ def summarise(
                               "so that a batch about other topics is not a difference in itself")
         batch_groups: list[str] | None = None
         cal_groups: list[str] | None = None
-        if baseline.calibration_prompt_keys is not None and baseline.calibration_scores_by_record is not None:
+        if (spec.batch_unit == "prompt" and baseline.calibration_prompt_keys is not None
+                and baseline.calibration_scores_by_record is not None):
             # Every output on both sides; the permutation tests move whole prompts (conversations), since
             # outputs of one prompt are not independent: see batch_tests(groups=...).
             batch_groups = [_prompt_key(v) for v in scored_members]
             cal_groups = list(baseline.calibration_prompt_keys)
             cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
-            if (baseline.batch_calibration_scores_by_record is not None and batch_scores is not None
+            if (spec.batch_score == "batch_rule" and baseline.batch_calibration_scores_by_record is not None
+                    and batch_scores is not None
                     and all(v.row in batch_scores for v in scored_members)):
                 # The rank tests' own rule (conformance.stats.combined.BATCH_COMBINATION), on both sides.
                 batch_values = np.array([batch_scores[v.row] for v in scored_members], dtype=np.float64)

@@ -21,8 +21,7 @@ from conformance.verdict import OUT, WITHIN, Verdict
 def flag_threshold(baseline: Baseline) -> float:
     """The p-value at or below which an output is out of bounds: alpha, or the
     calibration-conditional cut-off when the baseline was built with ``delta``."""
-    conditional = baseline.scorer.get("conditional_threshold")
-    return float(conditional) if conditional is not None else baseline.alpha
+    return baseline.spec.flag_threshold(baseline.alpha)
 
 
 def judge(
@@ -41,28 +40,28 @@ def judge(
     batch calibration scores, each record's score under the batch tests' rule goes into
     ``batch_scores`` (by row), if given; for one that carries calibration residuals, each
     record's residual embedding goes into ``batch_residuals``."""
-    k = int(baseline.scorer["k"])
-    scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference, k)
+    spec = baseline.spec
+    scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference,
+                                             spec.k)
     input_p: list[float | None] = [None] * len(records)
     top_facets: Sequence[tuple[str, float] | None] = [None] * len(records)
-    if baseline.scorer["name"] == "combined":
+    if spec.is_combined:
         if inputs is None:
             raise ValueError("a baseline with the combined score needs the records' input embeddings")
-        model = CombinedScorer.from_state(
-            {name: baseline.scorer[name] for name in CombinedScorer.PARAM_NAMES if name in baseline.scorer},
-            baseline.scorer_state)
+        assert spec.combined_params is not None  # a combined spec always has them
+        model = CombinedScorer.from_state(dict(spec.combined_params), baseline.scorer_state)
         window = int(baseline.embedder["chunking"]["window"])
         # The descriptors the baseline was fitted with, in its order (a baseline built before a descriptor
         # was added does not know it).
-        names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
+        names = [c for c in spec.components if c in DESCRIPTORS]
         desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=names)
         text = chunked_text_scores(model, embedded.chunks, embedded.owner, inputs, desc)
         scores = text.score
-        if text.top_facet is not None:  # baselines built before the facets say what they said then
+        if text.top_facet is not None:  # a scorer combined by facets (spec.combined_params["combination"])
             top_facets = text.top_facet
-        if batch_scores is not None and baseline.batch_calibration_scores_by_record is not None:
+        if batch_scores is not None and spec.batch_score == "batch_rule":
             batch_scores.update(zip((r.row for r in records), text.batch_score.tolist()))
-        if batch_residuals is not None and baseline.calibration_residuals is not None:
+        if batch_residuals is not None and spec.batch_embedding == "residual":
             batch_residuals.update(zip((r.row for r in records), model.residual_embeddings(embedded.pooled(), inputs)))
         input_p = [float(p) for p in model.input_p_values(inputs)]
     p_values = baseline.p_values(scores)

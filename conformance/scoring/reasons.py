@@ -13,13 +13,13 @@ from conformance.stats.combined import FACET_WORDS
 
 
 def test_name(baseline: Baseline) -> str:
-    scorer = baseline.scorer
+    spec = baseline.spec
     kind = {"prompt_weighted": "prompt-weighted split-conformal p-value",
-            "prompt_sample": "split-conformal p-value (one calibration output per prompt)"}.get(
-        str(scorer.get("calibration_method")), "split-conformal p-value")
-    if scorer["name"] == "combined":
-        return f"{kind} on the input-conditional combined score (k={scorer.get('k')})"
-    return f"{kind} on {scorer['name']} (k={scorer.get('k')}) score"
+            "prompt_sample": "split-conformal p-value (one calibration output per prompt)",
+            "output": "split-conformal p-value"}[spec.p_value_rule]
+    if spec.is_combined:
+        return f"{kind} on the input-conditional combined score (k={spec.k})"
+    return f"{kind} on {spec.name} (k={spec.k}) score"
 
 
 def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
@@ -32,11 +32,11 @@ def _input_sentence(baseline: Baseline, input_p_value: float) -> str:
 
 def _facet_sentence(baseline: Baseline, facet: str, value: float) -> str:
     said = f" What stands out most is {FACET_WORDS.get(facet, facet)}: a standardised value of {value:.1f}"
-    reference = (baseline.scorer.get("facet_calibration") or {}).get(facet)
+    reference = (baseline.spec.facet_calibration or {}).get(facet)
     if reference is None:  # baselines built before the calibration part's facet spread was kept
         return said + ", where 2.3 to 2.6 marks the most unusual 1% of the approved outputs the score was fitted on."
     n, prompts = int(reference["n"]), baseline.n_calibration_prompts
-    drawn = baseline.scorer.get("calibration_method") == "prompt_sample" and n != prompts
+    drawn = baseline.spec.p_value_rule == "prompt_sample" and n != prompts
     # With one drawn output per prompt the p-value compared with `prompts` outputs; the spread is over them all.
     whose = f" (every answer to those {prompts} prompts)" if drawn else ""
     return (said + f", where the {n} approved calibration outputs{whose} reach at most {reference['max']:.1f} "
@@ -49,7 +49,7 @@ def output_reason(
 ) -> str:
     """The reason of one scored verdict; ``cut`` is the p-value at or below which it is out of bounds
     (alpha, or the calibration-conditional cut-off)."""
-    method = baseline.scorer.get("calibration_method")
+    method = baseline.spec.p_value_rule
     if method == "prompt_weighted":
         keys = baseline.calibration_prompt_keys or []
         n_out, n_prompts = len(keys), baseline.n_calibration_prompts
@@ -75,9 +75,9 @@ def output_reason(
         lead += _input_sentence(baseline, input_p_value)
     if top_facet is not None:
         lead += _facet_sentence(baseline, *top_facet)
-    cut = baseline.alpha if cut is None else cut
-    if cut < baseline.alpha:
-        delta = float(baseline.scorer["delta"])
+    cut = baseline.spec.flag_threshold(baseline.alpha) if cut is None else cut
+    if cut < baseline.alpha and baseline.spec.delta is not None:
+        delta = baseline.spec.delta
         lead += (
             f" This baseline also carries the calibration-conditional guarantee: with probability at least "
             f"{100 * (1 - delta):g}% over the approved sample it was built from, its false-alarm rate is at most "

@@ -90,7 +90,7 @@ def score_record_set(
         part = _slice(embedded, start, start + len(records))
         start += len(records)
         pooled.update(zip((r.row for r in records), part.pooled()))
-        inputs = embed_inputs(embedder, [r.input for r in records]) if baseline.scorer["name"] == "combined" else None
+        inputs = embed_inputs(embedder, [r.input for r in records]) if baseline.spec.is_combined else None
         for verdict in judge(baseline, uri, records, part, scored_at=scored_at, inputs=inputs,
                              batch_scores=batch_scores, batch_residuals=residuals):
             by_row[verdict.row] = verdict
