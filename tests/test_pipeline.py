@@ -213,6 +213,18 @@ def test_approve_a_version(built: list[dict], approved_subset: Path) -> None:
     assert code == 2 and "no baseline is registered" in err
 
 
+def test_approve_loads_no_embedder(built: list[dict], workdir: Path) -> None:
+    b = built[0]
+    code = ("import sys\n"
+            "from conformance.cli import main\n"
+            f"assert main(['approve', '--model-version', {b['model_version']!r}, '--input-class', "
+            f"{b['input_class']!r}, '--by', 'Third Reviewer']) == 0\n"
+            "print(sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_registered_model_is_a_working_pyfunc(built: list[dict], audited_subset: Path) -> None:
     import mlflow
 

@@ -51,10 +51,8 @@ DEFAULT_SEED = defaults.SEED
 #: usual split-conformal p-value over ``K`` exchangeable prompts; ``weighted`` compares with every calibration
 #: output, each prompt weighing the same (:func:`~conformance.stats.conformal.prompt_weighted_p_values`). Both hold
 #: the level; ``weighted`` counts the new output's own prompt as wholly at or above it, which costs power at
-#: some alphas and not at others: on MT-bench's one-model cells (25 calibration conversations of two turns) at
-#: alpha 0.05 it flagged 0.022 of approved outputs, a refusal 0.79 and an answer to another question 0.145,
-#: against 0.038 (= 1/26), 0.88 and 0.26 with ``sample``; at alpha 0.10, 0.086 / 0.99 / 0.55 against
-#: 0.078 / 0.98 / 0.48 (docs/validation.md, seventh run). ``auto`` (the default) picks by
+#: some alphas and not at others (docs/method.md, "The p-value"; measured in docs/validation.md, section 1).
+#: ``auto`` (the default) picks by
 #: :func:`~conformance.stats.conformal.choose_calibration_method`, from the prompt counts and alpha alone.
 CALIBRATION_METHODS = {"sample": "prompt_sample", "weighted": "prompt_weighted"}
 DEFAULT_CALIBRATION_METHOD = defaults.CALIBRATION_METHOD
@@ -115,8 +113,7 @@ class CellPlan:
     and that holds prompt by prompt, not output by output: the outputs of one
     prompt are far more alike than outputs of different prompts, so a
     calibration set of many outputs for few prompts says little about a new
-    prompt (measured on MT-bench, 3 calibration questions x 32 models: 0.104
-    false alarms at alpha 0.05 when every output counted; docs/validation.md).
+    prompt (docs/method.md, "Units: prompts, not outputs").
     So the calibration prompts are what count: what the calibration part
     supports is that of ``K`` prompts, not of its outputs.
 

@@ -94,17 +94,15 @@ def _parser() -> argparse.ArgumentParser:
                             "alpha 0.05, 25 prompts give 1/26 = 0.038 and 19 give 0.05 exactly (the report's "
                             "n_calibration_from_fraction says where this happened). Never with --delta, whose "
                             "guarantee gains from every prompt, and never so few that build would warn of a widely "
-                            "spread false-alarm rate where the fraction's count would not (32 become 29, not 19). On "
-                            "MT-bench, 19 did as well as 25 on every change measured per output, and better on some "
-                            "(docs/validation.md, sections 3f and 3h)")
+                            "spread false-alarm rate where the fraction's count would not (32 become 29, not 19). "
+                            "What it costs and gains: docs/validation.md")
     build.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHOD,
                        help="how a score becomes a p-value. sample: compared with one calibration output per "
                             "prompt, drawn when the baseline is built (the usual split-conformal p-value over K "
                             "prompts; needed for --delta). weighted: compared with every calibration output, each "
                             "prompt weighing the same; the new output's own prompt then counts whole. Both hold "
                             "the level; which has more power depends on where alpha falls on the grid of levels K "
-                            "prompts can reach (MT-bench, 25 prompts of two outputs: refusals flagged 0.88 with "
-                            "sample against 0.79 at alpha 0.05, 0.98 against 0.99 at 0.10). auto picks, per cell, "
+                            "prompts can reach (docs/method.md). auto picks, per cell, "
                             "from its prompt counts and alpha alone, and the baseline records the choice "
                             "(default %(default)s)")
     build.add_argument("--seed", type=int, default=0,

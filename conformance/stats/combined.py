@@ -25,7 +25,7 @@ is non-decreasing in every component, strictly increasing in the continuous ones
 (so ties, which would make the test conservative, do not occur). Why facets: with one vote per
 component, an approved answer with eight Markdown headings (z = 20 on one count) set the
 calibration maximum in most cells, and no refusal or answer to another question could exceed it
-(docs/validation.md, fifth run). The calibration part then only supplies the scores that turn a
+(docs/method.md, "The score"). The calibration part then only supplies the scores that turn a
 new score into a p-value, so the split-conformal guarantee holds exactly whatever the components,
 facets and rule are.
 
@@ -59,13 +59,12 @@ FACETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("language", "max", ("non_ascii_letters", "foreign_function_words")),
     ("format", "mean_log", ("list_lines", "heading_lines", "code_blocks")),
 )
-#: ``facets``: the smooth maximum over :data:`FACETS` (the default since the fifth validation run);
+#: ``facets``: the smooth maximum over :data:`FACETS` (the default);
 #: ``smooth_max``: the smooth maximum over every component (what baselines built before used).
 COMBINATIONS = ("facets", "smooth_max")
 #: The rule of the score the *batch* rank tests use for baselines with facets: a batch of a base model's
 #: answers differs a little in many components at once, which the smooth maximum over every component
-#: adds up and the facets average away (batch detection of llama-13b in place of vicuna-13b at 50
-#: outputs: 0.87 against 0.63; docs/validation.md, section 4). A per-output verdict needs a score whose
+#: adds up and the facets average away (docs/validation.md, section 5). A per-output verdict needs a score whose
 #: approved maximum is low; a batch test one that moves on average.
 BATCH_COMBINATION = "smooth_max"
 
@@ -181,7 +180,7 @@ class CombinedScorer:
         Whether text descriptors enter the score.
     combination : {"facets", "smooth_max"}, default "facets"
         The rule: smooth maximum over :data:`FACETS`, or over every component (baselines built before
-        the fifth validation run).
+        facets were introduced).
     relevance_neighbours : int, default 10
         The relevance is measured against the mean relevance of the approved outputs to this many
         nearest fit inputs; 0 takes it as it is (baselines built before).
@@ -281,8 +280,8 @@ class CombinedScorer:
             # The residual component of the cross-fitted values, with a covariance estimated on the
             # *other* fold: a new output's residual is out of sample for the covariance too. With the
             # covariance of all residuals (in sample, 384 dimensions from tens of rows) the fit-part
-            # values came out far smaller than any new output's (z near 47 for every test output on
-            # MT-bench), and this one component then decided the whole score.
+            # values came out far smaller than any new output's, and this one component then decided
+            # the whole score.
             mean_f, precision_f = oas_precision(residuals[fold != f])
             cross[fold == f, 1] = _mahalanobis(residuals[fold == f], mean_f, precision_f)
         self.relevance_bank_: _InputBank | None = None
@@ -312,14 +311,14 @@ class CombinedScorer:
         2.6 for the two-sided descriptors). With the MAD alone, a heavy-tailed column (a count of
         list lines or headings, mostly 0) gave ordinary approved outputs z-values in the hundreds,
         and the smooth maximum then drowned the components that carry the signal: an answer to
-        another question has input relevance beyond every approved output (AUROC 1.0 alone) but
-        the combination reached AUROC 0.65 (docs/validation.md, third run).
+        another question has input relevance beyond every approved output, but the combination
+        hid it.
 
         ``floor`` (per column; 1e-3 without it) bounds the scale from below. A descriptor that is
         constant on the fit part (no Markdown heading in 60 approved answers) otherwise gets the
         1e-3 floor, and an approved calibration answer with eight headings then scores z = 8,000:
         such approved outputs set the calibration maximum, and no refusal or language switch
-        could exceed it (docs/validation.md, fourth run).
+        could exceed it.
         """
         if values.shape[1] == 0:
             return np.zeros(0), np.ones(0)

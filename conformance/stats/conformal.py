@@ -105,9 +105,8 @@ def attainable_calibration_size(n_prompts: int, alpha: float) -> int:
     threshold (:attr:`CalibrationSupport.is_small`) when ``n_prompts`` itself keeps it there: fewer calibration
     prompts spread that rate more (its 95th percentile is 0.146 for K = 19, 0.113 for 25, 0.089 for 32 at
     0.05), and rounding must not turn a cell that needed no warning into one that does. ``n_prompts`` itself
-    when it cannot flag at all. ``build`` moves the prompts beyond it to the fit part (``round_calibration``):
-    on MT-bench's one-model cells 19 calibration conversations did at least as well as 25 on every change
-    measured (docs/validation.md, seventh run).
+    when it cannot flag at all. ``build`` moves the prompts beyond it to the fit part (``round_calibration``;
+    what that costs and gains in power: docs/validation.md, section 1).
 
     >>> [attainable_calibration_size(n, 0.05) for n in (18, 25, 32, 39)], attainable_calibration_size(25, 0.1)
     ([18, 19, 29, 39], 22)
@@ -168,9 +167,8 @@ def choose_calibration_method(prompt_sizes: Sequence[int], alpha: float) -> tupl
 
     Both rules hold the level whatever is chosen, and the choice sees no score, so choosing keeps the
     guarantee. Which wins depends on where alpha falls on the grid of attainable levels: with 25 prompts of
-    two outputs, ``sample`` at alpha 0.05 (1/26 against 1/51), ``weighted`` at 0.10 (4/51 against 2/26);
-    measured on MT-bench, refusals flagged 0.88 against 0.79 at 0.05, 0.98 against 0.99 at 0.10
-    (docs/validation.md, seventh run).
+    two outputs, ``sample`` at alpha 0.05 (1/26 against 1/51), ``weighted`` at 0.10 (4/51 against 2/26)
+    (measured: docs/validation.md, section 1).
 
     >>> choose_calibration_method([2] * 25, 0.05)[0], choose_calibration_method([2] * 25, 0.10)[0]
     ('sample', 'weighted')
@@ -333,8 +331,7 @@ def one_per_prompt(prompt_keys: Sequence[str], record_ids: Sequence[str], seed: 
     Outputs for the same prompt are far more alike than outputs for different
     prompts, so a sample with several outputs per prompt is not a sample of
     independent outputs, and a test that treats it as one rejects true nulls
-    far too often (measured on MT-bench: MMD rejected 0.93 of null batches of
-    50 at level 0.05; see docs/validation.md). One output per prompt makes the
+    far too often (docs/validation.md, section 2). One output per prompt makes the
     two samples i.i.d. draws under the null, so the tests are exact again.
     Within a prompt, the output whose seeded SHA-256 of its record id is
     smallest is kept, so shuffling the batch changes nothing.

@@ -44,7 +44,7 @@ DESCRIPTOR_UNITS = {
 #: also occur in English text or mathematics ("in", "an", "was", "will", "die", "war", "per", "non", "son",
 #: "sin", "al" as in "et al.", one-letter words such as "y" or "a"). A language switch to one of these
 #: keeps the Latin script, so the share of non-ASCII letters barely moves (about 2 % for German); the
-#: share of these words goes from about 0 in English to 0.14-0.75 (docs/validation.md, language).
+#: share of these words moves far more (docs/validation.md, section 3.3).
 _FOREIGN = frozenset("""
 der das und ist nicht sie ich mit von zu dem des ein eine einen einer eines auf für sich auch werden wird
 sind oder wenn dass kann können aus bei nach wie über noch nur durch zum zur diese dieser dieses wir ihr
