@@ -88,7 +88,8 @@ def question(prompt_id: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args()
     folder = data_dir()
     print(f"data folder: {folder}" + (f" (from ${ENV})" if os.environ.get(ENV) else ""))

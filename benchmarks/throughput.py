@@ -1,23 +1,23 @@
 """Scoring throughput against its limit, the embedder's own throughput.
 
-Runs, side by side in one process on the same texts:
+Runs, side by side in one process on the same ``--n`` real MT-bench turn-1 answers
+(``python -m benchmarks.data`` says where they are looked for):
 
 1. ``SentenceTransformer.encode`` alone (the limit: what the model can do);
-2. conformance's chunked, padding-stable embedding;
+2. the package's chunked, padding-stable embedding, and the same with every batch filled to 64 rows;
 3. the whole per-record path of ``score`` minus the registry (embed, score, p-value, verdict
-   objects), for the ``knn_cosine`` and the ``combined`` scorer.
+   objects) against a baseline of 200 other answers, for the ``knn_cosine`` and ``combined`` scorers.
 
-Usage (texts from ../shared/data, the real MT-bench answers)::
+Cost: every path embeds the ``--n`` answers once, about 4 minutes at ``--n 400`` on two idle cores;
+``--n 50`` proves it runs in well under a minute. Prints a table and writes ``throughput.json`` to
+``--out``; the recorded figures are in benchmarks/README.md.
 
-    python benchmarks/throughput.py --n 600
-
-Prints a table and a JSON line; the figures are recorded in benchmarks/README.md.
+    python -m benchmarks.throughput --n 400 --out results/throughput
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -27,21 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.baseline.fit import build_baseline, embed_inputs
-from conformance.embedder import Embedder, get_embedder
+from conformance.baseline.fit import build_baseline
+from conformance.embedder import Embedder, embed_inputs, get_embedder
 from conformance.records import Record
 from conformance.scoring import judge
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench_answers.jsonl.gz"
-
+from benchmarks.data import mt_bench_rows
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=600, help="audited outputs to time (default 600)")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=400, help="audited outputs to time (default %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder throughput.json is written to")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in gzip.open(args.data, "rt", encoding="utf-8")]
-    rows = [r for r in rows if r["prompt_id"].endswith("turn1")]
+    rows = [r for r in mt_bench_rows() if r["prompt_id"].endswith("turn1")]
+    if args.n + 200 > len(rows):
+        raise SystemExit(f"--n must leave 200 answers for the baseline: at most {len(rows) - 200}, got {args.n}")
     rng = np.random.default_rng(0)
     rng.shuffle(rows)  # type: ignore[arg-type]
     texts = [r["output"] for r in rows[: args.n]]
@@ -92,6 +93,7 @@ def main() -> None:
         "score_path_knn_per_s": round(args.n / t_score["knn_cosine"], 1),
         "score_path_combined_per_s": round(args.n / t_score["combined"], 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average": os.getloadavg(),
     }
     print(f"{'path':<40}{'outputs/s':>12}")
     print(f"{'SentenceTransformer.encode (limit)':<40}{result['encode_limit_per_s']:>12}")
@@ -99,7 +101,9 @@ def main() -> None:
     print(f"{'  the same, batches filled to 64 rows':<40}{result['conformance_embed_64_rows_per_s']:>12}")
     print(f"{'score path, knn_cosine':<40}{result['score_path_knn_per_s']:>12}")
     print(f"{'score path, combined (inputs embedded too)':<40}{result['score_path_combined_per_s']:>12}")
-    print(json.dumps(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {args.out / 'throughput.json'}")
 
 
 if __name__ == "__main__":

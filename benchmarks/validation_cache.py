@@ -71,7 +71,8 @@ class EmbeddingCache:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_cache", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, metavar="DIR",
                         help="folder of the embedding shards (created if absent; reused by later runs)")
     args = parser.parse_args()

@@ -707,7 +707,8 @@ PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_package", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=["swaps"])
     parser.add_argument("--splits", type=int, default=30,
                         help="splits per swap (one 50-output batch each), or per model in part power")
