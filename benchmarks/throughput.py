@@ -6,11 +6,12 @@ Runs, side by side in one process on the same ``--n`` real MT-bench turn-1 answe
 1. ``SentenceTransformer.encode`` alone (the limit: what the model can do);
 2. the package's chunked, padding-stable embedding, and the same with every batch filled to 64 rows;
 3. the whole per-record path of ``score`` minus the registry (embed, score, p-value, verdict
-   objects) against a baseline of 200 other answers, for the ``knn_cosine`` and ``combined`` scorers.
+   objects) against a baseline of ``--reference`` (200) other answers, for the ``knn_cosine`` and
+   ``combined`` scorers.
 
-Cost: every path embeds the ``--n`` answers once, about 4 minutes at ``--n 400`` on two idle cores;
-``--n 50`` proves it runs in well under a minute. Prints a table and writes ``throughput.json`` to
-``--out``; the recorded figures are in benchmarks/README.md.
+Cost: every path embeds the ``--n`` answers once and each baseline its ``--reference`` answers,
+about 4 minutes at the defaults on two idle cores; ``--n 20 --reference 60`` proves it runs. Prints
+a table and writes ``throughput.json`` to ``--out``; the recorded figures are in benchmarks/README.md.
 
     python -m benchmarks.throughput --n 400 --out results/throughput
 """
@@ -38,11 +39,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=400, help="audited outputs to time (default %(default)s)")
+    parser.add_argument("--reference", type=int, default=200, metavar="N",
+                        help="approved answers the baseline is built from (default %(default)s; at least 60)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder throughput.json is written to")
     args = parser.parse_args()
     rows = [r for r in mt_bench_rows() if r["prompt_id"].endswith("turn1")]
-    if args.n + 200 > len(rows):
-        raise SystemExit(f"--n must leave 200 answers for the baseline: at most {len(rows) - 200}, got {args.n}")
+    if args.reference < 60 or args.n < 1 or args.n + args.reference > len(rows):
+        raise SystemExit(f"--n and --reference must be at least 1 and 60 and sum to at most {len(rows)}, "
+                         f"got {args.n} and {args.reference}")
     rng = np.random.default_rng(0)
     rng.shuffle(rows)  # type: ignore[arg-type]
     texts = [r["output"] for r in rows[: args.n]]
@@ -65,11 +69,11 @@ def main() -> None:
     wide.embed(texts, progress=False)
     t_embed_64 = time.perf_counter() - t0
 
-    # Baselines of 200 other turn-1 outputs in one cell, then judge the n outputs against them:
+    # Baselines of --reference other turn-1 outputs in one cell, then judge the n outputs against them:
     # the whole per-record path of `score` (embedding included), for each scorer.
     ref = [Record(row=i + 1, record_id=f"b{i}", model_version="m", input_class="c", input=r["input"],
                   output=r["output"], extras={"prompt_id": r["prompt_id"]})
-           for i, r in enumerate(rows[args.n : args.n + 200])]
+           for i, r in enumerate(rows[args.n : args.n + args.reference])]
     audited = [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=r["input"],
                       output=r["output"]) for i, r in enumerate(rows[: args.n])]
     t_score = {}
@@ -86,7 +90,7 @@ def main() -> None:
     tokens = float(embedded.n_tokens.mean())
     chunks = int(embedded.chunks.shape[0])
     result = {
-        "n": args.n, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
+        "n": args.n, "reference": args.reference, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
         "encode_limit_per_s": round(args.n / t_limit, 1),
         "conformance_embed_per_s": round(args.n / t_embed, 1),
         "conformance_embed_64_rows_per_s": round(args.n / t_embed_64, 1), "batch_size": embedder.batch_size,
