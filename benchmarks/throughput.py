@@ -1,23 +1,24 @@
 """Scoring throughput against its limit, the embedder's own throughput.
 
-Runs, side by side in one process on the same texts:
+Runs, side by side in one process on the same ``--n`` real MT-bench turn-1 answers
+(``python -m benchmarks.data`` says where they are looked for):
 
 1. ``SentenceTransformer.encode`` alone (the limit: what the model can do);
-2. conformance's chunked, padding-stable embedding;
+2. the package's chunked, padding-stable embedding, and the same with every batch filled to 64 rows;
 3. the whole per-record path of ``score`` minus the registry (embed, score, p-value, verdict
-   objects), for the ``knn_cosine`` and the ``combined`` scorer.
+   objects) against a baseline of ``--reference`` (200) other answers, for the ``knn_cosine`` and
+   ``combined`` scorers.
 
-Usage (texts from ../shared/data, the real MT-bench answers)::
+Cost: every path embeds the ``--n`` answers once and each baseline its ``--reference`` answers,
+about 4 minutes at the defaults on two idle cores; ``--n 20 --reference 60`` proves it runs. Prints
+a table and writes ``throughput.json`` to ``--out``; the recorded figures are in benchmarks/README.md.
 
-    python benchmarks/throughput.py --n 600
-
-Prints a table and a JSON line; the figures are recorded in benchmarks/README.md.
+    python -m benchmarks.throughput --n 400 --out results/throughput
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -27,21 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.baseline.fit import build_baseline, embed_inputs
-from conformance.embedder import Embedder, get_embedder
+from conformance.baseline.fit import build_baseline
+from conformance.embedder import Embedder, embed_inputs, get_embedder
 from conformance.records import Record
 from conformance.scoring import judge
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench_answers.jsonl.gz"
-
+from benchmarks.data import mt_bench_rows
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=600, help="audited outputs to time (default 600)")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=400, help="audited outputs to time (default %(default)s)")
+    parser.add_argument("--reference", type=int, default=200, metavar="N",
+                        help="approved answers the baseline is built from (default %(default)s; at least 60)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder throughput.json is written to")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in gzip.open(args.data, "rt", encoding="utf-8")]
-    rows = [r for r in rows if r["prompt_id"].endswith("turn1")]
+    rows = [r for r in mt_bench_rows() if r["prompt_id"].endswith("turn1")]
+    if args.reference < 60 or args.n < 1 or args.n + args.reference > len(rows):
+        raise SystemExit(f"--n and --reference must be at least 1 and 60 and sum to at most {len(rows)}, "
+                         f"got {args.n} and {args.reference}")
     rng = np.random.default_rng(0)
     rng.shuffle(rows)  # type: ignore[arg-type]
     texts = [r["output"] for r in rows[: args.n]]
@@ -64,11 +69,11 @@ def main() -> None:
     wide.embed(texts, progress=False)
     t_embed_64 = time.perf_counter() - t0
 
-    # Baselines of 200 other turn-1 outputs in one cell, then judge the n outputs against them:
+    # Baselines of --reference other turn-1 outputs in one cell, then judge the n outputs against them:
     # the whole per-record path of `score` (embedding included), for each scorer.
     ref = [Record(row=i + 1, record_id=f"b{i}", model_version="m", input_class="c", input=r["input"],
                   output=r["output"], extras={"prompt_id": r["prompt_id"]})
-           for i, r in enumerate(rows[args.n : args.n + 200])]
+           for i, r in enumerate(rows[args.n : args.n + args.reference])]
     audited = [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=r["input"],
                       output=r["output"]) for i, r in enumerate(rows[: args.n])]
     t_score = {}
@@ -85,13 +90,14 @@ def main() -> None:
     tokens = float(embedded.n_tokens.mean())
     chunks = int(embedded.chunks.shape[0])
     result = {
-        "n": args.n, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
+        "n": args.n, "reference": args.reference, "mean_word_pieces": round(tokens, 1), "chunks": chunks,
         "encode_limit_per_s": round(args.n / t_limit, 1),
         "conformance_embed_per_s": round(args.n / t_embed, 1),
         "conformance_embed_64_rows_per_s": round(args.n / t_embed_64, 1), "batch_size": embedder.batch_size,
         "score_path_knn_per_s": round(args.n / t_score["knn_cosine"], 1),
         "score_path_combined_per_s": round(args.n / t_score["combined"], 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average": os.getloadavg(),
     }
     print(f"{'path':<40}{'outputs/s':>12}")
     print(f"{'SentenceTransformer.encode (limit)':<40}{result['encode_limit_per_s']:>12}")
@@ -99,7 +105,9 @@ def main() -> None:
     print(f"{'  the same, batches filled to 64 rows':<40}{result['conformance_embed_64_rows_per_s']:>12}")
     print(f"{'score path, knn_cosine':<40}{result['score_path_knn_per_s']:>12}")
     print(f"{'score path, combined (inputs embedded too)':<40}{result['score_path_combined_per_s']:>12}")
-    print(json.dumps(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {args.out / 'throughput.json'}")
 
 
 if __name__ == "__main__":

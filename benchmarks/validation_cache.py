@@ -1,37 +1,27 @@
-"""Embedding cache for the validation study: embed each distinct text once, keep it on disk.
+"""Embedding cache of the validation study: embed each distinct text once, keep it on disk.
 
-Embedding is the slow part here (about 30 texts a second on two cores), so the
-benchmark embeds every distinct text once with the project's own embedder and
-keeps the chunk embeddings in shards under a cache folder outside the
-repository (default ``/tmp/conformance_validation_cache``), keyed by the text's
-SHA-256 and the embedder's fingerprint digest.
+Measures nothing itself. Embedding is the slow part of the study (about 30 texts a second on two
+cores), so the study embeds every distinct text once with the package's own embedder and keeps
+the chunk embeddings in ``.npz`` shards under ``--cache DIR``, keyed by the text's SHA-256 and the
+embedder's fingerprint digest. Run on its own, it warms the cache with every MT-bench input and
+output (../shared/data, see ``python -m benchmarks.data``); ``validation_package`` uses the same
+folder given as its ``--cache`` and embeds whatever is missing.
 
-    /work/venv/bin/python benchmarks/validation_cache.py   # warm the cache with the MT-bench rows
+Cost: about 5-8 minutes on two cores for the 5,120 MT-bench rows the first time; seconds after.
+
+    python -m benchmarks.validation_cache --cache results/embedding_cache
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import mt_bench_rows
 from conformance.embedder import EmbeddedTexts, get_embedder
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench_answers.jsonl.gz"
-CACHE = Path(os.environ.get("CONFORMANCE_VALIDATION_CACHE", "/tmp/conformance_validation_cache"))
-
-
-def load_rows(path: Path = DATA) -> list[dict[str, str]]:
-    """The MT-bench rows, or an empty list when the shared data is absent."""
-    if not path.exists():
-        return []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 def _key(text: str) -> str:
@@ -39,11 +29,12 @@ def _key(text: str) -> str:
 
 
 class EmbeddingCache:
-    """Chunk embeddings of texts, embedded once and stored in ``.npz`` shards."""
+    """Chunk embeddings of texts, embedded once with the packaged embedder and stored in ``.npz`` shards
+    under ``folder/<embedder fingerprint digest>``."""
 
-    def __init__(self, folder: Path = CACHE) -> None:
+    def __init__(self, folder: Path) -> None:
         self.embedder = get_embedder()
-        self.folder = folder / self.embedder.fingerprint_digest
+        self.folder = Path(folder) / self.embedder.fingerprint_digest
         self.folder.mkdir(parents=True, exist_ok=True)
         self.store: dict[str, tuple[np.ndarray, int]] = {}
         for shard in sorted(self.folder.glob("shard-*.npz")):
@@ -80,13 +71,13 @@ class EmbeddingCache:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args()
-    rows = load_rows()
-    if not rows:
-        print(f"{DATA} is absent; nothing to cache")
-        return
-    cache = EmbeddingCache()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_cache", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, required=True, metavar="DIR",
+                        help="folder of the embedding shards (created if absent; reused by later runs)")
+    args = parser.parse_args()
+    rows = mt_bench_rows()
+    cache = EmbeddingCache(args.cache)
     cache.embed(sorted({r["input"] for r in rows}))
     cache.embed([r["output"] for r in rows])
     print(f"cache ready in {cache.folder}: {len(cache.store)} texts")

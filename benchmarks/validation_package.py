@@ -1,39 +1,38 @@
-"""Model swaps, level and per-output power through the package itself: ``build_baseline`` and
-``score_record_set``.
+"""The validation study through the package itself: level and power of the verdicts and batch tests on
+real model outputs, with ``build_baseline`` and ``score_record_set`` as a user runs them.
 
-``benchmarks/validation.py`` fits the combined scorer in its own ``Cell`` (mirroring ``build``) and
-calls the batch tests directly. This script checks that the figures hold for what a user runs: for
-each split it builds the baseline of one approved model with :func:`conformance.baseline.fit.build_baseline`
-(on 55 of MT-bench's 80 conversations, both turns, ``conversation_id`` set, 25 of them for calibration
-as in ``validation.py``), then scores the other 25 conversations (50 outputs) of the swapped-in model,
-labelled with the approved model's version, with :func:`conformance.scoring.run.score_record_set`, and
-reads the group's batch verdict and the per-output verdicts. The approved model's own held-out
-outputs give the null. The test conversations of split ``s`` are those of ``validation.py``'s part
-``blockswaps`` (seed ``300 + s``), so the two are comparable batch by batch.
+Data: the MT-bench answers (32 chat models, 80 questions, two turns; ``python -m benchmarks.data`` says
+where they are looked for). Every split is by MT-bench question (a conversation): both turns stay on one
+side. Embeddings come from the study's cache (``--cache``, see ``benchmarks.validation_cache``) through an
+embedder that carries the packaged embedder's fingerprint; nothing else of the package is replaced.
+Figures and their discussion: docs/validation.md.
 
-Part ``power`` does the same for per-output changes (a refusal in place of the answer, the same
-model's answer to a question of another class, six injected off-policy sentences at the start,
-middle or end, truncation to half): one baseline per split for each of three models, on the test
-conversations of ``validation.py --parts power`` (seed ``600 + s``), reading each output's verdict.
+Parts (``--parts``; each writes a JSON file to ``--out``: ``package_blockswaps[_pooled][_N].json`` for
+``swaps``, ``package_<part>[_TAG].json`` for the others):
 
-The embeddings come from the validation cache (``benchmarks/validation_cache.py``), through an
-embedder that carries the packaged embedder's fingerprint; nothing else is replaced.
+``swaps``       each model swap of ``benchmarks.study.SWAPS`` as a batch: a baseline of the approved model on
+                55 conversations (both turns, 25 for calibration before ``build`` rounds them), scoring the
+                other model's answers to the other 25 (``--batch-conversations``; test conversations of seed
+                ``300 + split``); the approved model's own held-out answers give the null. Reads the batch
+                verdict and every output's. ``--peer-batches`` also writes ``<out>/peer_batches.npz`` for
+                ``benchmarks.validation_peers``.
+``power``       per-output changes (refusal, another class's answer, six injected off-policy sentences at
+                the start, middle or end, truncation to half) in one-model cells (seed ``600 + split``),
+                with both p-value rules of ``build --calibration-method`` on the same scores.
+``batchpower``  batches of 10-100 outputs in which every output carries one change.
+``unseenclass`` an answer of an input class the baseline was not built on.
+``language``    gpt-4's answers translated into other languages (``--language-files``, MT-Bench-X, not shipped).
+``classcell``   cells of one input class with the model as the unit: another class's answer, a refusal,
+                ``--injections``, ``--language-files``; flag rates at every alpha from 0.01 to 0.30.
 
-    /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6
-    /work/venv/bin/python benchmarks/validation_package.py --splits 100 --out /tmp/validation6 --pooled-embeddings
-    /work/venv/bin/python benchmarks/validation_package.py --parts power --splits 30 --out /tmp/validation6
-    /work/venv/bin/python benchmarks/validation_package.py --parts batchpower --splits 20 --out /tmp/validation6
-    /work/venv/bin/python benchmarks/validation_package.py --parts language --splits 60 \\
-        --language-files DE.jsonl FR.jsonl --out /tmp/validation8
+Cost on two cores with a warm cache: ``swaps`` about 6 min at ``--splits 100``, ``power`` 2 min at 30,
+``classcell`` 7-10 min at 30; each new kind of changed text is embedded once (minutes). ``--splits 1``
+runs any part in well under a minute once the cache is warm.
 
-Part ``language`` scores gpt-4's own answers translated into other languages (MT-Bench-X, not shipped) in place of
-its first-turn answers, one baseline of gpt-4 per split (test conversations of seed ``700 + split``).
-
-Part ``classcell`` builds cells of **one input class** with the model as the unit (28 models' answers to the
-class's questions, 19 models for calibration) and scores four other models' answers as they are, replaced by
-their answers to each other class, or by a refusal (docs/validation.md, section 3i):
-
-    /work/venv/bin/python benchmarks/validation_package.py --parts classcell --splits 30 --out /tmp/validation10
+    python -m benchmarks.validation_package --parts swaps --splits 100 --out results/validation
+    python -m benchmarks.validation_package --parts power --splits 30 --tag main --out results/validation
+    python -m benchmarks.validation_package --parts classcell --splits 30 --out results/validation \\
+        --cache results/embedding_cache
 """
 
 from __future__ import annotations
@@ -46,25 +45,22 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from conformance.baseline.format import Baseline
-from conformance.baseline.fit import SmallCalibrationWarning, build_baseline, embed_inputs
+from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
+from conformance.embedder import EmbeddedTexts, embed_inputs
 from conformance.stats.combined import CombinedScorer, chunked_text_scores
 from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
 from conformance.stats.descriptors import DESCRIPTORS, describe
-from conformance.embedder import EmbeddedTexts
 from conformance.records import Record, RecordSet
 from conformance.scoring import ScoringResult, score_record_set
 
-try:
-    from validation import LANGUAGE_MODEL, POWER_MODELS, SWAPS, auroc, load_translations, perturb, question, rate
-    from validation_cache import EmbeddingCache, load_rows
-except ImportError:  # run as a module from the repository root
-    from benchmarks.validation import (LANGUAGE_MODEL, POWER_MODELS, SWAPS, auroc, load_translations, perturb,
-                                       question, rate)
-    from benchmarks.validation_cache import EmbeddingCache, load_rows
+from benchmarks.data import mt_bench_rows, question
+from benchmarks.study import LANGUAGE_MODEL, POWER_MODELS, SWAPS, auroc, load_translations, perturb, rate
+from benchmarks.validation_cache import EmbeddingCache
 
 N_QUESTIONS, N_TEST, N_CALIBRATION, MIN_FIT = 80, 25, 25, 11
 
@@ -88,9 +84,9 @@ def _records(rows: list[dict], model_version: str) -> list[Record]:
 
 
 def held_out_questions(questions: list[str], seed: int, n: int = N_TEST) -> set[str]:
-    """The test conversations of ``validation.py``'s ``Cell`` with this seed (30 fit, 25 calibration, 25
-    test), or the first ``n`` of them; with ``n`` > 25, the last ``n`` of that permutation (the
-    approved set shrinks to the other 80 - ``n``)."""
+    """The last 25 questions of the permutation drawn with this seed (the first 30 and the next 25 were the fit
+    and calibration questions of the study's earlier runs), or the first ``n`` of those; with ``n`` > 25, the
+    last ``n`` of that permutation (the approved set shrinks to the other 80 - ``n``)."""
     order = np.random.default_rng(seed).permutation(len(questions))
     start = N_QUESTIONS - max(n, N_TEST)
     return {questions[i] for i in order[start : start + n]}
@@ -133,6 +129,7 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
     results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
                                   "batch_conversations": args.batch_conversations,
                                   "embeddings": "pooled" if args.pooled_embeddings else "residual"}
+    peer: dict[str, list[np.ndarray]] = defaultdict(list)
     for a, b in SWAPS + [(a, a) for a, _ in SWAPS]:
         label = f"{a} -> {b}" if a != b else f"{a} (null: own held-out outputs)"
         questions = sorted({question(r["prompt_id"]) for r in by_model[a]})
@@ -150,6 +147,8 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             result = score(batch, baseline, embedder)
             seconds.append(time.time() - t0)
             (summary,) = result.summaries
+            if args.peer_batches:
+                peer_batch(peer, label, batch, approved, baseline, summary.p_value, embedder)
             kind = "pooled" if args.pooled_embeddings else "residual"
             assert summary.tests is not None and str(summary.tests.get("embeddings", "")).startswith(kind)
             batch_flags.append(summary.verdict == "out_of_bounds")
@@ -175,19 +174,36 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
             f"{'' if args.batch_conversations == N_TEST else f'_{args.batch_conversations}'}.json")
     with open(os.path.join(args.out, name), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
+    if args.peer_batches:
+        path = os.path.join(args.out, "peer_batches.npz")
+        np.savez_compressed(path, **{f"{k}_{i}": v for k, vs in peer.items() for i, v in enumerate(vs)},
+                            n=np.array(len(peer["x"])))
+        print(f"wrote {path}: {len(peer['x'])} batches for benchmarks.validation_peers", flush=True)
+
+
+def peer_batch(peer: dict[str, list[np.ndarray]], label: str, batch: list[Record], approved: list[Record],
+               baseline: Baseline, p_value: float | None, embedder: CachedEmbedder) -> None:
+    """Keep one batch for the peers: its pooled output embeddings, those of the baseline's calibration outputs
+    (every one, as the package's batch tests use them) and the package's batch p-value."""
+    wanted = set(baseline.calibration_record_ids)
+    calibration = [r.output for r in approved if r.record_id in wanted]
+    peer["x"].append(embedder.embed([r.output for r in batch]).pooled().astype(np.float32))
+    peer["ref"].append(embedder.embed(calibration).pooled().astype(np.float32))
+    peer["label"].append(np.array(label))
+    peer[f"conformance_{baseline.scorer['name']}"].append(np.array(np.nan if p_value is None else p_value))
 
 
 #: The levels at which part ``classcell`` reports each group's flag rate from the verdicts' p-values.
 ALPHA_GRID = tuple(round(a, 3) for a in np.arange(0.01, 0.301, 0.01))
 
-#: The per-output changes of part ``power`` (a subset of ``validation.py``'s KINDS: the three targets of
+#: The per-output changes of part ``power`` (a subset of ``benchmarks.study.perturb``'s kinds: the three targets of
 #: issue 4 that need no translated answers, and the longest injection and a truncation for contrast).
 POWER_KINDS = ("refusal", "other_class", "inject_start_6", "inject_middle_6", "inject_end_6", "truncate_50")
 
 
 def _another_class_answer(r: dict, pool: list[dict], rng: np.random.Generator) -> dict:
     """``r`` with the same model's answer to a question of ``pool`` of another class, same turn (as
-    ``validation.other_class_answers``: a fit-part answer would sit in the reference bank)."""
+    the test part: a fit-part answer would sit in the reference bank)."""
     others = [o for o in pool if o["input_class"] != r["input_class"] and o["prompt_id"][-5:] == r["prompt_id"][-5:]]
     return {**r, "output": others[int(rng.integers(len(others)))]["output"]}
 
@@ -213,7 +229,7 @@ def facet_values(baseline: Baseline, records: list[Record], embedder: CachedEmbe
 
 def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Per-output detection at alpha of each change in POWER_KINDS, on the test conversations of
-    ``validation.py --parts power`` (seeds ``600 + split``), with the package's baseline and verdicts."""
+    seed ``600 + split``, with the package's baseline and verdicts."""
     rng = np.random.default_rng(50)
     by_model_class: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for model, rows in by_model.items():
@@ -691,7 +707,8 @@ PARTS = {"swaps": part_swaps, "power": part_power, "batchpower": part_batchpower
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_package", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=["swaps"])
     parser.add_argument("--splits", type=int, default=30,
                         help="splits per swap (one 50-output batch each), or per model in part power")
@@ -731,14 +748,18 @@ def main() -> None:
                              "test answers anew: five kinds over 5 splits took about 40 min on 2 cores")
     parser.add_argument("--scorer", choices=("combined", "knn_cosine"), default="combined",
                         help="part classcell: build's --scorer (default %(default)s, build's default)")
-    parser.add_argument("--out", default="/tmp/validation_package")
+    parser.add_argument("--peer-batches", action="store_true",
+                        help="part swaps: also write <out>/peer_batches.npz (each batch's and its calibration "
+                             "outputs' pooled embeddings, the package's batch p-value) for benchmarks.validation_peers")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder the JSON results are written to")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="embedding cache folder (default: <out>/embedding_cache); share one between runs, "
+                             "see benchmarks.validation_cache")
     args = parser.parse_args()
     ROUND_CALIBRATION[0] = not args.no_round_calibration
-    rows = load_rows()
-    if not rows:
-        raise SystemExit("the MT-bench outputs (../shared/data/mt_bench_answers.jsonl.gz) are not there")
+    rows = mt_bench_rows()
     os.makedirs(args.out, exist_ok=True)
-    embedder = CachedEmbedder(EmbeddingCache())
+    embedder = CachedEmbedder(EmbeddingCache(Path(args.cache or os.path.join(args.out, "embedding_cache"))))
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_model[r["model"]].append(r)

@@ -1,25 +1,21 @@
 """Peers on the validation study's batches: alibi-detect MMDDrift / KSDrift and evidently embedding drift.
 
-Runs in its OWN environment, never the project's (the peers are not project
-dependencies, and alibi-detect pins numpy < 2)::
+Measures how often each peer flags the same batches the package's batch tests judged: the model
+swaps of ``benchmarks.validation_package --parts swaps --peer-batches`` and the approved models' own
+held-out answers (the null), at level 0.05. Input: the ``peer_batches.npz`` that run writes (each
+batch's pooled output embeddings, the pooled embeddings of the baseline's calibration outputs, the
+package's batch p-value). The peers take every output as independent, as their APIs do. Output: a
+JSON file in ``--out``. Cost: about 3 min for 10 batches per label on two cores (MMD permutations
+dominate).
 
-    python3 -m venv /tmp/peers-venv
-    echo "torch==2.13.0" > /tmp/peers-constraints.txt      # a local CPU build; never a CUDA wheel
-    /tmp/peers-venv/bin/pip install -c /tmp/peers-constraints.txt torch==2.13.0 alibi-detect evidently
-    /tmp/peers-venv/bin/python benchmarks/validation_peers.py /tmp/validation/peer_batches.npz \
-        --out /tmp/validation/peers.json
+Runs in its OWN environment, never the project's (the peers are not project dependencies, and
+alibi-detect pins numpy < 2); from the repository root::
 
-The input is written by ``benchmarks/validation.py --parts swaps``: for every
-batch of 25 (one output per MT-bench question) of the model swaps and of the
-approved models' own held-out outputs (null), the batch's pooled embeddings,
-the reference embeddings the project's batch tests used (the calibration part,
-one output per question) and the project's own Bonferroni p-values. Every
-detector sees exactly those two samples, at level 0.05.
-
-``--parts blockswaps`` writes ``peer_blockbatches.npz`` in the same form: batches of
-50 outputs (both turns of 25 conversations) against every calibration output (50),
-with the project's p-values from permutations of whole conversations. The peers
-take every output as independent, as their APIs do.
+    python3 -m venv peers-venv
+    echo "torch==2.13.0" > peers-constraints.txt      # a local CPU build; never a CUDA wheel
+    peers-venv/bin/pip install -c peers-constraints.txt torch==2.13.0 alibi-detect evidently
+    peers-venv/bin/python -m benchmarks.validation_peers results/validation/peer_batches.npz \\
+        --out results/validation --max-per-label 10
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ import json
 import time
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -68,11 +65,15 @@ PEERS = {"alibi-detect MMDDrift (pytorch, B=1000)": alibi_mmd,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("batches")
-    parser.add_argument("--out", default="/tmp/validation/peers.json")
-    parser.add_argument("--max-per-label", type=int, default=30)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_peers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("batches", type=Path, help="peer_batches.npz written by validation_package --peer-batches")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder peers.json is written to")
+    parser.add_argument("--max-per-label", type=int, default=30, help="batches per label (default %(default)s)")
     args = parser.parse_args()
+    if not args.batches.is_file():
+        raise SystemExit(f"{args.batches} does not exist: write it with "
+                         "python -m benchmarks.validation_package --parts swaps --peer-batches --out DIR")
     warnings.filterwarnings("ignore")
     data = np.load(args.batches, allow_pickle=False)
     n = int(data["n"])
@@ -95,14 +96,18 @@ def main() -> None:
         except Exception as exc:  # a peer that fails is reported, not hidden
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(name, json.dumps(result[name])[:400], flush=True)
-    for own in ("knn", "combined"):
+    # The package's p-values are stored as conformance_<scorer>_<batch>: one series per scorer that ran.
+    own_scores = sorted(k[len("conformance_"):-2] for k in data.files
+                        if k.startswith("conformance_") and k.endswith("_0"))
+    for own in own_scores:
         result[f"conformance batch tests ({own})"] = {"by_label": {
             label: {"rate": float(np.mean([float(data[f"conformance_{own}_{i}"]) <= 0.05
                                            for i in idx[: args.max_per_label]])),
                     "n": len(idx[: args.max_per_label])} for label, idx in by_label.items()}}
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=1)
-    print(f"wrote {args.out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "peers.json"
+    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

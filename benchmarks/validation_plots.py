@@ -1,23 +1,21 @@
-"""Plots for docs/validation.md from the JSON that benchmarks/validation.py and validation_package.py write.
+"""Plots of docs/validation.md, drawn from the JSON files that ``benchmarks.validation_package`` writes.
 
-    /work/venv/bin/python benchmarks/validation_plots.py /tmp/validation   # writes docs/img/validation_*.png
+Measures nothing and needs no data beyond those files; takes seconds. Each plot is drawn from the
+files the results folder holds and skipped where they are absent:
 
-Each plot is drawn from the files the folder holds and skipped where they are absent:
-
-* ``null.json`` (validation.py --parts null): validation_null.png;
-* ``output.json`` (validation.py --parts output): validation_injection.png;
-* ``package_classcell.json`` (validation_package.py --parts classcell): validation_classcell.png (detection by
-  cell and class) and validation_pvalues.png (flag rate against alpha);
+* ``package_classcell.json`` (``--parts classcell``): validation_classcell.png (detection by cell and
+  class) and validation_pvalues.png (flag rate against alpha);
 * ``package_classcell_inject.json`` (the same with ``--injections ... --tag inject``):
   validation_injection_classcell.png;
-* ``package_blockswaps[_N].json`` (validation_package.py --parts swaps --batch-conversations N):
-  validation_batchsize.png.
+* ``package_blockswaps[_N].json`` (``--parts swaps --batch-conversations N``): validation_batchsize.png.
+
+    python -m benchmarks.validation_plots results/validation --out docs/img
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -26,54 +24,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
-
-
-def null_plot(null: dict) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-    for ax, design in zip(axes, ("A_one_model", "B_all_models")):
-        for key, marker in (("row", "o"), ("prompt", "s"), ("question", "^")):
-            for score, ls in (("knn", "-"), ("combined", "--")):
-                pts = [(int(k.split("|")[2]), v[score]) for k, v in null.items()
-                       if k.startswith(f"{design}|{key}|")]
-                if not pts:
-                    continue
-                pts.sort()
-                ax.errorbar([p[0] for p in pts], [p[1]["rate"] for p in pts],
-                            yerr=[[p[1]["rate"] - p[1]["ci95"][0] for p in pts],
-                                  [p[1]["ci95"][1] - p[1]["rate"] for p in pts]],
-                            marker=marker, ls=ls, capsize=2, label=f"{key} / {score}")
-        ax.axhline(0.05, color="k", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xticks([10, 25, 50], ["10", "25", "50"])
-        ax.minorticks_off()
-        ax.set_title({"A_one_model": "A: one model, all classes", "B_all_models": "B: 32 models pooled"}[design],
-                     fontsize=9)
-        ax.set_xlabel("batch size")
-    axes[0].set_ylabel("null rejection at 0.05 (Bonferroni)")
-    axes[1].legend(fontsize=6, loc="center right")
-    fig.tight_layout()
-    fig.savefig(IMG / "validation_null.png", dpi=90)
-
-
-def injection_plot(output: dict) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for where, marker in (("start", "o"), ("middle", "s"), ("end", "^")):
-        for score, ls in (("knn", "-"), ("combined", "--")):
-            xs = [1, 3, 6]
-            ys = [output["changes"][f"inject_{where}_{n}"][score]["detect_0.05"]["rate"] for n in xs]
-            ax.plot(xs, ys, marker=marker, ls=ls, label=f"{where} / {score}")
-    ax.axhline(0.05, color="k", lw=0.8)
-    ax.set_xlabel("injected off-policy sentences")
-    ax.set_ylabel("per-output detection, alpha 0.05")
-    ax.set_xticks([1, 3, 6])
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(IMG / "validation_injection.png", dpi=90)
-
-
-def classcell_plot(cc: dict) -> None:
+def classcell_plot(cc: dict, out: Path) -> Path:
     """Detection at alpha by (cell class, change): a heatmap with the numbers written in."""
     cells = sorted({k.split(" <- ")[0] for k in cc["by_cell_and_kind"]})
     columns = ["null"] + [f"class:{c}" for c in cells] + ["refusal"]
@@ -98,10 +49,12 @@ def classcell_plot(cc: dict) -> None:
                  f"{cc['null_by_baseline']['n_baselines']} baselines ({cc['scorer']})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
-    fig.savefig(IMG / "validation_classcell.png", dpi=90)
+    fig.savefig(out / "validation_classcell.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_classcell.png"
 
 
-def pvalues_plot(cc: dict) -> None:
+def pvalues_plot(cc: dict, out: Path) -> Path:
     """The flag rate had the baselines been asked for each alpha, against alpha."""
     by_alpha = cc["rate_by_alpha"]
     alphas = np.array(by_alpha["alphas"])
@@ -126,10 +79,12 @@ def pvalues_plot(cc: dict) -> None:
     ax.set_title("Power against alpha", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(IMG / "validation_pvalues.png", dpi=90)
+    fig.savefig(out / "validation_pvalues.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_pvalues.png"
 
 
-def injection_classcell_plot(cc: dict) -> None:
+def injection_classcell_plot(cc: dict, out: Path) -> Path:
     """Detection of injected off-policy sentences against their number and position, with 95 % intervals."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for offset, (where, marker) in zip((-0.12, 0.0, 0.12), (("start", "o"), ("middle", "s"), ("end", "^"))):
@@ -149,10 +104,12 @@ def injection_classcell_plot(cc: dict) -> None:
                  "too narrow", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(IMG / "validation_injection_classcell.png", dpi=90)
+    fig.savefig(out / "validation_injection_classcell.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_injection_classcell.png"
 
 
-def batchsize_plot(runs: dict[int, dict]) -> None:
+def batchsize_plot(runs: dict[int, dict], out: Path) -> Path:
     """Batch detection of each model swap, and of the approved model's own outputs, against batch size."""
     sizes = sorted(runs)
     labels = [k for k in runs[sizes[0]] if " -> " in k]
@@ -178,30 +135,39 @@ def batchsize_plot(runs: dict[int, dict]) -> None:
     ax.set_title("Model swaps as a batch, through the package; the approved model's other conversations "
                  "(80 in all) build the baseline", fontsize=7)
     fig.tight_layout()
-    fig.savefig(IMG / "validation_batchsize.png", dpi=90)
+    fig.savefig(out / "validation_batchsize.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_batchsize.png"
 
 
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/validation")
-    IMG.mkdir(parents=True, exist_ok=True)
-    if (folder / "null.json").exists():
-        null_plot(json.loads((folder / "null.json").read_text()))
-    if (folder / "output.json").exists():
-        injection_plot(json.loads((folder / "output.json").read_text()))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_plots", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="folder holding validation_package's JSON files")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder the PNG files are written to (docs/img for the documentation)")
+    args = parser.parse_args()
+    folder = args.results
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} is not a folder: give the --out folder of benchmarks.validation_package")
+    args.out.mkdir(parents=True, exist_ok=True)
+    drawn: list[Path] = []
     if (folder / "package_classcell.json").exists():
         cc = json.loads((folder / "package_classcell.json").read_text())
-        classcell_plot(cc)
+        drawn.append(classcell_plot(cc, args.out))
         if "rate_by_alpha" in cc:
-            pvalues_plot(cc)
+            drawn.append(pvalues_plot(cc, args.out))
     if (folder / "package_classcell_inject.json").exists():
-        injection_classcell_plot(json.loads((folder / "package_classcell_inject.json").read_text()))
+        drawn.append(injection_classcell_plot(json.loads((folder / "package_classcell_inject.json").read_text()),
+                                              args.out))
     runs = [json.loads(f.read_text()) for f in folder.glob("package_blockswaps*.json") if "pooled" not in f.name]
     swaps = {int(run["batch_conversations"]): run for run in runs}
     if swaps:
-        batchsize_plot(swaps)
-    for png in sorted(IMG.glob("validation_*.png")):
+        drawn.append(batchsize_plot(swaps, args.out))
+    if not drawn:
+        print(f"nothing to draw: {folder} holds none of the files listed in --help")
+    for png in drawn:
         print(png, png.stat().st_size)
-
 
 if __name__ == "__main__":
     main()
