@@ -75,7 +75,7 @@ def frame(built: list[dict], audited_subset: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_requirements_pin_conformance_audit_and_never_name_pypi_conformance(model_dir: Path) -> None:
+def test_requirements_pin_conformance_audit_and_never_name_pypi_conformance(model_dir: Path, tmp_path: Path) -> None:
     version = conformance.__version__
     lines = [line.strip() for line in (model_dir / "requirements.txt").read_text().splitlines() if line.strip()]
     conda_pip = next(d["pip"] for d in yaml.safe_load((model_dir / "conda.yaml").read_text())["dependencies"]
@@ -97,6 +97,18 @@ def test_requirements_pin_conformance_audit_and_never_name_pypi_conformance(mode
         assert wheel.read("conformance/registry/pyfunc.py") == (model_dir / "code/conformance/registry/pyfunc.py"
                                                                 ).read_bytes()
     assert "Name: conformance-audit\n" in metadata and f"Version: {version}\n" in metadata
+    # pip, run in the model's folder as MLflow runs it, takes the pinned version from that wheel, no index asked
+    ours = [line for line in lines if "conformance" in line]
+    assert ours == [wheel_line, f"conformance-audit=={version}"]
+    (tmp_path / "ours.txt").write_text("\n".join(ours) + "\n")
+    report = tmp_path / "report.json"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                          "--ignore-installed", "--quiet", "--report", str(report), "-r", str(tmp_path / "ours.txt")],
+                         capture_output=True, text=True, cwd=model_dir)
+    assert pip.returncode == 0, pip.stderr
+    [install] = json.loads(report.read_text())["install"]
+    assert (install["metadata"]["name"], install["metadata"]["version"]) == ("conformance-audit", version)
+    assert install["download_info"]["url"] == (model_dir / wheel_line).resolve().as_uri()
 
     # The package code is in the model, every module of it, and MLflow puts code/ on sys.path at load.
     package = Path(conformance.__file__).parent

@@ -177,7 +177,9 @@ class Registry:
             package = copy_package(Path(tmp) / "code")
             third_party = runtime_requirements()
             wheel = build_wheel(package, Path(tmp), version=__version__, requires=third_party)
-            requirements = [f"{DISTRIBUTION}=={__version__}", f"code/{wheel.name}", *third_party]
+            # The wheel before the pin: pip adds root requirements one at a time, and a pin it meets
+            # before the file that satisfies it is looked up in the index alone, and fails there.
+            requirements = [f"code/{wheel.name}", f"{DISTRIBUTION}=={__version__}", *third_party]
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                 mlflow.set_tags(tags)
                 mlflow.log_params({"alpha": baseline.alpha, "k": baseline.scorer.get("k"),
