@@ -52,7 +52,8 @@ import numpy as np
 from conformance.baseline.format import Baseline
 from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
 from conformance.embedder import EmbeddedTexts, embed_inputs
-from conformance.stats.combined import CombinedScorer, chunked_text_scores
+from conformance.stats.chunked import chunked_text_scores
+from conformance.stats.combined import CombinedScorer
 from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
 from conformance.stats.descriptors import DESCRIPTORS, describe
 from conformance.records import Record, RecordSet

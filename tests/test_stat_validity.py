@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conformance.stats.combined import CombinedScorer, oas_precision
+from conformance.stats.combined import CombinedScorer
+from conformance.stats.components import oas_precision
 from conformance.stats.conformal import calibration_conditional_threshold, conformal_p_values
 from conformance.stats.descriptors import DESCRIPTORS, describe
 

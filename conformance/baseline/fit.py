@@ -36,7 +36,8 @@ from conformance.errors import BaselineError
 from conformance.params import check_calibration_method  # noqa: F401  (re-exported)
 from conformance.records import Record
 from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
-from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer, chunked_text_scores
+from conformance.stats.chunked import chunked_text_scores
+from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer
 from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.

@@ -12,7 +12,8 @@ from conformance.defaults import N_NEAREST
 from conformance.embedder import EmbeddedTexts, fingerprint_digest
 from conformance.records import Record
 from conformance.scoring.reasons import output_reason, test_name
-from conformance.stats.combined import CombinedScorer, chunked_text_scores
+from conformance.stats.chunked import chunked_text_scores
+from conformance.stats.combined import CombinedScorer
 from conformance.stats.descriptors import DESCRIPTORS, describe
 from conformance.stats.knn import chunked_knn_scores
 from conformance.verdict import OUT, WITHIN, Verdict

@@ -9,7 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from conformance.baseline.format import Baseline
-from conformance.stats.combined import FACET_WORDS
+
+#: Each facet in plain words, for a verdict's reason: what is most unusual about an output.
+FACET_WORDS = {
+    "distance": "how far it lies from the approved outputs",
+    "residual": "how far it lies from what its input predicts",
+    "relevance": "how little it is about its input, against approved answers to similar inputs",
+    "length": "its length",
+    "refusal": "refusal phrases (\"I'm sorry\", \"I cannot\", \"as an AI\")",
+    "language": "its language or script",
+    "format": "its format (lists, headings, code blocks)",
+}
 
 
 def test_name(baseline: Baseline) -> str:

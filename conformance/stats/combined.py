@@ -37,10 +37,18 @@ reviewer can tell "unusual output for its input" from "unusual input".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from conformance.stats.components import (
+    Components,
+    InputBank,
+    kth_cosine_distance,
+    mahalanobis,
+    oas_precision,
+    smooth_max,
+    unit_rows,
+)
 from conformance.stats.conformal import conformal_p_values
 
 EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
@@ -67,99 +75,6 @@ COMBINATIONS = ("facets", "smooth_max")
 #: adds up and the facets average away (docs/validation.md, section 5). A per-output verdict needs a score whose
 #: approved maximum is low; a batch test one that moves on average.
 BATCH_COMBINATION = "smooth_max"
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.where(norms == 0, 1.0, norms)
-
-
-def oas_precision(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and precision matrix of ``x`` under the Oracle Approximating Shrinkage covariance.
-
-    Chen, Wiesel, Eldar, Hero, "Shrinkage algorithms for MMSE covariance
-    estimation", IEEE TSP 2010 -- well conditioned when the dimension is close
-    to, or above, the number of rows (as for ~100 approved outputs in 384
-    dimensions).
-    """
-    n, d = x.shape
-    mean = x.mean(axis=0)
-    centred = x - mean
-    emp = centred.T @ centred / n
-    mu = np.trace(emp) / d
-    alpha = np.mean(emp**2)
-    num = alpha + mu**2
-    den = (n + 1.0) * (alpha - mu**2 / d)
-    shrink = 1.0 if den == 0 else min(1.0, num / den)
-    cov = (1.0 - shrink) * emp + shrink * mu * np.eye(d)
-    if mu == 0:
-        cov = cov + 1e-12 * np.eye(d)
-    return mean, np.linalg.inv(cov)
-
-
-def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    c = x - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, precision, c), 0.0))
-
-
-def _kth_cosine_distance(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
-    sims = _unit(q) @ _unit(ref).T
-    k = min(k, ref.shape[0])
-    return 1.0 - np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
-
-
-class _Components:
-    """The embedding components, fitted on one set of fit rows."""
-
-    def __init__(self, y: np.ndarray, x: np.ndarray, *, k: int, ridge: float) -> None:
-        self.k = k
-        self.reference = y
-        self.x_mean, self.y_mean = x.mean(axis=0), y.mean(axis=0)
-        xc, yc = x - self.x_mean, y - self.y_mean
-        # Ridge in its dual form: cheap when there are fewer rows than dimensions.
-        gram = xc @ xc.T + ridge * np.eye(xc.shape[0])
-        self.coef = xc.T @ np.linalg.solve(gram, yc)
-        self.mean, self.precision = oas_precision(y)
-        self.res_mean = np.zeros(y.shape[1])
-        self.res_precision = np.eye(y.shape[1])
-
-    def residuals(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return (y - self.y_mean) - (x - self.x_mean) @ self.coef
-
-    def __call__(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return np.column_stack([
-            _kth_cosine_distance(y, self.reference, self.k),
-            _mahalanobis(self.residuals(y, x), self.res_mean, self.res_precision),
-            1.0 - np.einsum("ij,ij->i", _unit(x), _unit(y)),
-            _mahalanobis(y, self.mean, self.precision),
-        ])
-
-
-def _smooth_max(z: np.ndarray) -> np.ndarray:
-    """``log(sum(exp(asinh(z))))`` per row. asinh first: log-like growth keeps one huge value (say 40
-    refusal markers) from swamping the others below float resolution, which would bring back ties."""
-    z = np.arcsinh(z)
-    top = z.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
-
-
-class _InputBank:
-    """Values of the fit part's outputs by distinct input, to say what is usual for an input like a new one."""
-
-    def __init__(self, x: np.ndarray, values: np.ndarray) -> None:
-        unique, inverse = np.unique(x, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).reshape(-1)
-        total = np.zeros((unique.shape[0], values.shape[1]))
-        np.add.at(total, inverse, values)
-        self.inputs = _unit(unique)
-        self.values = total / np.bincount(inverse, minlength=unique.shape[0])[:, None]
-
-    def expected(self, x: np.ndarray, k: int) -> np.ndarray:
-        """Mean value over the outputs of the ``k`` fit inputs nearest each row of ``x`` (cosine)."""
-        sims = _unit(x) @ self.inputs.T
-        k = min(k, self.inputs.shape[0])
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        return self.values[nearest].mean(axis=1)
 
 
 class CombinedScorer:
@@ -270,10 +185,10 @@ class CombinedScorer:
         residuals = np.zeros_like(y)
         for f in (0, 1):
             train, test = fold != f, fold == f
-            part = _Components(y[train], x[train], k=self.k, ridge=self.ridge)
+            part = Components(y[train], x[train], k=self.k, ridge=self.ridge)
             residuals[test] = part.residuals(y[test], x[test])
             cross[test] = part(y[test], x[test])
-        self.components_ = _Components(y, x, k=self.k, ridge=self.ridge)
+        self.components_ = Components(y, x, k=self.k, ridge=self.ridge)
         # Residual covariance from cross-fitted residuals: in-sample ridge residuals are too small.
         self.components_.res_mean, self.components_.res_precision = oas_precision(residuals)
         for f in (0, 1):
@@ -283,21 +198,21 @@ class CombinedScorer:
             # values came out far smaller than any new output's, and this one component then decided
             # the whole score.
             mean_f, precision_f = oas_precision(residuals[fold != f])
-            cross[fold == f, 1] = _mahalanobis(residuals[fold == f], mean_f, precision_f)
-        self.relevance_bank_: _InputBank | None = None
+            cross[fold == f, 1] = mahalanobis(residuals[fold == f], mean_f, precision_f)
+        self.relevance_bank_: InputBank | None = None
         if self.relevance_neighbours:
             # Relevance against what is usual for the input, cross-fitted like the other components: each
             # fold's expectation comes from the other fold's outputs (a new output's input is not a fit input).
-            relevance = 1.0 - np.einsum("ij,ij->i", _unit(x), _unit(y))[:, None]
+            relevance = 1.0 - np.einsum("ij,ij->i", unit_rows(x), unit_rows(y))[:, None]
             for f in (0, 1):
-                bank = _InputBank(x[fold != f], relevance[fold != f])
+                bank = InputBank(x[fold != f], relevance[fold != f])
                 cross[fold == f, 2] -= bank.expected(x[fold == f], self.relevance_neighbours)[:, 0]
-            self.relevance_bank_ = _InputBank(x, relevance)
+            self.relevance_bank_ = InputBank(x, relevance)
         self.location_, self.scale_ = self._robust(cross)
         self.descriptor_location_, self.descriptor_scale_ = self._robust(
             d, two_sided=True, floor=None if units is None else units / 2.576)
         self.n_fit_ = y.shape[0]
-        self.fit_inputs_ = _unit(np.unique(x, axis=0))
+        self.fit_inputs_ = unit_rows(np.unique(x, axis=0))
         return self
 
     @staticmethod
@@ -357,7 +272,7 @@ class CombinedScorer:
         overrides the baseline's rule (the batch rank tests use ``"smooth_max"``, see
         :data:`BATCH_COMBINATION`)."""
         z = self.standardised_components(outputs, inputs, descriptors)
-        return _smooth_max(self.facet_values(z) if (combination or self.combination) == "facets" else z)
+        return smooth_max(self.facet_values(z) if (combination or self.combination) == "facets" else z)
 
     def facet_names(self, n_columns: int) -> list[str]:
         """The facets :meth:`facet_values` returns, in order, for ``n_columns`` standardised components."""
@@ -397,7 +312,7 @@ class CombinedScorer:
     def input_novelty(self, inputs: np.ndarray) -> np.ndarray:
         """Cosine distance of each input to the nearest approved (fit) input."""
         self._fitted()
-        return _kth_cosine_distance(np.asarray(inputs, dtype=np.float64), self.fit_inputs_, 1)
+        return kth_cosine_distance(np.asarray(inputs, dtype=np.float64), self.fit_inputs_, 1)
 
     # -- conformal ----------------------------------------------------------------------------
     def conformalize(
@@ -454,7 +369,7 @@ class CombinedScorer:
         """Rebuild a fitted, conformalized scorer from :meth:`params` and :meth:`to_state`."""
         # Baselines built before the facets and the input-relative relevance stored neither key.
         scorer = cls(**{"combination": "smooth_max", "relevance_neighbours": 0, **params})  # type: ignore[arg-type]
-        components = _Components.__new__(_Components)
+        components = Components.__new__(Components)
         components.k = scorer.k
         for name in cls._STATE:
             setattr(components, name, state[f"components.{name}"])
@@ -468,71 +383,7 @@ class CombinedScorer:
         scorer.input_calibration_scores_ = state["input_calibration_scores"]
         scorer.relevance_bank_ = None
         if scorer.relevance_neighbours:
-            scorer.relevance_bank_ = _InputBank.__new__(_InputBank)
+            scorer.relevance_bank_ = InputBank.__new__(InputBank)
             scorer.relevance_bank_.inputs = state["relevance_bank_inputs"]
             scorer.relevance_bank_.values = state["relevance_bank_values"]
         return scorer
-
-
-#: Each facet in plain words, for a verdict's reason: what is most unusual about an output.
-FACET_WORDS = {
-    "distance": "how far it lies from the approved outputs",
-    "residual": "how far it lies from what its input predicts",
-    "relevance": "how little it is about its input, against approved answers to similar inputs",
-    "length": "its length",
-    "refusal": "refusal phrases (\"I'm sorry\", \"I cannot\", \"as an AI\")",
-    "language": "its language or script",
-    "format": "its format (lists, headings, code blocks)",
-}
-
-
-@dataclass(frozen=True)
-class TextScores:
-    """Per text, everything a verdict needs from the combined score, from one pass over its chunks."""
-
-    #: The baseline's rule, maximum over the text's chunks (what the p-value is computed from).
-    score: np.ndarray
-    #: :data:`BATCH_COMBINATION`, maximum over the chunks (what the batch rank tests use).
-    batch_score: np.ndarray
-    #: Facet baselines only: the largest facet of the chunk that set the score, and its value (a z-value:
-    #: about 2.3-2.6 is the approved outputs' 99th percentile). For a verdict's reason.
-    top_facet: list[tuple[str, float]] | None
-    #: Facet baselines only: every facet's value on the chunk that set the score (one row per text, columns
-    #: as ``facet_names``). ``build`` keeps the calibration part's spread of each, for the reason's comparison.
-    facets: np.ndarray | None = None
-    facet_names: list[str] | None = None
-
-
-def chunked_text_scores(
-    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray
-) -> TextScores:
-    """:class:`TextScores` of each text, the standardised components computed once per chunk."""
-    owner = np.asarray(owner)
-    z = scorer.standardised_components(chunks, inputs[owner], descriptors[owner])
-    batch = np.full(inputs.shape[0], -np.inf)
-    np.maximum.at(batch, owner, _smooth_max(z))
-    if scorer.combination != "facets":
-        return TextScores(batch, batch.copy(), None)
-    facets, names = scorer.facet_values(z), scorer.facet_names(z.shape[1])
-    per_chunk = _smooth_max(facets)
-    score = np.full(inputs.shape[0], -np.inf)
-    setting = np.zeros(inputs.shape[0], dtype=np.int64)  # the chunk that sets each text's score
-    for i, o in enumerate(owner.tolist()):
-        if per_chunk[i] > score[o]:
-            score[o], setting[o] = per_chunk[i], i
-    values = facets[setting]
-    top = [(names[j], float(values[t, j])) for t, j in enumerate(np.argmax(values, axis=1).tolist())]
-    return TextScores(score, batch, top, values, names)
-
-
-def chunked_combined_scores(
-    scorer: CombinedScorer, chunks: np.ndarray, owner: np.ndarray, inputs: np.ndarray, descriptors: np.ndarray,
-    *, combination: str | None = None,
-) -> np.ndarray:
-    """Per-text combined score: the maximum over its chunks (each chunk scored with its text's input
-    and descriptors), so an off-policy paragraph in a long output is not averaged away."""
-    owner = np.asarray(owner)
-    per_chunk = scorer.score_samples(chunks, inputs[owner], descriptors[owner], combination=combination)
-    out = np.full(inputs.shape[0], -np.inf)
-    np.maximum.at(out, owner, per_chunk)
-    return out
