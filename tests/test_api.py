@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def no_store(tmp_path_factory: pytest.TempPathFactory, workdir: Path):
-    """MLflow and the ledger pointed at places that fail or leave a trace if anything touches them."""
+def no_store(tmp_path_factory: pytest.TempPathFactory, workdir: Path, built: list[dict]):
+    """MLflow and the ledger pointed at places that fail or leave a trace if anything touches them (after the
+    session's command-line build, which the comparison below needs, has registered its baselines)."""
     trap = tmp_path_factory.mktemp("trap")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
@@ -50,8 +51,10 @@ def test_in_memory_build_and_score_touch_no_store_and_write_no_file(in_memory, n
 
 
 def test_in_memory_verdicts_equal_the_command_lines(in_memory, built: list[dict], audited_subset: Path,
-                                                    workdir: Path) -> None:
+                                                    workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conformance.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the command line scores against the session's embedded store
 
     out = workdir / "api-compare.jsonl"
     with contextlib.redirect_stdout(io.StringIO()):
