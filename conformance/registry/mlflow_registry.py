@@ -118,8 +118,9 @@ class Registry:
             except Exception as exc:
                 self._client = None
                 raise RegistryError(
-                    f"cannot reach the MLflow tracking store at {self.uri}: {type(exc).__name__}: {exc}. "
-                    "Check MLFLOW_TRACKING_URI (unset it to use the embedded SQLite store)."
+                    f"cannot reach the MLflow tracking store at {self.uri}: {type(exc).__name__}: "
+                    f"{_first_line(exc)}. Check that MLFLOW_TRACKING_URI is right (unset it to use the embedded "
+                    "SQLite store) and that its server is running and reachable, then retry."
                 ) from exc
         return self._client
 
@@ -138,8 +139,7 @@ class Registry:
             raise self._failure(operation, name, exc) from exc
 
     def _failure(self, operation: str, name: str, exc: BaseException) -> RegistryError:
-        # The first line only: a database error goes on with its SQL; the whole error stays chained.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = _first_line(exc)
         code = getattr(exc, "error_code", None)
         detail = first if code is None or first.startswith(code) else f"{code}: {first}"
         return RegistryError(
@@ -327,6 +327,12 @@ class Registry:
             self._cache[key] = baseline
         baseline = self._cache[key]
         return RegisteredBaseline(name, int(version), baseline.model_version, baseline.input_class, tags), baseline
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error: a database error goes on with its SQL; the whole error stays chained."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _approved(model: Any) -> int | None:
