@@ -249,7 +249,10 @@ def score(
     Raises
     ------
     InputFileError, BaselineError, RegistryError, LedgerError
-        Before anything is appended or written.
+        Before anything is appended or written. Every cell's baseline is resolved before the first
+        verdict is made: a cell gets ``no_baseline`` only when the registry says it has no approved
+        baseline, and any other registry failure (server down, permission refused) raises
+        ``RegistryError`` and stops the whole run.
     """
     from conformance.params import check_fdr
     from conformance.records import as_record_set

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,11 @@ from conformance.errors import RegistryError
 APPROVED_ALIAS = "approved"
 EXPERIMENT_NAME = "conformance-baselines"
 _MODEL_CODE = Path(__file__).with_name("_mlflow_model.py")
+# The one error code by which MLflow says a registered model (or version) is not there, from a
+# local store and over REST alike. A missing alias is not reported this way (it comes back as
+# INVALID_PARAMETER_VALUE), which is why aliases are read from the registered model instead.
+_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
 
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the working directory."""
@@ -112,19 +118,59 @@ class Registry:
             except Exception as exc:
                 self._client = None
                 raise RegistryError(
-                    f"cannot reach the MLflow tracking store at {self.uri}: {type(exc).__name__}: {exc}. "
-                    "Check MLFLOW_TRACKING_URI (unset it to use the embedded SQLite store)."
+                    f"cannot reach the MLflow tracking store at {self.uri}: {type(exc).__name__}: "
+                    f"{_first_line(exc)}. Check that MLFLOW_TRACKING_URI is right (unset it to use the embedded "
+                    "SQLite store) and that its server is running and reachable, then retry."
                 ) from exc
         return self._client
 
+    @contextlib.contextmanager
+    def _failing_loudly(self, operation: str, name: str) -> Iterator[None]:
+        """Turn a failure of the store (MLflow's errors, I/O and network errors) into a RegistryError.
+
+        Anything else (a programming error, a :class:`ConformanceError`, such as the client's own
+        "cannot reach") passes through as it is.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except (MlflowException, OSError) as exc:
+            raise self._failure(operation, name, exc) from exc
+
+    def _failure(self, operation: str, name: str, exc: BaseException) -> RegistryError:
+        first = _first_line(exc)
+        code = getattr(exc, "error_code", None)
+        detail = first if code is None or first.startswith(code) else f"{code}: {first}"
+        return RegistryError(
+            f"the MLflow registry at {self.uri} failed to {operation} {name!r}: {type(exc).__name__}: {detail}. "
+            "This is not a missing baseline: nothing was decided from it. Retry; if it fails again, check that "
+            "the tracking server is running and reachable (MLFLOW_TRACKING_URI) and that your credentials may "
+            "use this registry."
+        )
+
+    def _registered_model(self, name: str) -> Any | None:
+        """The registered model ``name``, or ``None`` only when MLflow says it does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == _NOT_FOUND:
+                return None
+            raise self._failure("read the registered model", name, exc) from exc
+        except OSError as exc:
+            raise self._failure("read the registered model", name, exc) from exc
+
     def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        location = None
-        if self.embedded:
-            location = (default_store_dir() / "artifacts").as_uri()
-        return str(self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+        with self._failing_loudly("find or create the experiment", EXPERIMENT_NAME):
+            experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            location = None
+            if self.embedded:
+                location = (default_store_dir() / "artifacts").as_uri()
+            return str(self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
 
     # -- register -----------------------------------------------------------
     def register(self, baseline: Baseline) -> RegisteredBaseline:
@@ -180,41 +226,41 @@ class Registry:
             # The wheel before the pin: pip adds root requirements one at a time, and a pin it meets
             # before the file that satisfies it is looked up in the index alone, and fails there.
             requirements = [f"code/{wheel.name}", f"{DISTRIBUTION}=={__version__}", *third_party]
-            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
-                mlflow.set_tags(tags)
-                mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
-                mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
-                                    "n_calibration_prompts": baseline.n_calibration_prompts})
-                info = mlflow.pyfunc.log_model(
-                    name="baseline",
-                    python_model=str(_MODEL_CODE),
-                    artifacts={"baseline": str(folder)},
-                    signature=signature,
-                    code_paths=[str(package), str(wheel)],
-                    pip_requirements=requirements,
+            with self._failing_loudly("register a new version of", name):
+                with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                    mlflow.set_tags(tags)
+                    mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
+                    mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
+                                        "n_calibration_prompts": baseline.n_calibration_prompts})
+                    info = mlflow.pyfunc.log_model(
+                        name="baseline",
+                        python_model=str(_MODEL_CODE),
+                        artifacts={"baseline": str(folder)},
+                        signature=signature,
+                        code_paths=[str(package), str(wheel)],
+                        pip_requirements=requirements,
+                    )
+                    run_id = run.info.run_id
+                # register_model prints "Successfully registered ..." itself; we report instead.
+                with contextlib.redirect_stderr(io.StringIO()):
+                    version = mlflow.register_model(info.model_uri, name, tags=tags)
+                self.client.update_registered_model(
+                    name, description=f"conformance baseline for model_version={baseline.model_version!r}, "
+                                      f"input_class={baseline.input_class!r}")
+                self.client.set_registered_model_tag(name, "conformance.model_version", baseline.model_version)
+                self.client.set_registered_model_tag(name, "conformance.input_class", baseline.input_class)
+                self.client.update_model_version(
+                    name, version.version,
+                    description=(f"{baseline.n_fit} reference and {baseline.n_calibration} calibration approved "
+                                 f"outputs ({baseline.n_calibration_prompts} calibration prompts) at "
+                                 f"alpha={baseline.alpha}; built in run {run_id}; digest {baseline.digest}"),
                 )
-                run_id = run.info.run_id
-            # register_model prints "Successfully registered ..." itself; we report instead.
-            with contextlib.redirect_stderr(io.StringIO()):
-                version = mlflow.register_model(info.model_uri, name, tags=tags)
-        self.client.update_registered_model(
-            name, description=f"conformance baseline for model_version={baseline.model_version!r}, "
-                              f"input_class={baseline.input_class!r}")
-        self.client.set_registered_model_tag(name, "conformance.model_version", baseline.model_version)
-        self.client.set_registered_model_tag(name, "conformance.input_class", baseline.input_class)
-        self.client.update_model_version(
-            name, version.version,
-            description=(f"{baseline.n_fit} reference and {baseline.n_calibration} calibration approved outputs "
-                         f"({baseline.n_calibration_prompts} calibration prompts) "
-                         f"at alpha={baseline.alpha}; built in run {run_id}; digest {baseline.digest}"),
-        )
         return RegisteredBaseline(name, int(version.version), baseline.model_version, baseline.input_class,
                                   tags | {"run_id": run_id})
 
     def _check_name_owner(self, name: str, model_version: str, input_class: str) -> None:
-        try:
-            model = self.client.get_registered_model(name)
-        except Exception:
+        model = self._registered_model(name)
+        if model is None:
             return  # not registered yet
         owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
         if owner != (None, None) and owner != (model_version, input_class):
@@ -241,16 +287,18 @@ class Registry:
             )
         previous = self.approved_version(model_version, input_class)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.client.set_model_version_tag(name, str(version), "approved_by", by.strip())
-        self.client.set_model_version_tag(name, str(version), "approved_at", now)
-        if previous is not None and previous != version:
-            self.client.set_model_version_tag(name, str(version), "supersedes_version", str(previous))
-        self.client.set_registered_model_alias(name, APPROVED_ALIAS, str(version))
-        tags = dict(self.client.get_model_version(name, str(version)).tags)
+        with self._failing_loudly(f"approve version {version} of", name):
+            self.client.set_model_version_tag(name, str(version), "approved_by", by.strip())
+            self.client.set_model_version_tag(name, str(version), "approved_at", now)
+            if previous is not None and previous != version:
+                self.client.set_model_version_tag(name, str(version), "supersedes_version", str(previous))
+            self.client.set_registered_model_alias(name, APPROVED_ALIAS, str(version))
+            tags = dict(self.client.get_model_version(name, str(version)).tags)
         return RegisteredBaseline(name, int(version), model_version, input_class, tags)
 
     def _versions(self, name: str, model_version: str, input_class: str) -> list[int]:
-        found = self.client.search_model_versions(f"name='{name}'")
+        with self._failing_loudly("list the versions of", name):
+            found = self.client.search_model_versions(f"name='{name}'")
         if not found:
             raise RegistryError(
                 f"no baseline is registered for model_version={model_version!r}, input_class={input_class!r} "
@@ -259,25 +307,32 @@ class Registry:
         return [int(v.version) for v in found]
 
     def approved_version(self, model_version: str, input_class: str) -> int | None:
-        name = baseline_name(model_version, input_class)
-        try:
-            return int(self.client.get_model_version_by_alias(name, APPROVED_ALIAS).version)
-        except Exception:
-            return None
+        """The approved version of a cell's baseline; ``None`` when none is registered or approved.
+
+        Raises :class:`RegistryError` when the store cannot be read.
+        """
+        model = self._registered_model(baseline_name(model_version, input_class))
+        return None if model is None else _approved(model)
 
     # -- resolve ------------------------------------------------------------
     def resolve_approved(self, model_version: str, input_class: str) -> tuple[RegisteredBaseline, Baseline] | str:
-        """The approved baseline of a cell, or a plain-words reason why there is none."""
+        """The approved baseline of a cell, or a plain-words reason why there is none.
+
+        A reason (which becomes a ``no_baseline`` verdict) is given only for what the registry
+        says: no such registered model, one owned by another cell, or no approved version.
+        Anything else that goes wrong reading the store raises :class:`RegistryError`; against a
+        stopped tracking server that happens once MLflow's client has given up retrying (see the
+        module docstring).
+        """
         name = baseline_name(model_version, input_class)
-        try:
-            model = self.client.get_registered_model(name)
-        except Exception:
+        model = self._registered_model(name)
+        if model is None:
             return (f"no baseline is registered for model_version {model_version!r} and input_class "
                     f"{input_class!r}; build and approve one before scoring these outputs")
         owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
         if owner != (model_version, input_class):
             return f"registered model {name!r} belongs to {owner}, not to ({model_version}, {input_class})"
-        version = self.approved_version(model_version, input_class)
+        version = _approved(model)
         if version is None:
             return (f"baseline {name!r} exists but no version of it is approved; a person must run "
                     f"`conformance approve --model-version {model_version} --input-class {input_class} --by NAME`")
@@ -287,12 +342,14 @@ class Registry:
         """Download and load one registered baseline version (cached per process)."""
         import mlflow
 
-        mv = self.client.get_model_version(name, str(version))
-        tags = dict(mv.tags)
+        with self._failing_loudly(f"read version {version} of", name):
+            tags = dict(self.client.get_model_version(name, str(version)).tags)
         key = (name, int(version))
         if key not in self._cache:
             with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+                with self._failing_loudly(f"download the artifacts of version {version} of", name):
+                    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                                dst_path=tmp)
                 found = sorted(Path(local).rglob("baseline.json"))
                 if not found:
                     raise RegistryError(
@@ -307,6 +364,18 @@ class Registry:
             self._cache[key] = baseline
         baseline = self._cache[key]
         return RegisteredBaseline(name, int(version), baseline.model_version, baseline.input_class, tags), baseline
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error: a database error goes on with its SQL; the whole error stays chained."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _approved(model: Any) -> int | None:
+    """The version the ``approved`` alias of a registered model points to, if any."""
+    version = model.aliases.get(APPROVED_ALIAS)
+    return None if version is None else int(version)
 
 
 def baseline_tags(baseline: Baseline) -> dict[str, str]:
