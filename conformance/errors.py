@@ -30,6 +30,10 @@ class RegistryError(ConformanceError):
     """The MLflow tracking store or model registry cannot do what was asked."""
 
 
+class BaselineVersionNotFoundError(RegistryError):
+    """The registry says that a named baseline version does not exist (deleted, or another store)."""
+
+
 @dataclass(frozen=True)
 class RecordProblem:
     """One thing wrong with one input record (pandera-style: row, field, code)."""

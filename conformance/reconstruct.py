@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from conformance._version import __version__
 from conformance.ledger.canonical import entry_hash, plain
 from conformance.ledger.entry import Entry, parse_baseline_uri
+from conformance.errors import BaselineError, BaselineVersionNotFoundError
 from conformance.ledger.errors import EntryNotFoundError
 from conformance.verdict import INVALID, NO_BASELINE
 
@@ -120,6 +121,10 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     ------
     EntryNotFoundError
         The ledger holds no such entry.
+    RegistryError
+        The registry failed (a server down, a permission refused). A baseline version that the registry
+        says does not exist, or whose stored content no longer matches its digest, is no error: the
+        result is ``not_reproducible``, with the reason.
     """
     from conformance.records import InvalidRow, validate_row
 
@@ -158,7 +163,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     registry = registry or Registry()
     try:
         _, baseline = registry.load_version(name, version)
-    except Exception as exc:
+    except (BaselineVersionNotFoundError, BaselineError) as exc:  # gone or altered; a failing store raises
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
                               notes + [f"baseline {recorded['baseline']} can no longer be loaded from the registry "
                                        f"at {registry.uri} (deleted, or another tracking store?): "

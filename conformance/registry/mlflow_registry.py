@@ -27,7 +27,7 @@ from typing import Any
 
 from conformance.baseline.format import Baseline, load_baseline, save_baseline
 from conformance.defaults import default_store_dir
-from conformance.errors import RegistryError
+from conformance.errors import BaselineError, BaselineVersionNotFoundError, RegistryError
 
 APPROVED_ALIAS = "approved"
 EXPERIMENT_NAME = "conformance-baselines"
@@ -342,8 +342,17 @@ class Registry:
         """Download and load one registered baseline version (cached per process)."""
         import mlflow
 
-        with self._failing_loudly(f"read version {version} of", name):
+        from mlflow.exceptions import MlflowException
+
+        try:
             tags = dict(self.client.get_model_version(name, str(version)).tags)
+        except MlflowException as exc:
+            if exc.error_code == _NOT_FOUND:
+                raise BaselineVersionNotFoundError(
+                    f"models:/{name}/{version} does not exist in the registry at {self.uri}") from exc
+            raise self._failure(f"read version {version} of", name, exc) from exc
+        except OSError as exc:
+            raise self._failure(f"read version {version} of", name, exc) from exc
         key = (name, int(version))
         if key not in self._cache:
             with tempfile.TemporaryDirectory() as tmp:
@@ -352,12 +361,12 @@ class Registry:
                                                                 dst_path=tmp)
                 found = sorted(Path(local).rglob("baseline.json"))
                 if not found:
-                    raise RegistryError(
+                    raise BaselineError(
                         f"models:/{name}/{version} holds no baseline.json; it was not built by conformance"
                     )
                 baseline = load_baseline(found[0].parent)
             if tags.get("digest") and tags["digest"] != baseline.digest:
-                raise RegistryError(
+                raise BaselineError(
                     f"models:/{name}/{version}: the stored baseline's digest {baseline.digest} differs from the "
                     f"digest recorded at registration ({tags['digest']}); the artifact was altered"
                 )
