@@ -88,6 +88,7 @@ def test_input_errors() -> None:
         batch_tests(np.array([1.0, np.nan]), np.ones(4))
 
 
+@pytest.mark.slow
 def test_level_on_null_draws() -> None:
     """Under the null every test rejects at rate <= alpha (within a 99 % binomial interval),
     and the permutation tests are exact, so their rate is not far below alpha either."""
@@ -154,6 +155,7 @@ def _conversations(rng: np.random.Generator, n_conv: int, shift: float = 0.0) ->
     return scores, emb, [f"conv{i}" for i in np.repeat(np.arange(n_conv), 2)]
 
 
+@pytest.mark.slow
 def test_block_permutation_holds_the_level_where_output_permutation_does_not() -> None:
     """Both turns of 20 conversations against both turns of 30: permuting single outputs splits
     conversations and rejects far too often; permuting whole conversations stays exact."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from conformance.stats.conformal import one_per_prompt
@@ -32,6 +33,7 @@ def _rejection_rate(draws: int, *, per_prompt_only: bool, alpha: float = 0.05) -
     return rejected / draws
 
 
+@pytest.mark.slow
 def test_one_output_per_prompt_keeps_the_batch_tests_at_their_level() -> None:
     draws = 150
     rate = _rejection_rate(draws, per_prompt_only=True)
@@ -41,6 +43,7 @@ def test_one_output_per_prompt_keeps_the_batch_tests_at_their_level() -> None:
     assert rate <= 0.08, rate  # measured: 0.033 (Bonferroni over the 4 tests is conservative)
 
 
+@pytest.mark.slow
 def test_treating_a_prompt_s_outputs_as_independent_breaks_the_level() -> None:
     # The same data without the per-prompt selection: the test the selection guards against.
     rate = _rejection_rate(150, per_prompt_only=False)

@@ -102,6 +102,7 @@ def _ci(rate: float, draws: int, level: float = 0.99) -> tuple[float, float]:
     return lo, hi
 
 
+@pytest.mark.slow
 def test_false_alarm_rate_matches_alpha_exactly_with_the_plus_ones() -> None:
     # 38 single-output prompts -> 19 calibration scores. At alpha = 0.05 the exact
     # flag rate is floor(0.05 * 20) / 20 = 0.05. Dropping the "+1" in the
@@ -114,6 +115,7 @@ def test_false_alarm_rate_matches_alpha_exactly_with_the_plus_ones() -> None:
     assert hi < 0.08 and lo > 0.03
 
 
+@pytest.mark.slow
 def test_prompt_split_is_what_keeps_the_level() -> None:
     # Several outputs per prompt: splitting by prompt keeps the rate at alpha;
     # a record-level split puts near-duplicates of calibration outputs in the
@@ -161,6 +163,7 @@ def test_few_prompts_inflate_per_output_p_values_and_prompt_weighting_refuses_to
     assert weighted == 0.0
 
 
+@pytest.mark.slow
 def test_prompt_weighted_level_is_exact_for_identical_outputs_and_conservative_otherwise() -> None:
     draws = 4000
     # Outputs of a prompt all alike: the new output's own prompt really does count as one whole
@@ -221,6 +224,7 @@ def _sampled_and_weighted_rates(
     return sampled / draws, weighted / draws
 
 
+@pytest.mark.slow
 def test_one_output_per_prompt_is_exact_and_beats_weighting_with_few_prompts() -> None:
     # 25 calibration prompts of two outputs each, as a one-model MT-bench cell. One drawn output per
     # prompt gives the usual split-conformal p-value over 25 exchangeable units: the rate is exactly
@@ -259,7 +263,8 @@ def test_reference_levels_are_the_rates_on_iid_scores() -> None:
     assert choose_calibration_method([1] * 30, alpha)[0] == "sample"  # one output per prompt: the same p-value
 
 
-@pytest.mark.parametrize("alpha", [0.01, 0.03, 0.05, 0.1, 0.2])
+@pytest.mark.parametrize("alpha", [pytest.param(0.01, marks=pytest.mark.slow),
+                                   pytest.param(0.03, marks=pytest.mark.slow), 0.05, 0.1, 0.2])
 def test_attainable_calibration_size_is_the_largest_count_with_the_best_level(alpha: float) -> None:
     from conformance.stats.conformal import attainable_calibration_size, sampled_level
 
@@ -305,6 +310,7 @@ def test_plan_rounds_the_calibration_part_only_where_it_raises_the_level() -> No
     assert len(prompts(plan(alpha=0.1, calibration_method="auto").split.calibration)) == 22
 
 
+@pytest.mark.slow
 def test_rounded_calibration_reaches_alpha_where_the_fraction_reaches_only_one_in_26() -> None:
     # 55 prompts of two outputs split as `build` splits them (fraction 25/55), a fresh prompt's output scored with
     # one drawn calibration output per prompt; new data every draw, the split fixed (any fixed split keeps the

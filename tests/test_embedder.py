@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
 
 
 def test_an_embedding_is_the_same_bits_in_any_batch(embedder) -> None:

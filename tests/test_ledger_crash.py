@@ -16,7 +16,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conformance.ledger import Ledger, verify
+
+pytestmark = pytest.mark.slow
 
 
 WRITER = Path(__file__).with_name("ledger_writer.py")

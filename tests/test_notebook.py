@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import EXAMPLE, REPO
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOK = REPO / "notebooks" / "worked_example.ipynb"
 
 

@@ -28,6 +28,7 @@ def run(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_build_reports_each_cell(built: list[dict]) -> None:
     assert {(b["model_version"], b["input_class"]) for b in built} == E2E_CELLS
     for b in built:
@@ -45,11 +46,13 @@ def test_build_reports_each_cell(built: list[dict]) -> None:
         assert b["name"] == f"conformance.{b['model_version']}.{b['input_class']}"
 
 
+@pytest.mark.slow
 def test_embedded_store_is_in_the_working_directory(built: list[dict], workdir: Path) -> None:
     assert (workdir / "conformance_store" / "mlflow.db").is_file()
     assert any((workdir / "conformance_store" / "artifacts").rglob("baseline.json"))
 
 
+@pytest.mark.slow
 def test_registry_records_lineage_and_approval(built: list[dict]) -> None:
     from mlflow import MlflowClient
 
@@ -75,6 +78,7 @@ def scored(built: list[dict], audited_subset: Path, workdir: Path) -> dict:
             "summary": json.loads((workdir / "s.json").read_text())}
 
 
+@pytest.mark.slow
 def test_score_writes_one_verdict_per_record_in_input_order(scored: dict, audited_subset: Path) -> None:
     audited = read_jsonl(audited_subset)
     verdicts = scored["verdicts"]
@@ -87,10 +91,12 @@ def test_score_writes_one_verdict_per_record_in_input_order(scored: dict, audite
         assert v["reason"]
 
 
+@pytest.mark.slow
 def test_exit_code_1_when_anything_is_not_within_bounds(scored: dict) -> None:
     assert scored["code"] == 1
 
 
+@pytest.mark.slow
 def test_every_planted_kind_gets_its_verdict(scored: dict) -> None:
     for v in scored["verdicts"]:
         planted = (v.get("metadata") or {}).get("planted", "")
@@ -114,6 +120,7 @@ def test_every_planted_kind_gets_its_verdict(scored: dict) -> None:
     assert sum(v["verdict"] == "within_bounds" for v in clean) >= 0.8 * len(clean)
 
 
+@pytest.mark.slow
 def test_the_reason_says_what_stands_out(scored: dict) -> None:
     """A reviewer reads which property made an output unusual, in words (facets, conformance.stats.combined)."""
     by_kind = {v["metadata"]["planted"]: v["reason"] for v in scored["verdicts"]
@@ -130,6 +137,7 @@ def test_the_reason_says_what_stands_out(scored: dict) -> None:
     assert float(german.group(1)) > float(german.group(3)) and int(german.group(2)) > 0
 
 
+@pytest.mark.slow
 def test_invalid_reasons_say_row_and_field(scored: dict) -> None:
     reasons = {v["metadata"]["planted"]: v["reason"] for v in scored["verdicts"]
                if (v.get("metadata") or {}).get("planted", "").startswith("invalid")}
@@ -140,6 +148,7 @@ def test_invalid_reasons_say_row_and_field(scored: dict) -> None:
     assert all("row " in r for r in reasons.values())
 
 
+@pytest.mark.slow
 def test_optional_fields_are_carried_through_unchanged(scored: dict, audited_subset: Path) -> None:
     audited = read_jsonl(audited_subset)
     for a, v in zip(audited, scored["verdicts"]):
@@ -149,6 +158,7 @@ def test_optional_fields_are_carried_through_unchanged(scored: dict, audited_sub
                 assert v[key] == a[key], key
 
 
+@pytest.mark.slow
 def test_summary_has_one_group_per_cell(scored: dict) -> None:
     groups = {(g["model_version"], g["input_class"]): g for g in scored["summary"]}
     for cell in E2E_CELLS:
@@ -158,6 +168,7 @@ def test_summary_has_one_group_per_cell(scored: dict) -> None:
     assert any(g["verdict"] == "no_baseline" and g["p_value"] is None for g in scored["summary"])
 
 
+@pytest.mark.slow
 def test_scoring_is_deterministic_bit_for_bit(scored: dict, audited_subset: Path, workdir: Path) -> None:
     code, _, _ = run("score", str(audited_subset), "--out", str(workdir / "again.jsonl"), "--no-progress")
     assert code == scored["code"]
@@ -166,6 +177,7 @@ def test_scoring_is_deterministic_bit_for_bit(scored: dict, audited_subset: Path
     assert [strip(v) for v in again] == [strip(v) for v in scored["verdicts"]]
 
 
+@pytest.mark.slow
 def test_verdicts_as_csv_and_parquet(scored: dict, audited_subset: Path, workdir: Path) -> None:
     for ext in ("csv", "parquet"):
         path = workdir / f"v.{ext}"
@@ -175,6 +187,7 @@ def test_verdicts_as_csv_and_parquet(scored: dict, audited_subset: Path, workdir
         assert list(frame["verdict"]) == [v["verdict"] for v in scored["verdicts"]]
 
 
+@pytest.mark.slow
 def test_all_within_bounds_exits_0(built: list[dict], workdir: Path) -> None:
     clean = [r for r in read_jsonl(workdir / "audited-subset.jsonl")
              if (r.get("metadata") or {}).get("planted") == "in_bounds"]
@@ -187,6 +200,7 @@ def test_all_within_bounds_exits_0(built: list[dict], workdir: Path) -> None:
     assert run("score", str(path), "--out", str(workdir / "within-v.jsonl"), "--no-progress")[0] == 0
 
 
+@pytest.mark.slow
 def test_missing_column_exits_2_and_writes_nothing(built: list[dict], workdir: Path) -> None:
     path = workdir / "nocol.csv"
     pd.DataFrame([{"record_id": "a", "model_version": "m", "input": "i", "output": "o"}]).to_csv(path, index=False)
@@ -201,6 +215,7 @@ def test_unreadable_file_exits_2(workdir: Path) -> None:
     assert code == 2 and "no such file" in err
 
 
+@pytest.mark.slow
 def test_approve_a_version(built: list[dict], approved_subset: Path) -> None:
     b = built[0]
     code, out, _ = run("approve", "--model-version", b["model_version"], "--input-class", b["input_class"],
@@ -213,6 +228,7 @@ def test_approve_a_version(built: list[dict], approved_subset: Path) -> None:
     assert code == 2 and "no baseline is registered" in err
 
 
+@pytest.mark.slow
 def test_approve_loads_no_embedder(built: list[dict], workdir: Path) -> None:
     b = built[0]
     code = ("import sys\n"
@@ -225,6 +241,7 @@ def test_approve_loads_no_embedder(built: list[dict], workdir: Path) -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_registered_model_is_a_working_pyfunc(built: list[dict], audited_subset: Path) -> None:
     import mlflow
 
@@ -241,6 +258,7 @@ def test_registered_model_is_a_working_pyfunc(built: list[dict], audited_subset:
     assert result["verdict"].iloc[4] == "no_baseline"
 
 
+@pytest.mark.slow
 def test_too_few_approved_outputs_is_refused_with_the_number_needed(workdir: Path, embedder) -> None:
     rows = [{"record_id": f"r{i}", "model_version": "tiny", "input_class": "c", "input": f"q{i}",
              "output": f"answer {i}"} for i in range(20)]
@@ -271,6 +289,7 @@ def test_entry_point_help_and_usage_errors() -> None:
     assert bad.returncode == 2 and "--out" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) -> None:
     import warnings
 
@@ -297,6 +316,7 @@ def test_a_small_calibration_part_builds_with_a_warning_that_says_why(embedder) 
     assert whole.n_calibration == 25 and whole.scorer["calibration_rounding"]["prompts_from_fraction"] is None
 
 
+@pytest.mark.slow
 def test_few_distinct_calibration_prompts_are_refused(embedder) -> None:
     from conformance.baseline.fit import build_baseline
     from conformance.errors import BaselineError

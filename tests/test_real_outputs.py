@@ -14,7 +14,8 @@ from conformance.records import Record
 from conformance.scoring import judge
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"real outputs not found at {SHARED_DATA}")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"real outputs not found at {SHARED_DATA}")]
 
 
 PROSE = ("writing", "roleplay", "humanities", "stem")

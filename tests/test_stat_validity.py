@@ -63,6 +63,7 @@ def _false_alarms(
     return flagged, total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.1, 0.08])
 @pytest.mark.parametrize("names", [None, ("log_tokens", "heading_lines", "list_lines")])
 def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float, names: tuple[str, ...] | None) -> None:
@@ -75,6 +76,7 @@ def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float, names: tu
     assert lo <= alpha  # the guarantee itself: not significantly above alpha
 
 
+@pytest.mark.slow
 def test_dropping_the_plus_ones_is_detected() -> None:
     k, n = _false_alarms(0.08, plus_one=False)
     assert _interval(k, n)[0] > 0.08  # the broken p-value flags about 10 %, above alpha
