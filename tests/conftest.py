@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,60 @@ def built(workdir: Path, approved_subset: Path, embedder) -> list[dict]:
 
 # The ledger's backend-parametrised fixture (SQLite and the real PostgreSQL server).
 from tests.ledger_support import ledger_url  # noqa: E402, F401
+
+
+# -- the fast tier stays fast ------------------------------------------------------------------
+# Under `-m "not slow"` no test may load the embedder's or MLflow's libraries: a test that does
+# belongs in the slow tier. The check compares sys.modules before a test's setup and after its
+# teardown (so imports in fixtures count), and after importing each test module (an import at a
+# module's top would otherwise load them for every test before any could be blamed). Only this
+# process is watched: a test's subprocesses are its own business.
+
+HEAVY_MODULES = ("torch", "sentence_transformers", "mlflow")
+_HEAVY_BEFORE = pytest.StashKey[frozenset[str]]()
+
+
+def heavy_modules_loaded() -> frozenset[str]:
+    return frozenset(m for m in HEAVY_MODULES if m in sys.modules)
+
+
+def deselects_slow(markexpr: str) -> bool:
+    """True for a marker expression that leaves the slow tests out: `not slow`, `not slow and not x`."""
+    return re.search(r"\bnot\s+slow\b", markexpr) is not None
+
+
+def fast_tier(config: pytest.Config) -> bool:
+    return deselects_slow(config.getoption("markexpr") or "")
+
+
+def _blame(what: str, loaded: frozenset[str]) -> str:
+    return (f"{what} imported {', '.join(sorted(loaded))} in the fast tier (-m \"not slow\"): "
+            "mark it @pytest.mark.slow, or keep the embedder and MLflow out of it")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+        collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    if not (isinstance(collector, pytest.Module) and fast_tier(collector.config)):
+        return (yield)
+    before = heavy_modules_loaded()
+    report = yield
+    loaded = heavy_modules_loaded() - before
+    if loaded:
+        report.outcome = "failed"
+        report.longrepr = _blame(f"importing {collector.nodeid}", loaded)
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_HEAVY_BEFORE] = heavy_modules_loaded()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    before = item.stash.get(_HEAVY_BEFORE, None)
+    if fast_tier(item.config) and before is not None:
+        loaded = heavy_modules_loaded() - before
+        if loaded:
+            pytest.fail(_blame(item.nodeid, loaded), pytrace=False)
