@@ -12,6 +12,7 @@ from typing import Any
 from conformance._version import __version__
 
 from conformance.cli.table import table as _table
+from conformance import defaults
 from conformance.defaults import CALIBRATION_FRACTION, CALIBRATION_METHOD, CALIBRATION_METHODS
 
 EXIT_CODES = """\
@@ -74,13 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("approved_file", metavar="APPROVED_FILE",
                        help="approved evaluation outputs (.jsonl, .csv, .parquet)")
-    build.add_argument("--alpha", type=float, default=0.05,
+    build.add_argument("--alpha", type=float, default=defaults.ALPHA,
                        help="false-alarm rate: an approved-like output is flagged with probability <= alpha "
-                            "(default 0.05)")
+                            "(default %(default)s)")
     build.add_argument("--approve", action="store_true", help="approve the new versions at once (needs --by)")
     build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
-    build.add_argument("--k", type=int, default=5,
-                       help="score = cosine distance to the k-th nearest approved output (default 5)")
+    build.add_argument("--k", type=int, default=defaults.K,
+                       help="the k of the distance to the k-th nearest approved output (default %(default)s)")
     build.add_argument("--calibration-fraction", type=float, default=CALIBRATION_FRACTION, metavar="F",
                        help="share of each cell's outputs (whole prompts) held out for calibration; the rest "
                             "is the reference (fit) part. More calibration prompts make small p-values "
@@ -105,12 +106,13 @@ def _parser() -> argparse.ArgumentParser:
                             "prompts can reach (docs/method.md). auto picks, per cell, "
                             "from its prompt counts and alpha alone, and the baseline records the choice "
                             "(default %(default)s)")
-    build.add_argument("--seed", type=int, default=0,
-                       help="seed of the fit/calibration split and of the calibration outputs drawn (default 0)")
-    build.add_argument("--scorer", choices=("knn_cosine", "combined"), default="combined",
+    build.add_argument("--seed", type=int, default=defaults.SEED,
+                       help="seed of the fit/calibration split and of the calibration outputs drawn "
+                            "(default %(default)s)")
+    build.add_argument("--scorer", choices=defaults.SCORERS, default=defaults.SCORER,
                        help="nonconformity score: knn_cosine (distance to the k-th nearest approved output) or "
                             "combined (input-conditional: ridge residual on the input, relevance, Mahalanobis, "
-                            "text descriptors; input novelty reported apart) (default combined)")
+                            "text descriptors; input novelty reported apart) (default %(default)s)")
     build.add_argument("--delta", type=float, metavar="D",
                        help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
