@@ -17,26 +17,16 @@ from conformance.scoring.groups import summarise
 from conformance.scoring.judge import judge
 from conformance.scoring.reasons import invalid_reason
 from conformance.stats.conformal import benjamini_hochberg, check_fdr
-from conformance.verdict import INVALID, NO_BASELINE, VERDICTS, WITHIN, GroupSummary, Verdict
+from conformance.verdict import INVALID, NO_BASELINE, GroupSummary, Verdict
 
 
 @dataclass(frozen=True)
 class ScoringResult:
-    """Verdicts in input order and one summary per (model_version, input_class) group."""
+    """Verdicts in input order and one summary per (model_version, input_class) group (the doors wrap it:
+    :class:`conformance.api.ScoreResult` adds counts, the ledger's report and conversion to pandas)."""
 
     verdicts: list[Verdict]
     summaries: list[GroupSummary]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in VERDICTS}
-        for v in self.verdicts:
-            out[v.verdict] += 1
-        return out
-
-    @property
-    def all_within_bounds(self) -> bool:
-        return all(v.verdict == WITHIN for v in self.verdicts)
 
 
 Resolver = Callable[[str, str], "tuple[str, Baseline] | str"]
