@@ -128,6 +128,7 @@ def build(
     round_calibration: bool = True,
     registry: Registry | None = None,
     embedder: Embedder | None = None,
+    cache: bool | None = None,
 ) -> list[BuiltBaseline]:
     """Build one baseline per (model_version, input_class) of the approved ``records``.
 
@@ -147,6 +148,10 @@ def build(
         Approve the new versions at once in the registry's name of this person (needs ``register``).
     alpha, k, calibration_fraction, seed, scorer, calibration_method, delta, round_calibration
         As the ``conformance build`` options of the same names (docs/ml-teams.md).
+    cache : bool, optional
+        Keep and reuse embeddings in the embedding cache, ``./conformance_store/embeddings.db``
+        (docs/pipelines.md). ``None`` (the default): on when ``register``, off otherwise, so that an
+        in-memory build writes no file. Duplicate texts are embedded once either way.
 
     Examples
     --------
@@ -188,6 +193,7 @@ def build(
 
         registry = registry or Registry()
         _ = registry.client  # fail on an unreachable store before the slow part
+    embedder = _cached(embedder, register if cache is None else cache)
     built = []
     for (mv, ic), cell_records in cells.items():
         baseline = build_baseline(cell_records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
@@ -224,6 +230,7 @@ def score(
     progress: bool | None = None,
     registry: Registry | None = None,
     embedder: Embedder | None = None,
+    cache: bool | None = None,
 ) -> ScoreResult:
     """Score every record against the baseline of its (model_version, input_class).
 
@@ -245,6 +252,11 @@ def score(
     fdr : float, optional
         Also flag records by Benjamini-Hochberg at this false discovery rate over the whole batch
         (``bh_flag``); verdicts stay ``p_value <= alpha``.
+    cache : bool, optional
+        Keep and reuse embeddings in the embedding cache, ``./conformance_store/embeddings.db``
+        (docs/pipelines.md). ``None`` (the default): on when the baselines come from the registry, off
+        when ``baselines`` are given, so that in-memory scoring writes no file. Duplicate texts are
+        embedded once either way.
 
     Raises
     ------
@@ -276,7 +288,8 @@ def score(
         resolve = _from_registry(registry, approvals)
         book = _open_ledger(ledger)
     try:
-        result = score_record_set(record_set, resolve, embedder=embedder, progress=progress, fdr=fdr)
+        result = score_record_set(record_set, resolve, progress=progress, fdr=fdr,
+                                  embedder=_cached(embedder, baselines is None if cache is None else cache))
         # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
         verdicts = [v if v.baseline not in approvals else
                     replace(v, approved_by=approvals[v.baseline][0], approved_at=approvals[v.baseline][1])
@@ -336,6 +349,18 @@ def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | N
         return registered.uri, baseline
 
     return resolve
+
+
+def _cached(embedder: Embedder | None, keep: bool) -> Embedder:
+    """``embedder`` (default the process-wide one) behind the embedding cache: with the store's file when
+    ``keep``, else remembering only within a call. An embedder already behind a cache is used as it is."""
+    from conformance.embedder import get_embedder
+    from conformance.embedding_cache import CachedEmbedder, default_cache_path
+
+    embedder = embedder or get_embedder()
+    if isinstance(embedder, CachedEmbedder):
+        return embedder
+    return CachedEmbedder(embedder, path=default_cache_path() if keep else None)
 
 
 def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:

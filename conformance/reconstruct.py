@@ -114,8 +114,12 @@ def _summary(verdict: dict[str, Any]) -> dict[str, Any]:
 
 
 def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, registry: Registry | None = None,
-                embedder: Embedder | None = None) -> Reconstruction:
+                embedder: Embedder | None = None, cache: bool = True) -> Reconstruction:
     """Re-derive the verdict of ``record_id`` (its latest entry, or entry ``seq``) and compare.
+
+    With ``cache`` the stored output's embedding is taken from the embedding cache when an embedder of
+    the same fingerprint made it (``./conformance_store/embeddings.db``; exact, since an embedding depends
+    on its text only), else computed and kept there; ``cache=False`` re-embeds it from its text.
 
     Raises
     ------
@@ -157,6 +161,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
                               notes + [f"the entry names no versioned baseline ({recorded.get('baseline')!r}) "
                                        "or holds no valid record; it cannot be re-scored"])
     from conformance.embedder import embed_inputs, fingerprint_digest, get_embedder
+    from conformance.embedding_cache import CachedEmbedder, default_cache_path
     from conformance.registry.mlflow_registry import Registry
     from conformance.scoring.judge import judge
 
@@ -172,6 +177,8 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         notes.append(f"baseline {recorded['baseline']} now has digest {baseline.digest}, but the verdict was scored "
                      f"against digest {recorded.get('baseline_digest')}: the registered artifact was replaced")
     embedder = embedder or get_embedder()
+    if cache and not isinstance(embedder, CachedEmbedder):
+        embedder = CachedEmbedder(embedder, path=default_cache_path())
     now_fp = fingerprint_digest(embedder.fingerprint)
     if now_fp != fingerprint_digest(baseline.embedder):
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],

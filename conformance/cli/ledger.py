@@ -97,6 +97,10 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     rec.add_argument("record_id", metavar="RECORD_ID")
     rec.add_argument("--seq", type=int, metavar="N", help="which entry of the record (default: its latest)")
     rec.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    rec.add_argument("--no-cache", action="store_true",
+                     help="re-embed the stored output from its text rather than take its embedding from the "
+                          "embedding cache (./conformance_store/embeddings.db): a check that the embedder on this "
+                          "machine still gives the same bits, not only that the scoring does")
     rec.add_argument("--format", choices=("table", "json"), default="table")
 
     ver = verbs.add_parser(
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.verb == "reconstruct":
         with Ledger(args.ledger, create=False) as ledger:
-            result = reconstruct(ledger, args.record_id, seq=args.seq)
+            result = reconstruct(ledger, args.record_id, seq=args.seq, cache=not args.no_cache)
         if args.format == "json":
             print(json.dumps(result.to_dict(), indent=2))
         else:

@@ -40,6 +40,9 @@ records (JSON Lines, CSV or Parquet; one model output per row):
   prompt_id, turns of one conversation its conversation_id
 """
 
+CACHE_HELP = ("embed every text afresh: neither read nor add to the embedding cache "
+              "(./conformance_store/embeddings.db; duplicate texts are still embedded once)")
+
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
@@ -117,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
                             "a p-value cut-off below alpha, shown as conditional_threshold)")
+    build.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
 
     approve = verbs.add_parser(
@@ -158,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
     score.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     score.add_argument("--fdr", type=float, metavar="Q",
                        help="also flag records by Benjamini-Hochberg at false discovery rate Q in (0, 1), over "
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
@@ -194,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
                               calibration_fraction=args.calibration_fraction,
                               calibration_method=args.calibration_method,
-                              round_calibration=not args.no_round_calibration)
+                              round_calibration=not args.no_round_calibration, cache=not args.no_cache)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))
@@ -216,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "score":
             result = api.score(args.audited_file, out=args.out, summary=args.summary,
                                progress=False if args.no_progress else None, ledger=args.ledger,
-                               fdr=args.fdr)
+                               fdr=args.fdr, cache=not args.no_cache)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
