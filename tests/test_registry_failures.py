@@ -7,6 +7,8 @@ The slow tests run a real ``mlflow server`` on loopback and stop it in the middl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -197,10 +199,14 @@ def stopped_mid_run(server: MlflowServer, two_cells: tuple[Path, Path], request:
     approved, audited = two_cells
     from conformance.baseline.fit import SmallCalibrationWarning
 
-    with warnings.catch_warnings():
+    said = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(said):
         warnings.simplefilter("ignore", SmallCalibrationWarning)  # small on purpose
         built = conformance.build(approved, approve_by="Test Approver", registry=Registry(server.uri),
                                   embedder=embedder, alpha=0.1, scorer="knn_cosine")
+    # Nothing on stdout, where `conformance build --format json` writes its report (MLflow's "View run"
+    # lines against a server go to stderr).
+    assert said.getvalue() == "", said.getvalue()
     assert {(b.baseline.model_version, b.baseline.input_class) for b in built} == E2E_CELLS
     folder = tmp_path_factory.mktemp("scored")
     registry = StopsTheServer(server)

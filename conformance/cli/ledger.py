@@ -6,6 +6,7 @@ Added to the ``conformance`` parser by :func:`add_parsers`; run by :func:`run`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -222,5 +223,6 @@ def log_head_to_mlflow(seq: int, head_hash: str, url: str) -> str:
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("conformance-ledger")
     run = client.create_run(experiment_id, run_name=f"ledger head #{seq}",
                             tags={"ledger_url": url, "head_seq": str(seq), "head_hash": head_hash})
-    client.set_terminated(run.info.run_id)
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow's "View run ..." would break --format json
+        client.set_terminated(run.info.run_id)
     return str(run.info.run_id)

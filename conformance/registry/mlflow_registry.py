@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -227,7 +228,10 @@ class Registry:
             # before the file that satisfies it is looked up in the index alone, and fails there.
             requirements = [f"code/{wheel.name}", f"{DISTRIBUTION}=={__version__}", *third_party]
             with self._failing_loudly("register a new version of", name):
-                with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                # Against a tracking server MLflow writes "View run ..." to stdout when a run ends; stdout is
+                # the command line's machine-readable output (--format json), so its words go to stderr.
+                with contextlib.redirect_stdout(sys.stderr), \
+                        mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                     mlflow.set_tags(tags)
                     mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
                     mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
