@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conformance import defaults
 from conformance.errors import BaselineError, InputFileError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from conformance.embedder import Embedder
     from conformance.ledger import AppendReport, Ledger
     from conformance.records import RecordsLike
+    from conformance.scoring.run import Resolver
     from conformance.registry import RegisteredBaseline, Registry
 
 
@@ -306,15 +307,16 @@ def score(
 
 
 def _given(baselines: Iterable[Baseline | BuiltBaseline],
-           approvals: dict[str, tuple[str | None, str | None]]) -> Any:
+           approvals: dict[str, tuple[str | None, str | None]]) -> Resolver:
     """A resolver over baselines given in memory, one per cell."""
+    from conformance.baseline.format import Baseline
     table: dict[tuple[str, str], tuple[str, Baseline]] = {}
     for item in baselines:
         if isinstance(item, BuiltBaseline):
             baseline, uri = item.baseline, item.uri
             if item.registered is not None:
                 approvals[uri] = (item.registered.tags.get("approved_by"), item.registered.tags.get("approved_at"))
-        elif hasattr(item, "p_values") and hasattr(item, "digest"):
+        elif isinstance(item, Baseline):
             baseline, uri = item, str(item.digest)
         else:
             raise TypeError(f"baselines must hold Baseline or BuiltBaseline objects, got {type(item).__name__}")
@@ -334,7 +336,7 @@ def _given(baselines: Iterable[Baseline | BuiltBaseline],
     return resolve
 
 
-def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]]) -> Any:
+def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]]) -> Resolver:
     """A resolver over the approved versions in the MLflow registry."""
     from conformance.registry import Registry
 

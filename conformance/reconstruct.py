@@ -3,7 +3,8 @@
 The entry names the exact baseline version (``models:/<name>/<version>``) and
 its digest, the embedder's fingerprint digest and the code version. To
 reconstruct, the baseline version is fetched from the MLflow registry, the
-stored output is re-embedded (an embedding depends only on its text) and
+stored output is embedded again (an embedding depends only on its text, so by
+default it is taken from the embedding cache when this embedder made it) and
 re-scored. The *evidence* is compared: the verdict, alpha, the nearest approved
 outputs, the baseline version and digest and the embedder fingerprint exactly,
 the score and p-value to within floating-point rounding (relative 1e-9: the last
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conformance._version import __version__
+from conformance.errors import BaselineError, BaselineVersionNotFoundError
 from conformance.ledger.canonical import entry_hash, plain
 from conformance.ledger.entry import Entry, parse_baseline_uri
-from conformance.errors import BaselineError, BaselineVersionNotFoundError
 from conformance.ledger.errors import EntryNotFoundError
 from conformance.verdict import INVALID, NO_BASELINE
 

@@ -33,7 +33,7 @@ from conformance.stats.conformal import (
 )
 from conformance.embedder import EmbeddedTexts, Embedder, embed_inputs, get_embedder
 from conformance.errors import BaselineError
-from conformance.params import check_calibration_method  # noqa: F401  (re-exported)
+from conformance.params import check_calibration_method
 from conformance.records import Record
 from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
 from conformance.stats.chunked import chunked_text_scores

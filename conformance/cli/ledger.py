@@ -90,8 +90,9 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
         "reconstruct", formatter_class=formatter, help="re-derive a recorded verdict and compare",
         description=(
             "Load the ledger entry of RECORD_ID (its latest, or --seq N), fetch the exact baseline version\n"
-            "it names from the MLflow registry, re-embed the stored output, re-score it, and report whether\n"
-            "verdict, score and p-value are identical; explain any difference.\n\n"
+            "it names from the MLflow registry, embed the stored output (from the embedding cache unless\n"
+            "--no-cache), re-score it, and compare the evidence: verdict, p-value, score, baseline version\n"
+            "and digest, embedder. A reason worded differently is reported apart; any difference is explained.\n\n"
             "example:\n  conformance reconstruct audit-0042"
         ),
         epilog=LEDGER_EPILOG + "\n" + store_epilog + "\n" + RECONSTRUCT_CODES)

@@ -82,7 +82,7 @@ def judge(
                 model_version=record.model_version,
                 input_class=record.input_class,
                 verdict=OUT if p_value <= cut else WITHIN,
-                reason=output_reason(baseline, uri, float(score), float(p_value), in_p, top, cut=cut),
+                reason=output_reason(baseline, uri, float(score), float(p_value), in_p, top),
                 p_value=float(p_value),
                 score=float(score),
                 alpha=baseline.alpha,

@@ -55,10 +55,9 @@ def _facet_sentence(baseline: Baseline, facet: str, value: float) -> str:
 
 def output_reason(
     baseline: Baseline, uri: str, score: float, p_value: float, input_p_value: float | None = None,
-    top_facet: tuple[str, float] | None = None, *, cut: float | None = None,
+    top_facet: tuple[str, float] | None = None,
 ) -> str:
-    """The reason of one scored verdict; ``cut`` is the p-value at or below which it is out of bounds
-    (alpha, or the calibration-conditional cut-off)."""
+    """The reason of one scored verdict, in plain words."""
     method = baseline.spec.p_value_rule
     if method == "prompt_weighted":
         keys = baseline.calibration_prompt_keys or []
@@ -85,7 +84,7 @@ def output_reason(
         lead += _input_sentence(baseline, input_p_value)
     if top_facet is not None:
         lead += _facet_sentence(baseline, *top_facet)
-    cut = baseline.spec.flag_threshold(baseline.alpha) if cut is None else cut
+    cut = baseline.spec.flag_threshold(baseline.alpha)
     if cut < baseline.alpha and baseline.spec.delta is not None:
         delta = baseline.spec.delta
         lead += (

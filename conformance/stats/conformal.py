@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from conformance import defaults
-from conformance.params import check_alpha, check_fdr  # noqa: F401  (re-exported: part of this module's API)
+from conformance.params import check_alpha, check_fdr
 
 
 def conformal_p_values(scores: np.ndarray, calibration_sorted: np.ndarray) -> np.ndarray:
