@@ -79,23 +79,33 @@ class BuiltBaseline:
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """What :func:`score` returns: verdicts in input order, one summary per (model_version, input_class)
-    group, and what the ledger recorded (``None`` when nothing was recorded)."""
+    """What :func:`score` returns: verdicts in input order (empty when ``keep_verdicts=False``), one
+    summary per (model_version, input_class) group, and what the ledger recorded (``None`` when nothing
+    was recorded)."""
 
     verdicts: list[Verdict]
     summaries: list[GroupSummary]
     ledger: AppendReport | None = None
+    #: How many records got each verdict (given when ``verdicts`` were not kept).
+    n_by_verdict: dict[str, int] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
+        if self.n_by_verdict is not None:
+            return {name: self.n_by_verdict.get(name, 0) for name in VERDICTS}
         out = {name: 0 for name in VERDICTS}
         for v in self.verdicts:
             out[v.verdict] += 1
         return out
 
     @property
+    def n(self) -> int:
+        """The number of records scored."""
+        return sum(self.counts.values())
+
+    @property
     def all_within_bounds(self) -> bool:
-        return all(v.verdict == WITHIN for v in self.verdicts)
+        return self.counts[WITHIN] == self.n
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per record, in input order, with the columns of the verdicts file (``score --out``)."""
@@ -232,6 +242,8 @@ def score(
     registry: Registry | None = None,
     embedder: Embedder | None = None,
     cache: bool | None = None,
+    keep_verdicts: bool = True,
+    chunk_size: int | None = None,
 ) -> ScoreResult:
     """Score every record against the baseline of its (model_version, input_class).
 
@@ -258,6 +270,17 @@ def score(
         (docs/pipelines.md). ``None`` (the default): on when the baselines come from the registry, off
         when ``baselines`` are given, so that in-memory scoring writes no file. Duplicate texts are
         embedded once either way.
+    keep_verdicts : bool
+        Return every verdict in ``ScoreResult.verdicts`` (default). ``False`` keeps memory bounded
+        whatever the number of records: the verdicts go only to ``out`` and the ledger, and the result
+        holds the summaries and counts.
+    chunk_size : int, optional
+        Records read, scored and recorded at a time (default 1,000): records are streamed from the
+        source, and the ledger gets one transaction per chunk.
+
+    Re-running the same call after an interruption (even ``kill -9``) continues: the embedding cache
+    holds what was embedded, the ledger skips what it already recorded, and the verdicts file is written
+    whole at the end (docs/pipelines.md).
 
     Raises
     ------
@@ -268,8 +291,8 @@ def score(
         ``RegistryError`` and stops the whole run.
     """
     from conformance.params import check_fdr
-    from conformance.records import as_record_set
-    from conformance.verdict import write_json, write_verdicts
+    from conformance.record_stream import CHUNK_SIZE, stream_records
+    from conformance.verdict import write_json
 
     for target in (out, summary):
         if target is not None and not Path(target).parent.exists():
@@ -278,8 +301,12 @@ def score(
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
     if fdr is not None:
         check_fdr(fdr)
-    record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
-    from conformance.scoring import score_record_set
+    # A missing or unreadable file fails here, before the heavy imports.
+    stream = stream_records(records, chunk_size=chunk_size or CHUNK_SIZE)
+    from conformance.ledger.store import new_run_id
+    from conformance.progress import Progress
+    from conformance.scoring.stream import StreamScorer
+    from conformance.verdict_files import ColumnPlan, Spool, VerdictWriter
 
     approvals: dict[str, tuple[str | None, str | None]] = {}
     if baselines is not None:
@@ -288,22 +315,72 @@ def score(
     else:
         resolve = _from_registry(registry, approvals)
         book = _open_ledger(ledger)
+    run_id = run_id or new_run_id()
+    spool = Spool(in_memory=keep_verdicts, folder=None if out is None else Path(out).parent)
+    writer = None
     try:
-        result = score_record_set(record_set, resolve, progress=progress, fdr=fdr,
-                                  embedder=_cached(embedder, baselines is None if cache is None else cache))
-        # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
-        verdicts = [v if v.baseline not in approvals else
-                    replace(v, approved_by=approvals[v.baseline][0], approved_at=approvals[v.baseline][1])
-                    for v in result.verdicts]
-        report = None if book is None else book.append(verdicts, run_id=run_id, summaries=result.summaries)
+        # Pass 1: judge every record, chunk by chunk; the batch tests need the whole batch.
+        scorer = StreamScorer(resolve, fdr=fdr, progress=False,
+                              embedder=_cached(embedder, baselines is None if cache is None else cache))
+        plan = ColumnPlan(fdr=fdr is not None)
+        counts = {name: 0 for name in VERDICTS}
+        with Progress(desc="scoring", total=stream.total, enabled=progress) as bar:
+            for rows in stream:
+                chunk = scorer.score_chunk(rows)
+                # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
+                chunk = [v if v.baseline not in approvals else
+                         replace(v, approved_by=approvals[v.baseline][0], approved_at=approvals[v.baseline][1])
+                         for v in chunk]
+                for v in chunk:
+                    counts[v.verdict] += 1
+                if out is not None:
+                    plan.add(chunk)
+                spool.write(chunk)
+                bar.update(len(rows))
+        summaries, flags = scorer.finish()
+        # Pass 2: each chunk into the ledger (one transaction each, exactly once) and into the verdicts file.
+        writer = None if out is None else VerdictWriter(out, plan)
+        reports: list[AppendReport] = []
+        kept: list[Verdict] = []
+        next_flag = 0
+        for chunk in spool.chunks(chunk_size or CHUNK_SIZE):
+            if flags is not None:
+                chunk, next_flag = flags.apply(chunk, next_flag)
+            if book is not None:
+                reports.append(book.append(chunk, run_id=run_id, summaries=summaries))
+            if writer is not None:
+                writer.write(chunk)
+            if keep_verdicts:
+                kept.extend(chunk)
+        if writer is not None:
+            writer.commit()
+            writer = None
     finally:
+        spool.close()
+        if writer is not None:
+            writer.abort()
         if book is not None and not hasattr(ledger, "append"):
             book.close()  # opened here
-    if out is not None:
-        write_verdicts(verdicts, out)
     if summary is not None:
-        write_json([s.to_dict() for s in result.summaries], summary)
-    return ScoreResult(verdicts=verdicts, summaries=result.summaries, ledger=report)
+        write_json([s.to_dict() for s in summaries], summary)
+    return ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
+                       n_by_verdict=counts)
+
+
+def _merge_reports(reports: list[AppendReport], run_id: str, book: Ledger | None) -> AppendReport | None:
+    """One report for the chunks of a run."""
+    if book is None:
+        return None
+    from conformance.ledger import AppendReport
+
+    if not reports:
+        head = book.head()
+        return AppendReport(run_id, 0, 0, None, None, head, book.display_url)
+    firsts = [r.first_seq for r in reports if r.first_seq is not None]
+    lasts = [r.last_seq for r in reports if r.last_seq is not None]
+    return AppendReport(run_id, sum(r.added for r in reports), sum(r.already_recorded for r in reports),
+                        firsts[0] if firsts else None, lasts[-1] if lasts else None, reports[-1].head,
+                        reports[-1].ledger)
 
 
 def _given(baselines: Iterable[Baseline | BuiltBaseline],

@@ -372,3 +372,4 @@ def as_record_set(records: RecordsLike) -> RecordSet:
             raise InputFileError(f"<records>: required field(s) {', '.join(missing)} appear in no record; "
                                  f"every record needs {', '.join(REQUIRED_FIELDS)}")
     return _validate_all("<records>", rows)
+

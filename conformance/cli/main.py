@@ -44,6 +44,16 @@ CACHE_HELP = ("embed every text afresh: neither read nor add to the embedding ca
               "(./conformance_store/embeddings.db; duplicate texts are still embedded once)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
@@ -151,18 +161,28 @@ def _parser() -> argparse.ArgumentParser:
             "and --summary): Mann-Whitney and Kolmogorov-Smirnov on the scores, MMD and energy\n"
             "distance on the embeddings (for the combined score: what each output says beyond what\n"
             "its input predicts), whole prompts permuted (B=1000, seed recorded), Bonferroni;\n"
-            "the group is out_of_bounds as a batch when that p-value <= alpha.\n\n"
+            "the group is out_of_bounds as a batch when that p-value <= alpha. A group of more than\n"
+            "500 outputs is tested on a seeded sample of whole prompts (recorded in the summary).\n\n"
+            "Records are streamed in chunks: memory stays bounded however large the file. Every\n"
+            "verdict is recorded in the ledger once; after an interruption (even kill -9), run the\n"
+            "same command again: embeddings come from the cache, recorded verdicts are not recorded\n"
+            "twice, and VERDICTS_FILE is written whole at the end.\n\n"
             "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
         ),
         epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
     )
-    score.add_argument("audited_file", metavar="AUDITED_FILE", help="audited outputs (.jsonl, .csv, .parquet)")
+    score.add_argument("audited_file", metavar="AUDITED_FILE",
+                       help="audited outputs (.jsonl, .csv, .parquet, or a folder of .parquet files)")
     score.add_argument("--out", required=True, metavar="VERDICTS_FILE",
                        help="where to write the verdicts; format from the extension (.jsonl, .csv, .parquet)")
     score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
     score.add_argument("--format", choices=("table", "json"), default="table", help="what to print (default table)")
-    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--no-progress", action="store_true",
+                       help="no progress bar on a terminal, no progress lines in a log")
     score.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
+    score.add_argument("--chunk-size", type=_positive_int, default=1000, metavar="N",
+                       help="records read, scored and recorded in the ledger at a time (default 1000); memory "
+                            "stays bounded whatever the size of AUDITED_FILE")
     score.add_argument("--fdr", type=float, metavar="Q",
                        help="also flag records by Benjamini-Hochberg at false discovery rate Q in (0, 1), over "
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
@@ -221,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "score":
             result = api.score(args.audited_file, out=args.out, summary=args.summary,
                                progress=False if args.no_progress else None, ledger=args.ledger,
-                               fdr=args.fdr, cache=not args.no_cache)
+                               fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
+                               chunk_size=args.chunk_size)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
@@ -231,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
                                          "no_baseline", "invalid", "p_value", "verdict")))
                 counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
-                print(f"\n{len(result.verdicts)} verdicts ({counts}) written to {args.out}")
+                print(f"\n{result.n} verdicts ({counts}) written to {args.out}")
                 fdr = result.summaries[0].fdr if result.summaries else None
                 if fdr is not None:
                     cut = "nothing" if fdr["threshold"] is None else f"p_value <= {fdr['threshold']:.4g}"

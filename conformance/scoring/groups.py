@@ -3,14 +3,133 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from conformance.baseline.format import Baseline
 from conformance.defaults import BATCH_SEED, PERMUTATIONS
 from conformance.records import prompt_key_of
-from conformance.stats.two_sample import batch_tests
+from conformance.scoring.reservoir import PromptReservoir
+from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
+
+
+@dataclass
+class _Item:
+    """What the batch tests need of one scored output."""
+
+    score: float
+    batch_score: float | None
+    embedding: np.ndarray | None
+    residual: np.ndarray | None
+
+
+class GroupAccumulator:
+    """One (model_version, input_class) group of a scored batch, fed verdict by verdict in bounded memory.
+
+    Counts every verdict; keeps, of the scored outputs, a seeded reservoir of whole prompts
+    (:class:`~conformance.scoring.reservoir.PromptReservoir`, at most ``max_outputs`` outputs) with each
+    output's score, batch-rule score and embeddings, and, for a baseline without calibration prompt keys,
+    every score (a float per output) for the rank tests. :meth:`summary` runs the batch tests on them. A
+    batch of at most ``max_outputs`` outputs is kept whole, so its tests are those of the whole batch.
+    """
+
+    def __init__(self, model_version: str | None, input_class: str | None, *,
+                 max_outputs: int = MAX_PERMUTATION_BATCH, seed: int = BATCH_SEED) -> None:
+        self.model_version, self.input_class = model_version, input_class
+        self.n = 0
+        self.counts = {name: 0 for name in VERDICTS}
+        self.scores: list[float] = []
+        self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
+        self.missing = {"embedding": 0, "batch_score": 0, "residual": 0}
+
+    def add(self, verdict: Verdict, *, embedding: np.ndarray | None = None, batch_score: float | None = None,
+            residual: np.ndarray | None = None) -> None:
+        self.n += 1
+        self.counts[verdict.verdict] += 1
+        if verdict.score is None:
+            return
+        self.scores.append(float(verdict.score))
+        for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual)):
+            self.missing[name] += value is None
+        self.reservoir.add(_prompt_key(verdict), _Item(float(verdict.score), batch_score, embedding, residual))
+
+    def summary(self, found: tuple[str, Baseline] | str | None, *, n_permutations: int = PERMUTATIONS,
+                seed: int = BATCH_SEED) -> GroupSummary:
+        mv, ic, counts = self.model_version, self.input_class, dict(self.counts)
+        if found is None or isinstance(found, str):
+            reason = found if isinstance(found, str) else "no record of this group could be read"
+            return GroupSummary(mv, ic, self.n, counts, None, NO_BASELINE if found else INVALID, None, None, None,
+                                reason)
+        uri, baseline = found
+        if not self.scores:
+            return GroupSummary(mv, ic, self.n, counts, None, INVALID, None, uri, baseline.alpha,
+                                "no record of this group could be scored")
+        kept = self.reservoir.kept()
+        items = [item for _, item in kept]
+        n_scored = len(self.scores)
+        spec = baseline.spec
+        cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
+        batch_embeddings = None
+        if self.missing["embedding"] == 0:
+            batch_embeddings = np.stack([i.embedding for i in items])
+        unit_note = rule_note = embedding_note = reservoir_note = ""
+        embedding_kind = "pooled output embeddings"
+        if (spec.batch_embedding == "residual" and baseline.calibration_residuals is not None
+                and self.missing["residual"] == 0):
+            batch_embeddings = np.stack([i.residual for i in items])
+            cal_embeddings = baseline.calibration_residuals
+            embedding_kind = "residual embeddings (pooled output embedding minus what its input predicts)"
+            embedding_note = ("; MMD and energy compare what each output says beyond what its input predicts, "
+                              "so that a batch about other topics is not a difference in itself")
+        if not self.reservoir.complete:
+            reservoir_note = (f"; a seeded sample of whole prompts ({self.reservoir.n_kept} of the {n_scored} "
+                              f"outputs) was tested")
+        if (spec.batch_unit == "prompt" and baseline.calibration_prompt_keys is not None
+                and baseline.calibration_scores_by_record is not None):
+            # Every kept output on both sides; the permutation tests move whole prompts (conversations), since
+            # outputs of one prompt are not independent: see batch_tests(groups=...).
+            batch_groups = [key for key, _ in kept]
+            cal_groups = list(baseline.calibration_prompt_keys)
+            batch_values = np.array([i.score for i in items], dtype=np.float64)
+            cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
+            if (spec.batch_score == "batch_rule" and baseline.batch_calibration_scores_by_record is not None
+                    and self.missing["batch_score"] == 0):
+                # The rank tests' own rule (conformance.stats.combined.BATCH_COMBINATION), on both sides.
+                batch_values = np.array([i.batch_score for i in items], dtype=np.float64)
+                cal_scores = np.asarray(baseline.batch_calibration_scores_by_record, dtype=np.float64)
+                rule_note = ("; the two rank tests use a score that adds up small differences in every measured "
+                             "property, which suits a batch better than the per-output score")
+            unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
+                         f"{len(set(batch_groups))} of the batch's prompts, "
+                         f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
+                         f"{len(cal_groups)} outputs{rule_note}{reservoir_note})")
+            result = batch_tests(batch_values, cal_scores, batch_embeddings,
+                                 cal_embeddings if batch_embeddings is not None else None,
+                                 n_permutations=n_permutations, seed=seed, groups=batch_groups,
+                                 calibration_groups=cal_groups, max_batch=max(2, self.reservoir.n_kept))
+        else:
+            # A baseline without calibration prompt keys (format 1): the rank tests on every score, the
+            # embedding tests on the reservoir.
+            result = batch_tests(np.asarray(self.scores, dtype=np.float64), cal_scores, batch_embeddings,
+                                 cal_embeddings if batch_embeddings is not None else None,
+                                 n_permutations=n_permutations, seed=seed, embedding_sample=True)
+        p = result.p_value
+        verdict = OUT if p <= baseline.alpha else WITHIN
+        each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
+        reason = (
+            f"The {n_scored} scored outputs were compared as a batch with "
+            f"approved calibration outputs{unit_note} by {len(result.p_values)} tests ({each}; permutation tests with "
+            f"B={result.n_permutations}, seed {result.seed}{embedding_note}), combined by Bonferroni: p-value {p:.4g} "
+            + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
+               else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
+        )
+        tests = result.to_dict() | {"n_batch": n_scored, "reservoir": self.reservoir.to_dict()}
+        if batch_embeddings is not None:
+            tests["embeddings"] = embedding_kind
+        return GroupSummary(mv, ic, self.n, counts, p, verdict, result.description, uri, baseline.alpha, reason,
+                            tests=tests)
 
 
 def summarise(
@@ -29,86 +148,24 @@ def summarise(
     :func:`conformance.stats.two_sample.batch_tests` (rank tests on the scores; MMD and
     energy permutation tests when ``embeddings``, pooled embeddings by verdict
     row, are given), combined by Bonferroni; the group's ``p_value`` is the
-    combined one and ``tests`` holds each test's p-value, B and the seed.
+    combined one and ``tests`` holds each test's p-value, B, the seed and the reservoir of
+    whole prompts tested (:class:`GroupAccumulator`).
     For a baseline that carries calibration residuals, the MMD and energy
     tests compare ``residuals`` (residual embeddings by verdict row, from
     :func:`judge`) with them instead of the pooled embeddings.
     """
-    groups: dict[tuple[str | None, str | None], list[Verdict]] = {}
+    groups: dict[tuple[str | None, str | None], GroupAccumulator] = {}
     for v in verdicts:
-        groups.setdefault((v.model_version, v.input_class), []).append(v)
-    out = []
-    for (mv, ic), members in groups.items():
-        counts = {name: sum(1 for v in members if v.verdict == name) for name in VERDICTS}
-        found = resolved.get((mv, ic)) if mv is not None and ic is not None else None
-        scored = [v.score for v in members if v.score is not None]
-        if found is None or isinstance(found, str):
-            reason = found if isinstance(found, str) else "no record of this group could be read"
-            out.append(GroupSummary(mv, ic, len(members), counts, None, NO_BASELINE if found else INVALID,
-                                    None, None, None, reason))
-            continue
-        uri, baseline = found
-        if not scored:
-            out.append(GroupSummary(mv, ic, len(members), counts, None, INVALID, None, uri, baseline.alpha,
-                                    "no record of this group could be scored"))
-            continue
-        scored_members = [v for v in members if v.score is not None]
-        batch_embeddings = None
-        if embeddings is not None and all(v.row in embeddings for v in scored_members):
-            batch_embeddings = np.stack([embeddings[v.row] for v in scored_members])
-        batch_values = np.asarray(scored, dtype=np.float64)
-        cal_scores, cal_embeddings = baseline.calibration_scores, baseline.calibration_embeddings
-        unit_note = rule_note = embedding_note = ""
-        embedding_kind = "pooled output embeddings"
-        spec = baseline.spec
-        if (spec.batch_embedding == "residual" and baseline.calibration_residuals is not None and residuals is not None
-                and all(v.row in residuals for v in scored_members)):
-            batch_embeddings = np.stack([residuals[v.row] for v in scored_members])
-            cal_embeddings = baseline.calibration_residuals
-            embedding_kind = "residual embeddings (pooled output embedding minus what its input predicts)"
-            embedding_note = ("; MMD and energy compare what each output says beyond what its input predicts, "
-                              "so that a batch about other topics is not a difference in itself")
-        batch_groups: list[str] | None = None
-        cal_groups: list[str] | None = None
-        if (spec.batch_unit == "prompt" and baseline.calibration_prompt_keys is not None
-                and baseline.calibration_scores_by_record is not None):
-            # Every output on both sides; the permutation tests move whole prompts (conversations), since
-            # outputs of one prompt are not independent: see batch_tests(groups=...).
-            batch_groups = [_prompt_key(v) for v in scored_members]
-            cal_groups = list(baseline.calibration_prompt_keys)
-            cal_scores = np.asarray(baseline.calibration_scores_by_record, dtype=np.float64)
-            if (spec.batch_score == "batch_rule" and baseline.batch_calibration_scores_by_record is not None
-                    and batch_scores is not None
-                    and all(v.row in batch_scores for v in scored_members)):
-                # The rank tests' own rule (conformance.stats.combined.BATCH_COMBINATION), on both sides.
-                batch_values = np.array([batch_scores[v.row] for v in scored_members], dtype=np.float64)
-                cal_scores = np.asarray(baseline.batch_calibration_scores_by_record, dtype=np.float64)
-                rule_note = ("; the two rank tests use a score that adds up small differences in every measured "
-                             "property, which suits a batch better than the per-output score")
-            unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
-                         f"{len(set(batch_groups))} of the batch's prompts, "
-                         f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
-                         f"{len(cal_groups)} outputs{rule_note})")
-        result = batch_tests(batch_values, cal_scores, batch_embeddings,
-                             cal_embeddings if batch_embeddings is not None else None,
-                             n_permutations=n_permutations, seed=seed, groups=batch_groups,
-                             calibration_groups=cal_groups)
-        p = result.p_value
-        verdict = OUT if p <= baseline.alpha else WITHIN
-        each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
-        reason = (
-            f"The {len(scored)} scored outputs were compared as a batch with "
-            f"approved calibration outputs{unit_note} by {len(result.p_values)} tests ({each}; permutation tests with "
-            f"B={result.n_permutations}, seed {result.seed}{embedding_note}), combined by Bonferroni: p-value {p:.4g} "
-            + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
-               else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
-        )
-        tests = result.to_dict()
-        if batch_embeddings is not None:
-            tests["embeddings"] = embedding_kind
-        out.append(GroupSummary(mv, ic, len(members), counts, p, verdict, result.description, uri, baseline.alpha,
-                                reason, tests=tests))
-    return out
+        cell = (v.model_version, v.input_class)
+        acc = groups.get(cell)
+        if acc is None:
+            acc = groups[cell] = GroupAccumulator(*cell, seed=seed)
+        acc.add(v, embedding=None if embeddings is None else embeddings.get(v.row),
+                batch_score=None if batch_scores is None else batch_scores.get(v.row),
+                residual=None if residuals is None else residuals.get(v.row))
+    return [acc.summary(resolved.get(cell) if cell[0] is not None and cell[1] is not None else None,  # type: ignore[arg-type]
+                        n_permutations=n_permutations, seed=seed)
+            for cell, acc in groups.items()]
 
 
 def _prompt_key(verdict: Verdict) -> str:

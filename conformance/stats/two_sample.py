@@ -274,6 +274,7 @@ def batch_tests(
     max_batch: int = MAX_PERMUTATION_BATCH,
     groups: Sequence[str] | None = None,
     calibration_groups: Sequence[str] | None = None,
+    embedding_sample: bool = False,
 ) -> BatchTestResult:
     """Run the batch tests of one group and combine them by Bonferroni.
 
@@ -304,6 +305,9 @@ def batch_tests(
         (:func:`one_per_prompt`). ``conformance score`` passes them whenever
         the baseline records its calibration prompts (every baseline built
         since prompt keys were stored).
+    embedding_sample : bool, default False
+        Without ``groups``: ``embeddings`` are a sample of the batch chosen independently of what the
+        outputs say (a seeded reservoir), not one row per score; the rank tests use every score.
 
     Examples
     --------
@@ -328,8 +332,10 @@ def batch_tests(
     n_cal = int(np.asarray(calibration_scores).shape[0])
     if embeddings is not None and calibration_embeddings is not None:
         x = _check_sample("embeddings", embeddings, 2)
-        if x.shape[0] != s.shape[0]:
+        if x.shape[0] != s.shape[0] and not embedding_sample:
             raise ValueError(f"embeddings must have one row per score ({s.shape[0]}), got {x.shape[0]}")
+        if x.shape[0] != s.shape[0]:
+            notes.append(f"permutation tests used a seeded sample of {x.shape[0]} of the batch's {s.shape[0]}")
         # Canonical row order, so that the order of the batch changes no result.
         x = x[np.lexsort(x.T[::-1])]
         if x.shape[0] > max_batch:

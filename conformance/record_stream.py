@@ -1,0 +1,150 @@
+"""Records read chunk by chunk: any number of rows in bounded memory (the streaming ``score``).
+
+Every row is validated exactly as :func:`conformance.records.as_record_set` does, and numbered the same
+way, so that a streamed file gives the same records as one read whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import InputFileError, RecordProblem
+from conformance.records import (
+    REQUIRED_FIELDS, InvalidRow, Record, RecordsLike, _check_columns, _format_of, _is_missing, _plain, _read_jsonl,
+    as_record_set, validate_row,
+)
+
+#: Records read, validated and scored at a time by the streaming doors (``conformance score``).
+CHUNK_SIZE = 1000
+
+
+@dataclass
+class RecordStream:
+    """Rows of a source read chunk by chunk, each validated as :func:`as_record_set` would.
+
+    Iterating yields lists of at most ``chunk_size`` rows (:class:`Record` or :class:`InvalidRow`),
+    numbered from 1 in input order across chunks. Only one chunk is held at a time; a record id's first
+    row is remembered to name duplicates. ``total`` is the number of rows when the source says it cheaply
+    (a Parquet file's metadata, an in-memory table), else ``None``.
+    """
+
+    path: str
+    chunks: Iterator[list[Record | InvalidRow]]
+    total: int | None = None
+
+    def __iter__(self) -> Iterator[list[Record | InvalidRow]]:
+        return self.chunks
+
+
+def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE) -> RecordStream:
+    """Read and validate records chunk by chunk (bounded memory for files of any size).
+
+    JSON Lines are read line by line; CSV in chunks of rows (every cell as text, as :func:`read_records`);
+    Parquet by record batches, and a folder is read as one dataset of its ``*.parquet`` files (in name
+    order). In-memory sources (:func:`as_record_set`'s kinds) are validated as a whole, then chunked.
+
+    Problems with the source as a whole raise :class:`~conformance.errors.InputFileError`: a missing or
+    unreadable file at once; a required field that appears in no row (JSON Lines) when the stream ends.
+    """
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not isinstance(records, (str, Path)):
+        record_set = as_record_set(records)
+        rows = record_set.rows
+        return RecordStream(record_set.path, (list(rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size)),
+                            total=len(rows))
+    path = Path(records)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+        if not files:
+            raise InputFileError(f"{path}: a folder of records must hold .parquet files; found none")
+        fmt = "parquet"
+    else:
+        fmt = _format_of(path)
+        if not path.is_file():
+            raise InputFileError(f"{path}: no such file")
+        files = [path]
+    total = None
+    if fmt == "parquet":
+        total = _parquet_rows(path, files)
+    return RecordStream(str(path), _chunked(path, fmt, files, chunk_size), total=total)
+
+
+def _parquet_rows(where: Path, files: list[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    total = 0
+    for file in files:
+        try:
+            total += pq.ParquetFile(file).metadata.num_rows
+        except Exception as exc:  # pyarrow raises many types for corrupt files
+            raise InputFileError(f"{file}: cannot be read as parquet: {type(exc).__name__}: {exc}") from exc
+    _ = where
+    return total
+
+
+def _raw_rows(path: Path, fmt: str, files: list[Path], chunk_size: int
+              ) -> Iterator[tuple[int, dict[str, Any] | RecordProblem]]:
+    """Raw rows with their row numbers; the same conversions as :func:`read_records`."""
+    if fmt == "jsonl":
+        yield from _read_jsonl(path)
+        return
+    import pandas as pd
+
+    row = 0
+    if fmt == "csv":
+        frames: Iterable[Any] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[],
+                                            chunksize=chunk_size)
+    else:
+        import pyarrow.parquet as pq
+
+        frames = (batch.to_pandas() for file in files
+                  for batch in pq.ParquetFile(file).iter_batches(batch_size=chunk_size))
+    for frame in frames:
+        if fmt == "csv":
+            frame = frame.replace({"": None})
+        _check_columns(str(path), frame.columns)
+        columns = [str(c) for c in frame.columns]
+        for values in frame.itertuples(index=False, name=None):
+            row += 1
+            yield row, {c: _plain(v) for c, v in zip(columns, values) if not _is_missing(v)}
+
+
+def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int) -> Iterator[list[Record | InvalidRow]]:
+    seen: dict[str, int] = {}
+    present: set[str] = set()
+    any_field = False
+    chunk: list[Record | InvalidRow] = []
+    n = 0
+    try:
+        for row, item in _raw_rows(path, fmt, files, chunk_size):
+            n += 1
+            if isinstance(item, RecordProblem):
+                chunk.append(InvalidRow(row=row, raw={}, problems=(item,)))
+            else:
+                any_field = any_field or bool(item)
+                if len(present) < len(REQUIRED_FIELDS):
+                    present.update(k for k in item if k in REQUIRED_FIELDS)
+                chunk.append(validate_row(row, item, seen))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if fmt == "jsonl" and n and len(present) < len(REQUIRED_FIELDS):
+            # as read_records: a field in no row at all is a problem with the file, not with each row
+            missing = [c for c in REQUIRED_FIELDS if c not in present]
+            if any_field:
+                raise InputFileError(f"{path}: required field(s) {', '.join(missing)} appear in no row; "
+                                     f"every record needs {', '.join(REQUIRED_FIELDS)}")
+    except InputFileError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
+        raise InputFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
+    except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
+        raise InputFileError(f"{path}: cannot be read as {fmt}: {type(exc).__name__}: {exc}") from exc
+    if not n:
+        raise InputFileError(f"{path}: contains no records")
+    if chunk:
+        yield chunk
