@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from conformance.errors import InputFileError, RecordProblem
 
@@ -146,8 +146,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def validate_row(row: int, raw: Mapping[str, Any], seen: dict[str, int]) -> Record | InvalidRow:
-    """Validate one raw row; ``seen`` maps record_id to the row it first appeared in."""
+class SeenRows(Protocol):
+    """Where :func:`validate_row` remembers the row each record id first appeared in."""
+
+    def __contains__(self, record_id: object, /) -> bool: ...
+    def __getitem__(self, record_id: str, /) -> int: ...
+    def __setitem__(self, record_id: str, row: int, /) -> None: ...
+
+
+def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows) -> Record | InvalidRow:
+    """Validate one raw row; ``seen`` maps record_id to the row it first appeared in (a dict, or
+    :class:`conformance.record_stream.SeenIds` for a stream)."""
     problems: list[RecordProblem] = []
     rid_value = raw.get("record_id")
     rid = rid_value if isinstance(rid_value, str) and rid_value.strip() else None

@@ -340,3 +340,15 @@ def test_rerun_after_kill_9_continues_and_gives_the_uninterrupted_file(tmp_path:
 
         assert verify(book).ok
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []
+
+
+def test_seen_ids_remember_first_rows_across_flushes() -> None:
+    from conformance.record_stream import SeenIds
+
+    seen = SeenIds(flush_every=3)
+    for row in range(1, 11):
+        seen[f"id{row}"] = row
+    assert all(f"id{row}" in seen and seen[f"id{row}"] == row for row in range(1, 11))
+    assert "id11" not in seen and 5 not in seen
+    with pytest.raises(KeyError):
+        seen["nope"]

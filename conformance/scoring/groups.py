@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ class GroupAccumulator:
         self.model_version, self.input_class = model_version, input_class
         self.n = 0
         self.counts = {name: 0 for name in VERDICTS}
-        self.scores: list[float] = []
+        self.scores = array("d")
         self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
         self.missing = {"embedding": 0, "batch_score": 0, "residual": 0}
 
@@ -53,7 +54,10 @@ class GroupAccumulator:
         self.scores.append(float(verdict.score))
         for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual)):
             self.missing[name] += value is None
-        self.reservoir.add(_prompt_key(verdict), _Item(float(verdict.score), batch_score, embedding, residual))
+        # Copies: a row of a chunk's array would keep the whole array alive while the row is in the reservoir.
+        self.reservoir.add(_prompt_key(verdict), _Item(
+            float(verdict.score), batch_score, None if embedding is None else np.array(embedding, copy=True),
+            None if residual is None else np.array(residual, copy=True)))
 
     def summary(self, found: tuple[str, Baseline] | str | None, *, n_permutations: int = PERMUTATIONS,
                 seed: int = BATCH_SEED) -> GroupSummary:
