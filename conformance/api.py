@@ -13,6 +13,7 @@ stay light.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -140,6 +141,7 @@ def build(
     registry: Registry | None = None,
     embedder: Embedder | None = None,
     cache: bool | None = None,
+    progress: bool | None = None,
 ) -> list[BuiltBaseline]:
     """Build one baseline per (model_version, input_class) of the approved ``records``.
 
@@ -163,6 +165,9 @@ def build(
         Keep and reuse embeddings in the embedding cache, ``./conformance_store/embeddings.db``
         (docs/pipelines.md). ``None`` (the default): on when ``register``, off otherwise, so that an
         in-memory build writes no file. Duplicate texts are embedded once either way.
+    progress : bool, optional
+        ``None`` (default): a bar per cell on a terminal, a log line now and then otherwise (each cell as
+        it starts, the count and rate); ``False``: nothing; ``True``: bars.
 
     Examples
     --------
@@ -206,10 +211,19 @@ def build(
         _ = registry.client  # fail on an unreachable store before the slow part
     embedder = _cached(embedder, register if cache is None else cache)
     built = []
-    for (mv, ic), cell_records in cells.items():
+    from conformance.progress import Progress
+
+    lines = Progress(desc="building baselines", total=len(record_set.records), unit="approved output",
+                     enabled=progress, bar=False)
+    for i, ((mv, ic), cell_records) in enumerate(cells.items(), start=1):
+        if lines.mode == "lines":
+            print(f"building baseline {i} of {len(cells)}: ({mv}, {ic}), {len(cell_records)} approved outputs",
+                  file=sys.stderr, flush=True)
         baseline = build_baseline(cell_records, alpha=alpha, k=k, calibration_fraction=calibration_fraction,
                                   seed=seed, embedder=embedder, source=source, delta=delta, scorer=scorer,
-                                  calibration_method=calibration_method, round_calibration=round_calibration)
+                                  calibration_method=calibration_method, round_calibration=round_calibration,
+                                  progress=progress)
+        lines.update(len(cell_records))
         if registry is None:
             built.append(BuiltBaseline(baseline))
             continue
@@ -217,6 +231,7 @@ def build(
         if approve_by is not None:
             registered = registry.approve(mv, ic, by=approve_by, version=registered.version)
         built.append(BuiltBaseline(baseline, registered, approve_by))
+    lines.close()
     return built
 
 
@@ -255,7 +270,7 @@ def score(
         Score against these (one per cell) instead of the registry's approved versions: no MLflow
         is touched. A record of a cell without one gets ``no_baseline``.
     ledger : None, False, True, URL or Ledger
-        Where every verdict is appended (one atomic batch). ``None``: the embedded SQLite ledger
+        Where every verdict is appended (one transaction per chunk). ``None``: the embedded SQLite ledger
         (or ``CONFORMANCE_LEDGER_URL``) when baselines come from the registry, nothing when
         ``baselines`` are given; ``False``: nothing; ``True``: the default ledger; a URL; an open
         :class:`~conformance.ledger.Ledger`. The ledger is opened before anything is scored.

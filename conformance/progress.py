@@ -24,14 +24,16 @@ def _duration(seconds: float) -> str:
 
 class Progress:
     """Count work done; ``enabled``: ``None`` for a bar on a terminal and log lines otherwise, ``True``
-    for a bar always, ``False`` for nothing."""
+    for a bar always, ``False`` for nothing. ``bar=False``: log lines only (nothing on a terminal)."""
 
     def __init__(self, *, desc: str, total: int | None = None, unit: str = "record", enabled: bool | None = None,
-                 every: float = LOG_EVERY_SECONDS, stream: TextIO | None = None) -> None:
+                 every: float = LOG_EVERY_SECONDS, stream: TextIO | None = None, bar: bool = True) -> None:
         self.desc, self.total, self.unit, self.every = desc, total, unit, every
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.mode = "off" if enabled is False else ("bar" if enabled or tty else "lines")
+        if self.mode == "bar" and not bar:
+            self.mode = "off"  # the caller's own bars show the work on a terminal
         self.done = 0
         self.started = self._last = time.monotonic()
         self._bar: Any = None

@@ -244,6 +244,7 @@ def build_baseline(
     scorer: str = DEFAULT_SCORER,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
     round_calibration: bool = True,
+    progress: bool | None = None,
 ) -> Baseline:
     """Build the baseline of one (model_version, input_class) cell.
 
@@ -290,8 +291,9 @@ def build_baseline(
     (model_version, input_class) = records[0].cell
     where = f"cell ({model_version}, {input_class})"
     embedder = embedder or get_embedder()
-    fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}")
-    cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration")
+    fit_emb = embedder.embed([r.output for r in split.fit], desc=f"embedding fit {model_version}/{input_class}",
+                             progress=progress)
+    cal_emb = embedder.embed([r.output for r in split.calibration], desc="embedding calibration", progress=progress)
     k_used = min(k, fit_emb.chunks.shape[0])
     scorer_meta: dict[str, object] = {"name": "knn_cosine", "k": int(k_used)}
     state: dict[str, np.ndarray] = {}

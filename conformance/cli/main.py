@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
                             "a p-value cut-off below alpha, shown as conditional_threshold)")
     build.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
+    build.add_argument("--no-progress", action="store_true",
+                       help="no progress bars on a terminal, no progress lines in a log")
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
 
     approve = verbs.add_parser(
@@ -219,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
                               calibration_fraction=args.calibration_fraction,
                               calibration_method=args.calibration_method,
-                              round_calibration=not args.no_round_calibration, cache=not args.no_cache)
+                              round_calibration=not args.no_round_calibration, cache=not args.no_cache,
+                              progress=False if args.no_progress else None)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))
