@@ -50,7 +50,8 @@ def test_merged_partition_reservoirs_equal_one_reservoir_over_the_whole_stream(s
         for key, item in part:
             reservoir.add(key, item)
         merged.merge(reservoir)
-    assert merged.kept() == one.kept() and (merged.n_kept, merged.n_seen, merged.cut) == (one.n_kept, one.n_seen, one.cut)
+    assert merged.kept() == one.kept()
+    assert (merged.n_kept, merged.n_seen, merged.cut) == (one.n_kept, one.n_seen, one.cut)
     for key, item in _stream(seed + 1, 50):  # and the merged one goes on as the single one does
         one.add(key, item)
         merged.add(key, item)
@@ -194,9 +195,9 @@ def test_spark_with_the_real_embedder_on_the_example(spark, tmp_path: Path) -> N
     from conformance.spark import score_file
     from tests.conftest import E2E_CELLS, read_jsonl
 
-    approved = [r for r in read_jsonl(EXAMPLE / "approved.jsonl") if (r["model_version"], r["input_class"]) in E2E_CELLS]
     cell = sorted(E2E_CELLS)[0]
-    built = conformance.build([r for r in approved if (r["model_version"], r["input_class"]) == cell], register=False)
+    approved = [r for r in read_jsonl(EXAMPLE / "approved.jsonl") if (r["model_version"], r["input_class"]) == cell]
+    built = conformance.build(approved, register=False)
     audited = [r for r in read_jsonl(EXAMPLE / "audited.jsonl")
                if (r.get("model_version"), r.get("input_class")) == cell
                or (r.get("metadata") or {}).get("planted", "").startswith(("no_baseline", "invalid"))]
