@@ -105,11 +105,16 @@ def test_merged_scorers_through_json_give_the_summaries_and_flags_of_one_scorer(
     assert _strip([v.to_dict() for v in got]) == _strip([v.to_dict() for v in expected])
 
 
-def test_the_spark_module_imports_without_pyspark() -> None:
-    assert "pyspark" not in sys.modules or True  # other tests may have loaded it; the import below must not need it
-    import conformance.spark as spark_engine
+def test_without_pyspark_the_module_imports_and_scoring_says_what_to_install() -> None:
+    import subprocess
 
-    assert spark_engine.LOCAL_MASTER == "local[*]"
+    code = ("import sys; sys.modules['pyspark'] = None\n"  # as if not installed
+            "import conformance.spark as s\n"
+            "try:\n    s.score(None)\nexcept s.SparkUnavailableError as e:\n    print(e)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=os.environ | {"PYTHONPATH": root})
+    assert "install the spark extra: pip install -e '.[spark]'" in out.stdout, out.stderr
 
 
 # -- on Spark, local[2] (slow) ----------------------------------------------------------------------------
