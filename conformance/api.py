@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from conformance.ledger import AppendReport, Ledger
     from conformance.records import RecordsLike
     from conformance.scoring.run import Resolver
+    from conformance.scoring.stream import BatchFlags
+    from conformance.verdict_files import VerdictWriter
     from conformance.registry import RegisteredBaseline, Registry
 
 
@@ -355,18 +357,8 @@ def score(
         summaries, flags = scorer.finish()
         # Pass 2: each chunk into the ledger (one transaction each, exactly once) and into the verdicts file.
         writer = None if out is None else VerdictWriter(out, plan)
-        reports: list[AppendReport] = []
-        kept: list[Verdict] = []
-        next_flag = 0
-        for chunk in spool.chunks(chunk_size or CHUNK_SIZE):
-            if flags is not None:
-                chunk, next_flag = flags.apply(chunk, next_flag)
-            if book is not None:
-                reports.append(book.append(chunk, run_id=run_id, summaries=summaries))
-            if writer is not None:
-                writer.write(chunk)
-            if keep_verdicts:
-                kept.extend(chunk)
+        reports, kept = _record(spool.chunks(chunk_size or CHUNK_SIZE), flags=flags, book=book, run_id=run_id,
+                                summaries=summaries, writer=writer, keep_verdicts=keep_verdicts)
         if writer is not None:
             writer.commit()
             writer = None
@@ -380,6 +372,26 @@ def score(
         write_json([s.to_dict() for s in summaries], summary)
     return ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
                        n_by_verdict=counts)
+
+
+def _record(chunks: Iterable[list[Verdict]], *, flags: BatchFlags | None, book: Ledger | None, run_id: str,
+            summaries: list[GroupSummary], writer: VerdictWriter | None, keep_verdicts: bool,
+            ) -> tuple[list[AppendReport], list[Verdict]]:
+    """Pass 2 of a scoring run: chunks of verdicts in input order get their BH flags, go into the ledger (one
+    transaction each, exactly once) and into the verdicts file; the ledger's reports, and the verdicts if kept."""
+    reports: list[AppendReport] = []
+    kept: list[Verdict] = []
+    next_flag = 0
+    for chunk in chunks:
+        if flags is not None:
+            chunk, next_flag = flags.apply(chunk, next_flag)
+        if book is not None:
+            reports.append(book.append(chunk, run_id=run_id, summaries=summaries))
+        if writer is not None:
+            writer.write(chunk)
+        if keep_verdicts:
+            kept.extend(chunk)
+    return reports, kept
 
 
 def _merge_reports(reports: list[AppendReport], run_id: str, book: Ledger | None) -> AppendReport | None:

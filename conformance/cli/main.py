@@ -190,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
                             "column and the BH threshold and flagged count to the summary; the verdict column "
                             "and the exit code stay as without --fdr (p_value <= alpha)")
+    score.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="local: this process (default); spark: the records scored on Spark, the ledger and "
+                            "VERDICTS_FILE written from this process, the same verdicts (needs the spark extra "
+                            "and Java; docs/pipelines.md)")
+    score.add_argument("--spark-master", metavar="URL", default="local[*]",
+                       help="with --engine spark: the Spark master (default local[*], every core here; e.g. "
+                            "spark://host:7077, yarn, k8s://https://host:443)")
     from conformance.cli.ledger import LEDGER_HELP, add_parsers
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
@@ -242,10 +249,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"by {row['approved_by']} at {row['approved_at']}")
             return 0
         if args.verb == "score":
-            result = api.score(args.audited_file, out=args.out, summary=args.summary,
-                               progress=False if args.no_progress else None, ledger=args.ledger,
-                               fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
-                               chunk_size=args.chunk_size)
+            if args.engine == "spark":
+                from conformance import spark
+
+                result = spark.score_file(args.audited_file, out=args.out, summary=args.summary, ledger=args.ledger,
+                                          fdr=args.fdr, master=args.spark_master, chunk_size=args.chunk_size)
+            else:
+                if args.spark_master != "local[*]":
+                    parser.error("--spark-master needs --engine spark")
+                result = api.score(args.audited_file, out=args.out, summary=args.summary,
+                                   progress=False if args.no_progress else None, ledger=args.ledger,
+                                   fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
+                                   chunk_size=args.chunk_size)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":

@@ -59,6 +59,20 @@ class GroupAccumulator:
             float(verdict.score), batch_score, None if embedding is None else np.array(embedding, copy=True),
             None if residual is None else np.array(residual, copy=True)))
 
+    def merge(self, other: GroupAccumulator) -> None:
+        """Add the verdicts ``other`` was fed (the same group, rows that come after this one's): the result
+        is the accumulator of both, as if fed in one pass (see :meth:`PromptReservoir.merge`)."""
+        if (other.model_version, other.input_class) != (self.model_version, self.input_class):
+            raise ValueError(f"cannot merge group ({other.model_version}, {other.input_class}) into "
+                             f"({self.model_version}, {self.input_class})")
+        self.n += other.n
+        for name, count in other.counts.items():
+            self.counts[name] += count
+        self.scores.extend(other.scores)
+        for name, count in other.missing.items():
+            self.missing[name] += count
+        self.reservoir.merge(other.reservoir)
+
     def summary(self, found: tuple[str, Baseline] | str | None, *, n_permutations: int = PERMUTATIONS,
                 seed: int = BATCH_SEED) -> GroupSummary:
         mv, ic, counts = self.model_version, self.input_class, dict(self.counts)

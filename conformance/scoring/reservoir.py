@@ -56,6 +56,30 @@ class PromptReservoir:
             self.cut = -neg
             self.n_kept -= len(self.items.pop(evicted))
 
+    def merge(self, other: PromptReservoir) -> None:
+        """Add the outputs ``other`` was offered (same ``max_outputs`` and ``seed``): the result is the reservoir
+        of both streams together.
+
+        ``other`` holds every prompt that the reservoir of both streams keeps, since a prompt's place depends
+        only on the outputs of prompts of smaller priority and ``other`` saw at most as many as both streams
+        did; so re-offering what ``other`` kept, and dropping what either stream had already evicted, gives
+        exactly the reservoir of one pass over both streams (``tests/test_stream.py``). A prompt's outputs keep
+        their order: ``self``'s first, then ``other``'s.
+        """
+        if (other.max_outputs, other.seed) != (self.max_outputs, self.seed):
+            raise ValueError(f"cannot merge a reservoir of max_outputs {other.max_outputs}, seed {other.seed} into "
+                             f"one of max_outputs {self.max_outputs}, seed {self.seed}")
+        n_seen = self.n_seen + other.n_seen
+        for key, items in other.items.items():
+            for item in items:
+                self.add(key, item)
+        self.n_seen = n_seen
+        if other.cut is not None and (self.cut is None or other.cut < self.cut):
+            self.cut = other.cut
+        while self._heap and self.cut is not None and -self._heap[0][0] >= self.cut and len(self.items) > 1:
+            _, evicted = heapq.heappop(self._heap)
+            self.n_kept -= len(self.items.pop(evicted))
+
     @property
     def complete(self) -> bool:
         """Whether every output offered is kept."""

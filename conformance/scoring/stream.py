@@ -148,6 +148,23 @@ class StreamScorer:
             self._p_values.append(verdict.p_value)
             self._p_groups.append(self._group_index[cell])
 
+    def merge(self, other: StreamScorer) -> None:
+        """Add the batch statistics of ``other``, a scorer of the rows that follow this one's (the parts of a
+        batch scored apart, merged in input order): groups, counts, reservoirs and p-values become those of
+        one scorer fed every row, so :meth:`finish` gives the same summaries and flags (``conformance.spark``).
+        Resolved cells are not merged: ``self`` resolves its own."""
+        for cell, acc in other.groups.items():
+            mine = self.groups.get(cell)
+            if mine is None:
+                self.groups[cell] = acc
+                self._group_index[cell] = len(self._group_index)
+            else:
+                mine.merge(acc)
+        index = list(other._group_index)
+        self._p_values.extend(other._p_values)
+        self._p_groups.extend(self._group_index[index[i]] for i in other._p_groups)
+        self.n += other.n
+
     def finish(self) -> tuple[list[GroupSummary], BatchFlags | None]:
         """One summary per group in order of first appearance, and, with ``fdr``, the batch's BH flags
         (apply them to the verdicts with :meth:`BatchFlags.apply`)."""
