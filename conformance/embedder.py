@@ -19,6 +19,12 @@ Two properties matter for an audit trail:
   costs the empty rows of each length bucket's last batch; ``batch_size`` is 16, not 64, because a forward pass
   costs the same per row from 4 to 64 rows on the CPU (16.2 against 15.5 rows/s at 256 word pieces, 2 cores),
   while the filling wasted up to 63 rows per bucket (``benchmarks/README.md``).
+
+The forward pass has backends: ``torch`` (the default, sentence-transformers itself) and two ONNX Runtime
+ones, ``onnx`` (fp32) and ``onnx-int8`` (dynamic int8 quantisation), in :mod:`conformance.embedder_onnx`.
+Chunking, bucketing and filling are the same for all. A baseline records its backend in the embedder
+fingerprint (a ``backend`` key, absent for torch, so torch fingerprints are what they always were), and
+:func:`embedder_for` returns the embedder that matches a stored fingerprint.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance.errors import ConformanceError
+from conformance.defaults import EMBEDDER_BACKEND, EMBEDDER_BACKENDS
+from conformance.errors import ConformanceError, EmbedderMismatchError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_OVERLAP = 64  # word pieces shared by consecutive chunks of a long output
@@ -73,8 +80,16 @@ class Embedder:
     """A sentence-transformers model with a fingerprint, used for every text.
 
     Use :func:`get_embedder` to get the process-wide instance rather than
-    constructing one per call: loading the model takes seconds.
+    constructing one per call: loading the model takes seconds. This class runs
+    the forward pass with torch; :class:`conformance.embedder_onnx.OnnxEmbedder`
+    replaces :meth:`_forward` (and the loading) with ONNX Runtime.
     """
+
+    #: The name of the forward pass's backend (see ``EMBEDDER_BACKENDS``).
+    backend = "torch"
+    #: Fill every batch to ``batch_size`` rows (see the module docstring); a backend that runs each row
+    #: on its own has no use for the filling.
+    fill_batches = True
 
     def __init__(self, *, model_path: str | None = None, batch_size: int = 16) -> None:
         self.model_path = model_path
@@ -118,31 +133,59 @@ class Embedder:
             return self._model
 
     @property
+    def tokenizer(self) -> Any:
+        """The model's word-piece tokenizer (a Hugging Face fast tokenizer)."""
+        return self.model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """Word pieces one forward pass reads, [CLS] and [SEP] included."""
+        return int(self.model.max_seq_length)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
     def window(self) -> int:
         """Word pieces of text one chunk holds (the model's window less [CLS] and [SEP])."""
-        return int(self.model.max_seq_length) - 2
+        return self.max_seq_length - 2
+
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the model's weight files."""
+        path, _, _ = self._resolve_path()
+        digest = hashlib.sha256()
+        for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+            with open(weights, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+    def _backend_fingerprint(self) -> dict[str, Any] | None:
+        """What identifies the forward pass beyond the weights; None for torch, whose fingerprint has no
+        ``backend`` key (so that every baseline built before there were backends keeps matching)."""
+        return None
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """What a baseline must match: model, weights hash, window, normalisation, chunking."""
+        """What a baseline must match: model, weights hash, window, normalisation, chunking (and backend)."""
         if self._fingerprint is None:
-            path, name, source = self._resolve_path()
-            digest = hashlib.sha256()
-            for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-                with open(weights, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            self._fingerprint = {
+            _, name, source = self._resolve_path()
+            fingerprint: dict[str, Any] = {
                 "model": name,
                 "source": source,
-                "weights_sha256": digest.hexdigest(),
-                "max_seq_length": int(self.model.max_seq_length),
-                "dimension": int(self.model.get_embedding_dimension()),
+                "weights_sha256": self.weights_sha256(),
+                "max_seq_length": self.max_seq_length,
+                "dimension": self.dimension,
                 "normalized": True,
                 "chunking": {
                     "window": self.window, "overlap": CHUNK_OVERLAP, "pad_step": PAD_STEP, "pooling": "max-score",
                 },
             }
+            backend = self._backend_fingerprint()
+            if backend is not None:
+                fingerprint["backend"] = backend
+            self._fingerprint = fingerprint
         return dict(self._fingerprint)
 
     @property
@@ -151,7 +194,7 @@ class Embedder:
 
     # -- embedding ---------------------------------------------------------
     def _chunk(self, text: str) -> tuple[list[str], int]:
-        encoding = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = encoding["offset_mapping"]
         n = len(offsets)
         window = self.window
@@ -171,15 +214,14 @@ class Embedder:
             n_tokens[j] = n
             chunk_texts.extend(pieces)
             owner.extend([j] * len(pieces))
-        dim = int(self.model.get_embedding_dimension())
-        out = np.zeros((len(chunk_texts), dim), dtype=np.float32)
+        out = np.zeros((len(chunk_texts), self.dimension), dtype=np.float32)
         # Bucket by tokenised length rounded up to a multiple of PAD_STEP and pad
         # every chunk of a bucket to exactly that length: a chunk's embedding then
         # depends only on its own text, never on what else was in its batch.
-        lengths = [len(ids) for ids in self.model.tokenizer(chunk_texts)["input_ids"]] if chunk_texts else []
+        lengths = [len(ids) for ids in self.tokenizer(chunk_texts)["input_ids"]] if chunk_texts else []
         buckets: dict[int, list[int]] = defaultdict(list)
         for i, n in enumerate(lengths):
-            buckets[min(-(-n // PAD_STEP) * PAD_STEP, int(self.model.max_seq_length))].append(i)
+            buckets[min(-(-n // PAD_STEP) * PAD_STEP, self.max_seq_length)].append(i)
         batches = [
             (length, idx[s : s + self.batch_size])
             for length, idx in sorted(buckets.items())
@@ -191,23 +233,32 @@ class Embedder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(chunk_texts), desc=desc, unit="chunk", file=sys.stderr)
-        import torch
-
         for length, batch in batches:
             # Always batch_size rows: the kernels' rounding depends on the row count (see the module docstring).
-            filler = [""] * (self.batch_size - len(batch))
-            features = self.model.tokenizer(
+            filler = [""] * (self.batch_size - len(batch)) if self.fill_batches else []
+            features = self.tokenizer(
                 [chunk_texts[i] for i in batch] + filler, padding="max_length", max_length=length,
-                truncation=True, return_tensors="pt",
+                truncation=True, return_tensors="np",
             )
-            with torch.inference_mode():
-                vectors = self.model(dict(features))["sentence_embedding"]
-            out[batch] = vectors.numpy()[: len(batch)].astype(np.float32)
+            out[batch] = self._forward({name: np.asarray(v, dtype=np.int64) for name, v in features.items()})[
+                : len(batch)].astype(np.float32)
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:
             bar.close()
         return EmbeddedTexts(chunks=out, owner=np.asarray(owner, dtype=np.int64), n_tokens=n_tokens)
+
+    def mismatch_hint(self, stored: dict[str, Any]) -> str:
+        """What to do when a baseline's ``backend`` entry differs from this embedder's (see :func:`embedder_for`)."""
+        return "rebuild and re-approve the baseline with this embedder"
+
+    def _forward(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Unit-norm sentence embeddings of one padded batch (``input_ids``, ``attention_mask``, ...)."""
+        import torch
+
+        with torch.inference_mode():
+            vectors = self.model({name: torch.from_numpy(v) for name, v in features.items()})["sentence_embedding"]
+        return np.asarray(vectors.numpy())
 
 
 def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
@@ -216,17 +267,68 @@ def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-_DEFAULT: Embedder | None = None
+_DEFAULTS: dict[str, Embedder] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def get_embedder() -> Embedder:
-    """The process-wide default embedder (loaded on first use, then reused)."""
-    global _DEFAULT
+def check_backend(backend: str) -> str:
+    """``backend`` if it names an embedder backend, else a ValueError naming the allowed ones."""
+    if backend not in EMBEDDER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(EMBEDDER_BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def get_embedder(backend: str = EMBEDDER_BACKEND) -> Embedder:
+    """The process-wide embedder of a backend, ``torch`` by default (loaded on first use, then reused)."""
+    check_backend(backend)
     with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = Embedder()
-        return _DEFAULT
+        if backend not in _DEFAULTS:
+            if backend == "torch":
+                _DEFAULTS[backend] = Embedder()
+            else:
+                from conformance.embedder_onnx import OnnxEmbedder
+
+                _DEFAULTS[backend] = OnnxEmbedder(quantized=backend == "onnx-int8")
+        return _DEFAULTS[backend]
+
+
+def backend_of(fingerprint: dict[str, Any]) -> str:
+    """The backend a fingerprint names: its ``backend`` key's name, ``torch`` when it has none."""
+    backend = fingerprint.get("backend")
+    if backend is None:
+        return "torch"
+    name = backend.get("name") if isinstance(backend, dict) else None
+    if name not in EMBEDDER_BACKENDS:
+        raise EmbedderMismatchError(
+            f"the baseline's embedder fingerprint names backend {name!r}, which this version of conformance does not "
+            f"know (it knows {', '.join(EMBEDDER_BACKENDS)}); score with the version that built the baseline")
+    return str(name)
+
+
+def embedder_for(fingerprint: dict[str, Any]) -> Embedder:
+    """The process-wide embedder whose fingerprint is ``fingerprint`` (a baseline's ``embedder``).
+
+    The backend is read from the fingerprint (none recorded: torch). Raises
+    :class:`~conformance.errors.EmbedderMismatchError` when this machine's embedder of that backend has
+    another fingerprint, saying what differs and what to do; so a caller can score with the result as it is.
+
+    Examples
+    --------
+    >>> embedder = embedder_for(baseline.embedder)   # doctest: +SKIP
+    >>> baseline.check_embedder(embedder.fingerprint)  # passes                # doctest: +SKIP
+    """
+    embedder = get_embedder(backend_of(fingerprint))
+    here = embedder.fingerprint
+    if here != fingerprint:
+        diffs = sorted(k for k in set(here) | set(fingerprint) if here.get(k) != fingerprint.get(k))
+        hint = ("rebuild and re-approve the baseline with this embedder, or score on a machine that has the "
+                "baseline's embedder")
+        if diffs == ["backend"] and embedder.backend != "torch":
+            hint = embedder.mismatch_hint(fingerprint["backend"])
+        raise EmbedderMismatchError(
+            f"the baseline was built with embedder fingerprint {fingerprint_digest(fingerprint)}, this machine's "
+            f"{embedder.backend} embedder has {fingerprint_digest(here)}; they differ in: {', '.join(diffs)}. {hint}")
+    return embedder
 
 
 def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
