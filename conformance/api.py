@@ -130,6 +130,7 @@ def build(
     registry: Registry | None = None,
     embedder: Embedder | None = None,
     cache: bool | None = None,
+    backend: str = defaults.EMBEDDER_BACKEND,
 ) -> list[BuiltBaseline]:
     """Build one baseline per (model_version, input_class) of the approved ``records``.
 
@@ -153,6 +154,9 @@ def build(
         Keep and reuse embeddings in the embedding cache, ``./conformance_store/embeddings.db``
         (docs/pipelines.md). ``None`` (the default): on when ``register``, off otherwise, so that an
         in-memory build writes no file. Duplicate texts are embedded once either way.
+    backend : {"torch", "onnx", "onnx-int8"}
+        What runs the embedder (the process-wide one of that backend) when no ``embedder`` is given;
+        recorded in the baselines' embedder fingerprint, and scoring uses the same one (docs/pipelines.md).
 
     Examples
     --------
@@ -164,6 +168,8 @@ def build(
 
     alpha = check_alpha(alpha)
     check_calibration_method(calibration_method, delta)
+    if backend not in defaults.EMBEDDER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(defaults.EMBEDDER_BACKENDS)}, got {backend!r}")
     if approve_by is not None and not register:
         raise ValueError("approve_by needs register=True: an approval is recorded in the registry")
     record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
@@ -194,6 +200,13 @@ def build(
 
         registry = registry or Registry()
         _ = registry.client  # fail on an unreachable store before the slow part
+    if embedder is None:
+        from conformance.embedder import get_embedder
+
+        embedder = get_embedder(backend)
+    elif backend != defaults.EMBEDDER_BACKEND and embedder.backend != backend:
+        raise ValueError(f"backend {backend!r} and an embedder of backend {embedder.backend!r} were both given; "
+                         "give one of them")
     embedder = _cached(embedder, register if cache is None else cache)
     built = []
     for (mv, ic), cell_records in cells.items():

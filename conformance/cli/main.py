@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
                             "a p-value cut-off below alpha, shown as conditional_threshold)")
+    build.add_argument("--embedder-backend", choices=defaults.EMBEDDER_BACKENDS, default=defaults.EMBEDDER_BACKEND,
+                       help="what runs the embedder: torch, or ONNX Runtime in fp32 (onnx) or with int8 weights "
+                            "(onnx-int8), which needs pip install 'conformance-audit[onnx]'. The baseline records it "
+                            "and scoring uses the same one (docs/pipelines.md) (default %(default)s)")
     build.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
 
@@ -199,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
                               calibration_fraction=args.calibration_fraction,
                               calibration_method=args.calibration_method,
-                              round_calibration=not args.no_round_calibration, cache=not args.no_cache)
+                              round_calibration=not args.no_round_calibration, cache=not args.no_cache,
+                              backend=args.embedder_backend)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))
