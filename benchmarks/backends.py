@@ -72,6 +72,12 @@ def ready(backend: str) -> tuple[Embedder, float]:
     return embedder, time.perf_counter() - t0
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine, in float64 (the float32 rows' norms differ from 1 in the seventh digit)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def part_throughput(args: argparse.Namespace, embedders: dict[str, Embedder]) -> dict[str, Any]:
     rows = [r for r in mt_bench_rows() if r["prompt_id"].endswith("turn1")]
     rng = np.random.default_rng(0)
@@ -94,11 +100,11 @@ def part_throughput(args: argparse.Namespace, embedders: dict[str, Embedder]) ->
     if "torch" in chunks:
         out["cosine_to_torch"] = {}
         for backend, c in chunks.items():
-            cos = np.sum(c.astype(np.float64) * chunks["torch"], axis=1)
+            cos = cosine(c, chunks["torch"])
             out["cosine_to_torch"][backend] = {"min": float(cos.min()), "p01": float(np.quantile(cos, 0.01)),
                                                "median": float(np.median(cos)), "mean": float(cos.mean())}
     if "onnx" in chunks and "onnx-int8" in chunks:
-        cos = np.sum(chunks["onnx-int8"].astype(np.float64) * chunks["onnx"], axis=1)
+        cos = cosine(chunks["onnx-int8"], chunks["onnx"])
         out["cosine_int8_to_onnx_fp32"] = {"min": float(cos.min()), "mean": float(cos.mean())}
     return out
 
@@ -115,10 +121,14 @@ def part_verdicts(args: argparse.Namespace, embedders: dict[str, Embedder]) -> d
         by_model[r["model"]].append(r)
     cached = {b: CachedEmbedder(embedders[b], path=Path(args.out) / "embeddings.db") for b in args.backends}
     verdicts: dict[str, dict[str, str]] = {b: {} for b in args.backends}  # backend -> key -> verdict
+    p_values: dict[str, dict[str, float | None]] = {b: {} for b in args.backends}
     per_baseline_null: dict[str, list[float]] = defaultdict(list)
+    per_split_null: dict[str, list[list[bool]]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
     load_before = uptime()
     for split in range(args.splits):
+        for backend in args.backends:
+            per_split_null[backend].append([])
         for a, b in SWAPS:
             questions = sorted({question(r["prompt_id"]) for r in by_model[a]})
             order = np.random.default_rng(300 + split).permutation(len(questions))
@@ -137,9 +147,11 @@ def part_verdicts(args: argparse.Namespace, embedders: dict[str, Embedder]) -> d
                 nulls = []
                 for v in result.verdicts:
                     verdicts[backend][f"{split}|{a}|{v.record_id}"] = v.verdict
+                    p_values[backend][f"{split}|{a}|{v.record_id}"] = v.p_value
                     if v.record_id.startswith("null:"):
                         nulls.append(v.verdict == "out_of_bounds")
                 per_baseline_null[backend].append(float(np.mean(nulls)))
+                per_split_null[backend][-1].extend(nulls)
         print(f"split {split + 1}/{args.splits}: " + ", ".join(f"{b} {seconds[b]:.0f} s" for b in args.backends),
               flush=True)
     out: dict[str, Any] = {"splits": args.splits, "alpha": args.alpha, "swaps": [list(s) for s in SWAPS],
@@ -152,11 +164,19 @@ def part_verdicts(args: argparse.Namespace, embedders: dict[str, Embedder]) -> d
         rates = per_baseline_null[backend]
         level = float(np.mean(rates))
         half = 1.96 * float(np.std(rates, ddof=1)) / np.sqrt(len(rates)) if len(rates) > 1 else 0.0
+        # The five swaps of a split hold out the same 25 questions, so the splits are the independent units.
+        split_rates = [float(np.mean(f)) for f in per_split_null[backend]]
+        split_half = (1.96 * float(np.std(split_rates, ddof=1)) / np.sqrt(len(split_rates))
+                      if len(split_rates) > 1 else 0.0)
         entry: dict[str, Any] = {
             "fingerprint": fingerprint_digest(cached[backend].fingerprint),
             "seconds_build_and_score": seconds[backend],
             "false_alarm_rate": {"by_baseline": {"mean": level, "ci95": [level - half, level + half],
                                                  "n_baselines": len(rates)},
+                                 "by_split": {"mean": float(np.mean(split_rates)),
+                                              "ci95": [float(np.mean(split_rates)) - split_half,
+                                                       float(np.mean(split_rates)) + split_half],
+                                              "rates": split_rates},
                                  "pooled": rate(flags["null"])},
             "swap_flag_rate": rate(flags["swap"]),
         }
@@ -168,6 +188,8 @@ def part_verdicts(args: argparse.Namespace, embedders: dict[str, Embedder]) -> d
                 "null": rate([got[k] == reference[k] for k in reference if k.split("|")[2].startswith("null:")]),
                 "swap": rate([got[k] == reference[k] for k in reference if k.split("|")[2].startswith("swap:")]),
                 "disagreements": dict(Counter(f"torch {reference[k]} -> {got[k]}" for k in differ)),
+                # How near alpha the differing verdicts were: torch's p-value and this backend's, per record.
+                "differing_p_values": [[p_values["torch"][k], p_values[backend][k]] for k in differ],
             }
         out["backends"][backend] = entry
     return out
@@ -212,9 +234,10 @@ def main() -> None:
         result["verdicts"] = part_verdicts(args, embedders)
         for backend, entry in result["verdicts"]["backends"].items():
             fa, agree = entry["false_alarm_rate"], entry.get("agreement_with_torch")
-            print(f"{backend}: false alarms {fa['by_baseline']['mean']:.4f} (95 % CI "
-                  f"{fa['by_baseline']['ci95'][0]:.4f}-{fa['by_baseline']['ci95'][1]:.4f}, "
-                  f"{fa['by_baseline']['n_baselines']} baselines; pooled {fa['pooled']['k']}/{fa['pooled']['n']}); "
+            print(f"{backend}: false alarms {fa['by_split']['mean']:.4f} (95 % CI "
+                  f"{fa['by_split']['ci95'][0]:.4f}-{fa['by_split']['ci95'][1]:.4f} by split, "
+                  f"{fa['by_baseline']['ci95'][0]:.4f}-{fa['by_baseline']['ci95'][1]:.4f} by baseline; "
+                  f"pooled {fa['pooled']['k']}/{fa['pooled']['n']}); "
                   f"swap flagged {entry['swap_flag_rate']['rate']:.3f}"
                   + ("" if agree is None else f"; verdicts equal to torch's {agree['rate']:.4f} "
                      f"({agree['ci95'][0]:.4f}-{agree['ci95'][1]:.4f}, {agree['n'] - agree['k']} of {agree['n']} "
@@ -222,6 +245,11 @@ def main() -> None:
     result["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["load_at_end"] = uptime()
     path = args.out / "backends.json"
+    if path.is_file():  # a part run alone keeps the other part's figures of an earlier run (each has its loads)
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        for part in ("throughput", "verdicts"):
+            if part not in result and part in earlier:
+                result[part] = earlier[part]
     path.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"wrote {path}", flush=True)
 

@@ -179,7 +179,7 @@ def test_the_onnx_file_is_reused_and_exported_the_same(onnx_embedders, onnx_fold
 
 @pytest.mark.slow
 def test_onnx_embeddings_are_close_to_torch(embedder, onnx_embedders) -> None:
-    texts = [r["output"] for r in read_jsonl(EXAMPLE / "approved.jsonl")[:24]]
+    texts = [r["output"] for r in read_jsonl(EXAMPLE / "approved.jsonl")[:12]]
     reference = embedder.embed(texts, progress=False).chunks
     cos = {b: np.sum(e.embed(texts, progress=False).chunks * reference, axis=1) for b, e in onnx_embedders.items()}
     assert cos["onnx"].min() > 0.99999
@@ -195,7 +195,8 @@ def test_a_baseline_built_on_onnx_int8_is_scored_with_it(onnx_embedders, onnx_fo
     monkeypatch.setattr(embedder_module, "_DEFAULTS", {"torch": embedder})
     cell = ("support-bot-3.2", "shipping_status")
     approved = [r for r in read_jsonl(EXAMPLE / "approved.jsonl") if (r["model_version"], r["input_class"]) == cell]
-    audited = [r for r in read_jsonl(EXAMPLE / "audited.jsonl") if (r["model_version"], r["input_class"]) == cell]
+    audited = [r for r in read_jsonl(EXAMPLE / "audited.jsonl")
+               if (r.get("model_version"), r.get("input_class")) == cell]
     (built,) = conformance.build(approved, register=False, backend="onnx-int8", scorer="knn_cosine")
     assert built.baseline.embedder == onnx_embedders["onnx-int8"].fingerprint
     with pytest.raises(EmbedderMismatchError):
