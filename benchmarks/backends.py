@@ -21,11 +21,13 @@ Two parts, in one process, one backend at a time (never two heavy things at once
 The ONNX files are exported (and quantised) on first use into ``./conformance_store/onnx`` or
 ``$CONFORMANCE_ONNX_DIR``; the seconds that took are recorded. The machine's load average
 (``uptime``) before and after each part and its core count are recorded beside the figures.
-Cost on two cores: about 3 min for part 1 at ``--n 150 --rounds 2``; part 2 about 6 min the first
-time at ``--splits 10`` (every text embedded by each backend), 3 min once ``<out>/embeddings.db``
-holds them. Prints a summary and writes ``backends.json`` to ``--out``.
+Cost on two cores with other work running: about 3 min for part 1 at ``--n 150 --rounds 2``; part 2
+about 15 min the first time at ``--splits 12`` (every text embedded by each backend), 4 min once
+``<out>/embeddings.db`` holds them. Prints a summary and writes ``backends.json`` to ``--out`` (a part
+run alone keeps the other part's figures in it).
 
-    python -m benchmarks.backends --out results/backends
+    python -m benchmarks.backends --parts throughput --n 150 --rounds 2 --out results/backends
+    python -m benchmarks.backends --parts verdicts --splits 12 --out results/backends
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def main() -> None:
                         help="the backends to compare (torch first: agreement and cosine are to torch)")
     parser.add_argument("--n", type=int, default=150, help="part 1: answers embedded per round (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="part 1: rounds per backend (default %(default)s)")
-    parser.add_argument("--splits", type=int, default=10,
+    parser.add_argument("--splits", type=int, default=12,
                         help="part 2: splits per model swap (100 audited outputs each; default %(default)s)")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--parts", nargs="+", choices=("throughput", "verdicts"), default=["throughput", "verdicts"])

@@ -14,7 +14,7 @@ and onnx versions; on a machine whose export differs, copy the ``.onnx`` files o
 the baselines into the folder (:meth:`OnnxEmbedder.mismatch_hint` says so when scoring refuses).
 
 Chunking, bucketing by length and filling every batch to ``batch_size`` rows come from
-:class:`~conformance.embedder.Embedder`, so an embedding depends only on its own text here too
+:class:`~conformance.embedder_core.Embedder`, so an embedding depends only on its own text here too
 (``tests/test_onnx_backend.py``); ``onnx-int8`` runs each chunk on its own, because dynamic quantisation
 scales an activation by the range of the whole batch. The session runs its nodes one after another
 (``ORT_SEQUENTIAL``, one inter-op thread) with onnxruntime's default intra-op threads: the same bits came
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from conformance.defaults import default_store_dir
-from conformance.embedder import DEFAULT_MODEL, Embedder
+from conformance.embedder_core import DEFAULT_MODEL, Embedder
 from conformance.errors import ConformanceError
 
 #: The environment variable that names the folder of the exported ONNX files.
@@ -154,12 +154,15 @@ class OnnxEmbedder(Embedder):
     """The packaged model run by ONNX Runtime, fp32 or with dynamic int8 quantisation.
 
     Use :func:`conformance.embedder.get_embedder` (``"onnx"`` or ``"onnx-int8"``) for the
-    process-wide instance. ``folder`` holds the exported files (default :func:`default_onnx_dir`).
+    process-wide instance. ``folder`` holds the exported files (default :func:`default_onnx_dir`);
+    ``torch_embedder`` gives the torch embedder that exports them when they are absent (default: a new one).
     """
 
     def __init__(self, *, quantized: bool = False, model_path: str | None = None, batch_size: int = 16,
-                 folder: str | Path | None = None) -> None:
+                 folder: str | Path | None = None, torch_embedder: Callable[[], Embedder] | None = None) -> None:
         super().__init__(model_path=model_path, batch_size=batch_size)
+        # What exports the model when its ONNX file is absent (the process-wide torch embedder, if given).
+        self._torch_embedder = torch_embedder
         self.quantized = quantized
         self.backend = "onnx-int8" if quantized else "onnx"
         # Dynamic quantisation scales each activation tensor by its own range, and a tensor holds every row
@@ -181,9 +184,8 @@ class OnnxEmbedder(Embedder):
             stem = f"{name.rsplit('/', 1)[-1]}.{self.weights_sha256()[:16]}"
             fp32 = folder / f"{stem}.fp32.onnx"
             if not fp32.is_file():
-                from conformance.embedder import get_embedder
-
-                source = get_embedder() if self.model_path is None else Embedder(model_path=self.model_path)
+                source = (self._torch_embedder() if self._torch_embedder is not None
+                          else Embedder(model_path=self.model_path, batch_size=self.batch_size))
                 export_fp32(source, fp32)
             path = fp32
             if self.quantized:

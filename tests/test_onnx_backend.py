@@ -113,10 +113,11 @@ def onnx_folder(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_embedders(onnx_folder: Path) -> dict[str, Embedder]:
+def onnx_embedders(onnx_folder: Path, embedder) -> dict[str, Embedder]:
     from conformance.embedder_onnx import OnnxEmbedder
 
-    made = {"onnx": OnnxEmbedder(folder=onnx_folder), "onnx-int8": OnnxEmbedder(quantized=True, folder=onnx_folder)}
+    made = {"onnx": OnnxEmbedder(folder=onnx_folder, torch_embedder=lambda: embedder),
+            "onnx-int8": OnnxEmbedder(quantized=True, folder=onnx_folder, torch_embedder=lambda: embedder)}
     for e in made.values():
         _ = e.fingerprint  # exports, then quantises, once for the module
     return made
@@ -165,7 +166,7 @@ def test_onnx_fingerprints_name_backend_and_graph_and_keep_the_rest(embedder, on
 
 
 @pytest.mark.slow
-def test_the_onnx_file_is_reused_and_exported_the_same(onnx_embedders, onnx_folder, tmp_path: Path) -> None:
+def test_the_onnx_file_is_reused_and_exported_the_same(onnx_embedders, onnx_folder, embedder, tmp_path: Path) -> None:
     from conformance.embedder_onnx import OnnxEmbedder
 
     path = onnx_embedders["onnx"].onnx_path()
@@ -173,7 +174,7 @@ def test_the_onnx_file_is_reused_and_exported_the_same(onnx_embedders, onnx_fold
     again = OnnxEmbedder(folder=onnx_folder)
     assert again.fingerprint == onnx_embedders["onnx"].fingerprint and path.stat().st_mtime_ns == before
     # Exported afresh elsewhere: the same bytes, so a baseline's graph hash holds on a second machine alike.
-    fresh = OnnxEmbedder(folder=tmp_path)
+    fresh = OnnxEmbedder(folder=tmp_path, torch_embedder=lambda: embedder)
     assert fresh.fingerprint == onnx_embedders["onnx"].fingerprint
 
 
