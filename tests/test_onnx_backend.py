@@ -207,3 +207,10 @@ def test_a_baseline_built_on_onnx_int8_is_scored_with_it(onnx_embedders, onnx_fo
     result = conformance.score(audited, baselines=[built], embedder=chosen)
     assert len(result.verdicts) == len(audited)
     assert {v.embedder for v in result.verdicts if v.p_value is not None} == {chosen.fingerprint_digest}
+
+
+def test_a_cached_embedder_reports_the_backend_it_wraps(fixed_embedders) -> None:
+    from conformance.embedding_cache import CachedEmbedder
+
+    assert CachedEmbedder(fixed_embedders["onnx-int8"]).backend == "onnx-int8"
+    assert CachedEmbedder(fixed_embedders["torch"]).backend == "torch"
