@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conformance import defaults
 from conformance.errors import BaselineError, InputFileError
@@ -144,6 +144,7 @@ def build(
     embedder: Embedder | None = None,
     cache: bool | None = None,
     progress: bool | None = None,
+    backend: str = defaults.EMBEDDER_BACKEND,
 ) -> list[BuiltBaseline]:
     """Build one baseline per (model_version, input_class) of the approved ``records``.
 
@@ -170,6 +171,9 @@ def build(
     progress : bool, optional
         ``None`` (default): a bar per cell on a terminal, a log line now and then otherwise (each cell as
         it starts, the count and rate); ``False``: nothing; ``True``: bars.
+    backend : {"torch", "onnx", "onnx-int8"}
+        What runs the embedder (the process-wide one of that backend) when no ``embedder`` is given;
+        recorded in the baselines' embedder fingerprint, and scoring uses the same one (docs/pipelines.md).
 
     Examples
     --------
@@ -181,6 +185,8 @@ def build(
 
     alpha = check_alpha(alpha)
     check_calibration_method(calibration_method, delta)
+    if backend not in defaults.EMBEDDER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(defaults.EMBEDDER_BACKENDS)}, got {backend!r}")
     if approve_by is not None and not register:
         raise ValueError("approve_by needs register=True: an approval is recorded in the registry")
     record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
@@ -211,6 +217,13 @@ def build(
 
         registry = registry or Registry()
         _ = registry.client  # fail on an unreachable store before the slow part
+    if embedder is None:
+        from conformance.embedder import get_embedder
+
+        embedder = get_embedder(backend)
+    elif backend != defaults.EMBEDDER_BACKEND and embedder.backend != backend:
+        raise ValueError(f"backend {backend!r} and an embedder of backend {embedder.backend!r} were both given; "
+                         "give one of them")
     embedder = _cached(embedder, register if cache is None else cache)
     built = []
     from conformance.progress import Progress
@@ -337,8 +350,9 @@ def score(
     writer = None
     try:
         # Pass 1: judge every record, chunk by chunk; the batch tests need the whole batch.
+        keep = baselines is None if cache is None else cache
         scorer = StreamScorer(resolve, fdr=fdr, progress=False,
-                              embedder=_cached(embedder, baselines is None if cache is None else cache))
+                              embedder=_choose_cached(keep) if embedder is None else _cached(embedder, keep))
         plan = ColumnPlan(fdr=fdr is not None)
         counts = {name: 0 for name in VERDICTS}
         with Progress(desc="scoring", total=stream.total, enabled=progress) as bar:
@@ -455,6 +469,22 @@ def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | N
         return registered.uri, baseline
 
     return resolve
+
+
+def _choose_cached(keep: bool) -> Callable[[dict[str, Any]], Embedder]:
+    """For each baseline, the process-wide embedder of its backend (:func:`conformance.embedder.embedder_for`)
+    behind the embedding cache, one wrapper per backend."""
+    from conformance.embedder import backend_of, embedder_for
+
+    wrappers: dict[str, Embedder] = {}
+
+    def choose(fingerprint: dict[str, Any]) -> Embedder:
+        backend = backend_of(fingerprint)
+        if backend not in wrappers:
+            wrappers[backend] = _cached(embedder_for(fingerprint), keep)
+        return wrappers[backend]
+
+    return choose
 
 
 def _cached(embedder: Embedder | None, keep: bool) -> Embedder:

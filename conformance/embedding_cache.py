@@ -190,6 +190,10 @@ class CachedEmbedder(Embedder):
         return self.embedder.window
 
     @property
+    def backend(self) -> str:  # type: ignore[override]  # read from the wrapped embedder, never set
+        return self.embedder.backend
+
+    @property
     def batch_size(self) -> int:  # type: ignore[override]
         return int(self.embedder.batch_size)
 

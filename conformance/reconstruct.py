@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conformance._version import __version__
-from conformance.errors import BaselineError, BaselineVersionNotFoundError
+from conformance.errors import BaselineError, BaselineVersionNotFoundError, EmbedderMismatchError
 from conformance.ledger.canonical import entry_hash, plain
 from conformance.ledger.entry import Entry, parse_baseline_uri
 from conformance.ledger.errors import EntryNotFoundError
@@ -161,7 +161,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         return Reconstruction(record_id, entry.seq, NOT_REPRODUCIBLE, summary, None, [],
                               notes + [f"the entry names no versioned baseline ({recorded.get('baseline')!r}) "
                                        "or holds no valid record; it cannot be re-scored"])
-    from conformance.embedder import embed_inputs, fingerprint_digest, get_embedder
+    from conformance.embedder import embed_inputs, embedder_for, fingerprint_digest, get_embedder
     from conformance.embedding_cache import CachedEmbedder, default_cache_path
     from conformance.registry.mlflow_registry import Registry
     from conformance.scoring.judge import judge
@@ -177,7 +177,11 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     if baseline.digest != recorded.get("baseline_digest"):
         notes.append(f"baseline {recorded['baseline']} now has digest {baseline.digest}, but the verdict was scored "
                      f"against digest {recorded.get('baseline_digest')}: the registered artifact was replaced")
-    embedder = embedder or get_embedder()
+    if embedder is None:
+        try:
+            embedder = embedder_for(baseline.embedder)  # the baseline's backend
+        except EmbedderMismatchError:
+            embedder = get_embedder()  # reported below as another embedder
     if cache and not isinstance(embedder, CachedEmbedder):
         embedder = CachedEmbedder(embedder, path=default_cache_path())
     now_fp = fingerprint_digest(embedder.fingerprint)

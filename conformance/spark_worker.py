@@ -179,9 +179,23 @@ def score_partition(partition: int, items: Iterable[tuple[Any, int]], context: C
         uri, digest = found
         return uri, load_baseline(digest, context.files[digest])
 
-    # In memory for this partition only, as conformance.score does for baselines given in memory.
-    embedder = CachedEmbedder(embedder_from(context.embedder), path=None)
-    scorer = StreamScorer(resolve, embedder=embedder, scored_at=context.scored_at, progress=False)
+    # In memory for this partition only, as conformance.score does for baselines given in memory. Without a
+    # named embedder, each baseline's own backend (conformance.embedder.embedder_for), as in one process.
+    if context.embedder is not None:
+        scorer = StreamScorer(resolve, embedder=CachedEmbedder(embedder_from(context.embedder), path=None),
+                              scored_at=context.scored_at, progress=False)
+    else:
+        from conformance.embedder import backend_of, embedder_for
+
+        wrappers: dict[str, Any] = {}
+
+        def choose(fingerprint: dict[str, Any]) -> Any:
+            backend = backend_of(fingerprint)
+            if backend not in wrappers:
+                wrappers[backend] = CachedEmbedder(embedder_for(fingerprint), path=None)
+            return wrappers[backend]
+
+        scorer = StreamScorer(resolve, embedder=choose, scored_at=context.scored_at, progress=False)
     plan = ColumnPlan(fdr=context.fdr)
     chunk: list[Record | InvalidRow] = []
 

@@ -352,3 +352,34 @@ def test_seen_ids_remember_first_rows_across_flushes() -> None:
     assert "id11" not in seen and 5 not in seen
     with pytest.raises(KeyError):
         seen["nope"]
+
+
+def test_each_baseline_is_scored_with_the_embedder_of_its_fingerprint(baseline) -> None:
+    """A chooser gives each cell the embedder its baseline's fingerprint names (as ``embedder_for`` does
+    for the backends); an embedder of another fingerprint is refused before anything is judged."""
+    from dataclasses import replace as dc_replace
+
+    from conformance.errors import EmbedderMismatchError
+    from conformance.scoring.stream import StreamScorer
+
+    class Other(FakeEmbedder):
+        fingerprint = {"model": "fake", "source": "tests", "backend": {"name": "other"}}
+
+    other_baseline = dc_replace(baseline, model_version="m2", embedder=Other.fingerprint)
+    used: list[str] = []
+
+    def choose(fingerprint):  # type: ignore[no-untyped-def]
+        used.append(fingerprint.get("backend", {}).get("name", "plain"))
+        return Other() if "backend" in fingerprint else FakeEmbedder()
+
+    table = {("m", "c"): ("a", baseline), ("m2", "c"): ("b", other_baseline)}
+    scorer = StreamScorer(lambda mv, ic: table[(mv, ic)], embedder=choose)
+    from conformance.record_stream import stream_records
+
+    verdicts = [v for rows in stream_records(_audited(20), chunk_size=8) for v in scorer.score_chunk(rows)]
+    assert sorted(used) == ["other", "plain"]  # once per cell
+    assert {v.model_version for v in verdicts if v.p_value is not None} == {"m", "m2"}
+    wrong = StreamScorer(lambda mv, ic: table[(mv, ic)], embedder=FakeEmbedder())
+    with pytest.raises(EmbedderMismatchError):
+        for rows in stream_records(_audited(20), chunk_size=8):
+            wrong.score_chunk(rows)

@@ -130,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="also give the calibration-conditional guarantee: with probability >= 1 - D over the "
                             "approved sample, this baseline's false-alarm rate is <= alpha (verdicts then flag at "
                             "a p-value cut-off below alpha, shown as conditional_threshold)")
+    build.add_argument("--embedder-backend", choices=defaults.EMBEDDER_BACKENDS, default=defaults.EMBEDDER_BACKEND,
+                       help="what runs the embedder: torch, or ONNX Runtime in fp32 (onnx) or with int8 weights "
+                            "(onnx-int8), which needs pip install 'conformance-audit[onnx]'. The baseline records it "
+                            "and scoring uses the same one (docs/pipelines.md) (default %(default)s)")
     build.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     build.add_argument("--no-progress", action="store_true",
                        help="no progress bars on a terminal, no progress lines in a log")
@@ -229,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               calibration_fraction=args.calibration_fraction,
                               calibration_method=args.calibration_method,
                               round_calibration=not args.no_round_calibration, cache=not args.no_cache,
-                              progress=False if args.no_progress else None)
+                              progress=False if args.no_progress else None,
+                              backend=args.embedder_backend)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))

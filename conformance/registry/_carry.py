@@ -43,10 +43,15 @@ def package_folder() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def runtime_requirements() -> list[str]:
-    """``name==version`` of each runtime distribution as installed (local labels such as ``+cpu`` dropped)."""
+#: What a baseline of an ONNX Runtime backend needs besides (its fingerprint names the onnxruntime version).
+ONNX_DISTRIBUTIONS = ("onnxruntime", "onnx")
+
+
+def runtime_requirements(backend: str = "torch") -> list[str]:
+    """``name==version`` of each runtime distribution as installed (local labels such as ``+cpu`` dropped);
+    with onnxruntime and onnx for a baseline of an ONNX backend."""
     pins = []
-    for name in RUNTIME_DISTRIBUTIONS:
+    for name in RUNTIME_DISTRIBUTIONS + (ONNX_DISTRIBUTIONS if backend != "torch" else ()):
         try:
             version = importlib.metadata.version(name).split("+")[0]
         except importlib.metadata.PackageNotFoundError:

@@ -222,7 +222,9 @@ class Registry:
             warnings.simplefilter("ignore")
             folder = save_baseline(baseline, Path(tmp) / "baseline")
             package = copy_package(Path(tmp) / "code")
-            third_party = runtime_requirements()
+            from conformance.embedder import backend_of
+
+            third_party = runtime_requirements(backend_of(baseline.embedder))
             wheel = build_wheel(package, Path(tmp), version=__version__, requires=third_party)
             # The wheel before the pin: pip adds root requirements one at a time, and a pin it meets
             # before the file that satisfies it is looked up in the index alone, and fails there.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from conformance.embedder import Embedder, get_embedder
+from conformance.embedder import Embedder
 from conformance.records import RecordSet
 from conformance.scoring.stream import Resolver, StreamScorer
 from conformance.stats.conformal import benjamini_hochberg
@@ -41,7 +41,7 @@ def score_record_set(
     itself stays ``p_value <= alpha``: a BH flag depends on the rest of the
     batch, a verdict only on its record and baseline.
     """
-    scorer = StreamScorer(resolve, embedder=embedder or get_embedder(), fdr=fdr, progress=progress)
+    scorer = StreamScorer(resolve, embedder=embedder, fdr=fdr, progress=progress)
     verdicts = scorer.score_chunk(record_set.rows)
     summaries, flags = scorer.finish()
     if flags is not None:

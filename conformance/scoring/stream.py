@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from conformance.stats.conformal import benjamini_hochberg, check_fdr
 from conformance.verdict import INVALID, NO_BASELINE, GroupSummary, Verdict
 
 Resolver = Callable[[str, str], "tuple[str, Baseline] | str"]
+#: From a baseline's embedder fingerprint to the embedder that scores against it.
+Chooser = Callable[[dict[str, Any]], Embedder]
 Cell = tuple[str | None, str | None]
 
 
@@ -57,16 +60,25 @@ class StreamScorer:
     resolve : callable
         ``resolve(model_version, input_class)`` returns ``(registry_uri, baseline)`` or the reason why
         there is none; called once per cell.
-    embedder : Embedder
-        Must match every resolved baseline's fingerprint (checked when the cell is resolved).
+    embedder : Embedder or callable
+        An embedder, which must match every resolved baseline's fingerprint; or a function from a
+        baseline's embedder fingerprint to the embedder to score it with (``None``, the default:
+        :func:`conformance.embedder.embedder_for`, the process-wide embedder of the baseline's backend).
+        Checked when the cell is resolved, before any of its records is judged.
     fdr : float, optional
         Benjamini-Hochberg at this false discovery rate over the whole batch (see :meth:`finish`).
     """
 
-    def __init__(self, resolve: Resolver, *, embedder: Embedder, fdr: float | None = None,
+    def __init__(self, resolve: Resolver, *, embedder: Embedder | Chooser | None = None, fdr: float | None = None,
                  scored_at: str | None = None, progress: bool | None = None) -> None:
         self.resolve = resolve
-        self.embedder = embedder
+        if embedder is None:
+            from conformance.embedder import embedder_for
+
+            embedder = embedder_for
+        fixed = embedder if hasattr(embedder, "embed") else None
+        self._choose: Chooser = (lambda _: fixed) if fixed is not None else embedder  # type: ignore[assignment, return-value]
+        self.embedders: dict[tuple[str, str], Embedder] = {}
         self.fdr = None if fdr is None else check_fdr(fdr)
         self.scored_at = scored_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.progress = progress
@@ -83,7 +95,9 @@ class StreamScorer:
                 continue
             found = self.resolve(*cell)
             if not isinstance(found, str):
-                found[1].check_embedder(self.embedder.fingerprint)  # refuse before this cell is judged
+                embedder = self._choose(found[1].embedder)
+                found[1].check_embedder(embedder.fingerprint)  # refuse before this cell is judged
+                self.embedders[cell] = embedder
             self.resolved[cell] = found
 
     def score_chunk(self, rows: Sequence[Record | InvalidRow]) -> list[Verdict]:
@@ -94,28 +108,34 @@ class StreamScorer:
             by_cell.setdefault(record.cell, []).append(record)
         self._resolve(list(by_cell))
         have = [cell for cell in by_cell if not isinstance(self.resolved[cell], str)]
-        to_embed = [r for cell in have for r in by_cell[cell]]
-        embedded = (self.embedder.embed([r.output for r in to_embed], progress=self.progress,
-                                        desc="embedding audited outputs") if to_embed else None)
         by_row: dict[int, Verdict] = {}
         extras: dict[int, tuple[np.ndarray, float | None, np.ndarray | None]] = {}
-        start = 0
+        # One embedding call per embedder (a baseline's backend decides it; nearly always one for all).
+        users: dict[int, list[tuple[str, str]]] = {}
         for cell in have:
-            found = self.resolved[cell]
-            assert not isinstance(found, str) and embedded is not None  # `have` holds only resolved cells
-            uri, baseline = found
-            cell_records = by_cell[cell]
-            part = _slice(embedded, start, start + len(cell_records))
-            start += len(cell_records)
-            inputs = (embed_inputs(self.embedder, [r.input for r in cell_records]) if baseline.spec.is_combined
-                      else None)
-            batch_scores: dict[int, float] = {}
-            residuals: dict[int, np.ndarray] = {}
-            verdicts = judge(baseline, uri, cell_records, part, scored_at=self.scored_at, inputs=inputs,
-                             batch_scores=batch_scores, batch_residuals=residuals)
-            for record, verdict, pooled in zip(cell_records, verdicts, part.pooled()):
-                by_row[verdict.row] = verdict
-                extras[record.row] = (pooled, batch_scores.get(record.row), residuals.get(record.row))
+            users.setdefault(id(self.embedders[cell]), []).append(cell)
+        for cells in users.values():
+            embedder = self.embedders[cells[0]]
+            to_embed = [r for cell in cells for r in by_cell[cell]]
+            embedded = embedder.embed([r.output for r in to_embed], progress=self.progress,
+                                      desc="embedding audited outputs")
+            start = 0
+            for cell in cells:
+                found = self.resolved[cell]
+                assert not isinstance(found, str)  # `have` holds only resolved cells
+                uri, baseline = found
+                cell_records = by_cell[cell]
+                part = _slice(embedded, start, start + len(cell_records))
+                start += len(cell_records)
+                inputs = (embed_inputs(embedder, [r.input for r in cell_records]) if baseline.spec.is_combined
+                          else None)
+                batch_scores: dict[int, float] = {}
+                residuals: dict[int, np.ndarray] = {}
+                verdicts = judge(baseline, uri, cell_records, part, scored_at=self.scored_at, inputs=inputs,
+                                 batch_scores=batch_scores, batch_residuals=residuals)
+                for record, verdict, pooled in zip(cell_records, verdicts, part.pooled()):
+                    by_row[verdict.row] = verdict
+                    extras[record.row] = (pooled, batch_scores.get(record.row), residuals.get(record.row))
         for cell, cell_records in by_cell.items():
             reason = self.resolved[cell]
             if isinstance(reason, str):
