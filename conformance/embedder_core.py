@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from conformance.errors import ConformanceError
+from conformance.progress import Progress
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CHUNK_OVERLAP = 64  # word pieces shared by consecutive chunks of a long output
@@ -228,12 +228,8 @@ class Embedder:
             for length, idx in sorted(buckets.items())
             for s in range(0, len(idx), self.batch_size)
         ]
-        show = (sys.stderr.isatty() if progress is None else progress) and len(chunk_texts) > 0
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(chunk_texts), desc=desc, unit="chunk", file=sys.stderr)
+        # A bar on a terminal, a line every 30 s in a log (conformance.progress); progress=False: nothing.
+        bar = Progress(desc=desc, total=len(chunk_texts), unit="chunk", enabled=progress) if chunk_texts else None
         for length, batch in batches:
             # Always batch_size rows: the kernels' rounding depends on the row count (see the module docstring).
             filler = [""] * (self.batch_size - len(batch)) if self.fill_batches else []

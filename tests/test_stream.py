@@ -383,3 +383,26 @@ def test_each_baseline_is_scored_with_the_embedder_of_its_fingerprint(baseline) 
     with pytest.raises(EmbedderMismatchError):
         for rows in stream_records(_audited(20), chunk_size=8):
             wrong.score_chunk(rows)
+
+
+def test_progress_is_a_log_line_off_a_terminal_and_nothing_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from conformance.progress import Progress
+
+    log = io.StringIO()
+    with Progress(desc="scoring", total=100, enabled=None, every=0.0, stream=log) as p:
+        assert p.mode == "lines"
+        p.update(40)
+        p.update(60)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("scoring: 40 of 100 records (40 %)") and "ETA" in lines[0]
+    assert lines[-1].startswith("scoring: 100 of 100 records in 0:00:00")
+    quiet = io.StringIO()
+    with Progress(desc="scoring", total=100, enabled=False, every=0.0, stream=quiet) as p:
+        p.update(100)
+    assert quiet.getvalue() == ""
+    short = io.StringIO()
+    with Progress(desc="scoring", total=10, enabled=None, stream=short) as p:  # a short job's log stays quiet
+        p.update(10)
+    assert short.getvalue() == ""
