@@ -212,3 +212,33 @@ def test_spark_with_the_real_embedder_on_the_example(spark, tmp_path: Path) -> N
     assert _strip(_file_rows(tmp_path / "spark.jsonl")) == _strip(_file_rows(tmp_path / "one.jsonl"))
     assert [s.to_dict() for s in got.summaries] == [s.to_dict() for s in one.summaries]
     assert got.counts[WITHIN] > 0 and got.ledger is None
+
+
+@pytest.mark.slow
+def test_cli_engine_spark_gives_the_local_engines_verdicts_and_ledger(spark, built, workdir: Path,
+                                                                      audited_subset: Path) -> None:
+    """The command line, baselines from the registry (the session's approved cells), ``--engine spark``:
+    the verdicts file, the printed counts and the ledger of ``--engine local``."""
+    import contextlib
+    import io
+
+    from conformance.cli import main
+    from conformance.ledger import Ledger
+
+    rows = _file_rows(audited_subset)[:14]
+    path = _jsonl(rows, workdir / "audited-spark-cli.jsonl")
+    codes, printed = [], []
+    for engine in ("local", "spark"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            extra = ["--engine", "spark", "--spark-master", "local[2]"] if engine == "spark" else []
+            codes.append(main(["score", str(path), "--out", str(workdir / f"cli-{engine}.jsonl"), "--format", "json",
+                               "--no-progress", "--ledger", f"sqlite:///{workdir / f'cli-{engine}.db'}", *extra]))
+        printed.append(json.loads(out.getvalue()))
+    assert codes[0] == codes[1] and printed[0]["counts"] == printed[1]["counts"]
+    assert printed[0]["groups"] == printed[1]["groups"]
+    assert _strip(_file_rows(workdir / "cli-spark.jsonl")) == _strip(_file_rows(workdir / "cli-local.jsonl"))
+    assert any(r["baseline"] and r["baseline"].startswith("models:/") for r in _file_rows(workdir / "cli-spark.jsonl"))
+    for engine in ("local", "spark"):
+        with Ledger(f"sqlite:///{workdir / f'cli-{engine}.db'}") as book:
+            assert len(book.query_rows()) == len(rows)
