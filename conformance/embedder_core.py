@@ -130,7 +130,14 @@ class Embedder:
                 path, _, _ = self._resolve_path()
                 if not path.is_dir():
                     raise ConformanceError(f"embedder model folder {path} does not exist")
-                self._model = SentenceTransformer(str(path), device="cpu")
+                model: Any = SentenceTransformer(str(path), device="cpu")
+                declared = self._declared()
+                loaded = {"max_seq_length": int(model.max_seq_length),
+                          "dimension": int(model.get_embedding_dimension())}
+                if any(declared.get(k, v) != v for k, v in loaded.items()):
+                    raise ConformanceError(f"embedder model folder {path}: its files declare {declared}, but the "
+                                           f"loaded model has {loaded}; the fingerprint cannot be trusted")
+                self._model = model
             return self._model
 
     @property
@@ -138,13 +145,32 @@ class Embedder:
         """The model's word-piece tokenizer (a Hugging Face fast tokenizer)."""
         return self.model.tokenizer
 
+    def _declared(self) -> dict[str, int]:
+        """``max_seq_length`` and ``dimension`` as the model folder's sentence-transformers files declare them,
+        so that the fingerprint (and a run whose every text is in the embedding cache) needs no model load."""
+        path, _, _ = self._resolve_path()
+        out: dict[str, int] = {}
+        for key, name, field_ in (("max_seq_length", "sentence_bert_config.json", "max_seq_length"),
+                                  ("dimension", "1_Pooling/config.json", "word_embedding_dimension")):
+            try:
+                value = json.loads((path / name).read_text(encoding="utf-8")).get(field_)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[key] = value
+        return out
+
     @property
     def max_seq_length(self) -> int:
         """Word pieces one forward pass reads, [CLS] and [SEP] included."""
+        if self._model is None and "max_seq_length" in self._declared():
+            return self._declared()["max_seq_length"]
         return int(self.model.max_seq_length)
 
     @property
     def dimension(self) -> int:
+        if self._model is None and "dimension" in self._declared():
+            return self._declared()["dimension"]
         return int(self.model.get_embedding_dimension())
 
     @property

@@ -23,3 +23,17 @@ def test_an_embedding_is_the_same_bits_in_any_batch(embedder) -> None:
         batch = others[:position] + [target] + others[position:]
         got = embedder.embed(batch, progress=False)
         assert np.array_equal(got.chunks[got.owner == position][0], alone), (size, position)
+
+
+@pytest.mark.slow
+def test_the_fingerprint_needs_no_model_load_and_matches_the_loaded_model() -> None:
+    """A run whose texts are all in the embedding cache never loads the model: the fingerprint comes from
+    the model folder's files, and is the same once the model is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom conformance.embedder import Embedder\ne = Embedder()\nbefore = e.fingerprint\n"
+            "assert 'sentence_transformers' not in sys.modules and 'torch' not in sys.modules, 'loaded'\n"
+            "e.model\ne._fingerprint = None\nassert e.fingerprint == before, (e.fingerprint, before)\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "ok", done.stderr
