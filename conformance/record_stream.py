@@ -15,7 +15,7 @@ from typing import Any
 from conformance.errors import InputFileError, RecordProblem
 from conformance.records import (
     REQUIRED_FIELDS, InvalidRow, Record, RecordsLike, _check_columns, _format_of, _is_missing, _plain, _read_jsonl,
-    as_record_set, validate_row,
+    as_record_set, reading, validate_row,
 )
 
 #: Records read, validated and scored at a time by the streaming doors (``conformance score``).
@@ -177,7 +177,7 @@ def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int) -> Iterat
     any_field = False
     chunk: list[Record | InvalidRow] = []
     n = 0
-    try:
+    with reading(path, fmt):
         for row, item in _raw_rows(path, fmt, files, chunk_size):
             n += 1
             if isinstance(item, RecordProblem):
@@ -196,12 +196,6 @@ def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int) -> Iterat
             if any_field:
                 raise InputFileError(f"{path}: required field(s) {', '.join(missing)} appear in no row; "
                                      f"every record needs {', '.join(REQUIRED_FIELDS)}")
-    except InputFileError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
-        raise InputFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
-    except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
-        raise InputFileError(f"{path}: cannot be read as {fmt}: {type(exc).__name__}: {exc}") from exc
     if not n:
         raise InputFileError(f"{path}: contains no records")
     if chunk:

@@ -16,6 +16,7 @@ import gzip
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -277,7 +278,7 @@ def read_records(path: str | Path) -> RecordSet:
     seen: dict[str, int] = {}
     rows: list[Record | InvalidRow] = []
     present: set[str] = set()
-    try:
+    with reading(path, fmt):
         if fmt == "jsonl":
             for row, item in _read_jsonl(path):
                 if isinstance(item, RecordProblem):
@@ -294,15 +295,22 @@ def read_records(path: str | Path) -> RecordSet:
         else:
             for row, item in _read_table(path, fmt):
                 rows.append(validate_row(row, item, seen))
+    if not rows:
+        raise InputFileError(f"{path}: contains no records")
+    return RecordSet(path=str(path), rows=tuple(rows))
+
+
+@contextmanager
+def reading(path: Path, fmt: str) -> Iterator[None]:
+    """Turn any failure to read ``path`` as ``fmt`` into an :class:`InputFileError` naming the file."""
+    try:
+        yield
     except InputFileError:
         raise
     except (OSError, UnicodeDecodeError, ValueError, EOFError) as exc:
         raise InputFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
         raise InputFileError(f"{path}: cannot be read as {fmt}: {type(exc).__name__}: {exc}") from exc
-    if not rows:
-        raise InputFileError(f"{path}: contains no records")
-    return RecordSet(path=str(path), rows=tuple(rows))
 
 
 def _check_columns(where: str, columns: Iterable[Any]) -> None:
