@@ -406,3 +406,55 @@ def test_progress_is_a_log_line_off_a_terminal_and_nothing_when_asked(capsys: py
     with Progress(desc="scoring", total=10, enabled=None, stream=short) as p:  # a short job's log stays quiet
         p.update(10)
     assert short.getvalue() == ""
+
+
+# -- the rank tests on every output of a large group ----------------------------------------------
+
+
+def test_rank_tests_on_every_output_see_a_shift_and_not_the_order() -> None:
+    from conformance.stats.block_ranks import block_rank_p_values
+
+    rng = np.random.default_rng(1)
+    cal = rng.normal(size=200)
+    cal_groups = [f"c{i // 2}" for i in range(200)]
+    codes = np.repeat(np.arange(400, dtype=np.uint64) * 7919, 3)
+    shifted = rng.normal(size=1200) + 0.5
+    p, n_x, n_y = block_rank_p_values(shifted, codes, cal, cal_groups, n_permutations=1000, seed=0)
+    assert (n_x, n_y) == (400, 100) and p["mann_whitney"] == pytest.approx(1 / 1001)
+    order = rng.permutation(1200)
+    again, _, _ = block_rank_p_values(shifted[order], codes[order], cal, cal_groups, n_permutations=1000, seed=0)
+    assert again == p
+    with pytest.raises(ValueError, match="n_permutations must be an integer >= 1000"):
+        block_rank_p_values(shifted, codes, cal, cal_groups, n_permutations=10, seed=0)
+
+
+@pytest.mark.slow
+def test_rank_tests_on_every_output_keep_their_level() -> None:
+    """Null batches of 150 prompts x 4 outputs (alike within a prompt) against 80 calibration prompts x 2, whole
+    prompts permuted: each rank test rejects at alpha/2 = 0.05 within its 95 % interval or below."""
+    from conformance.stats.block_ranks import block_rank_p_values
+
+    rng = np.random.default_rng(9)
+    trials, level = 300, 0.05
+    rejections = {"mann_whitney": 0, "kolmogorov_smirnov": 0}
+    for t in range(trials):
+        cal = np.repeat(rng.normal(size=80), 2) + 0.5 * rng.normal(size=160)
+        batch = np.repeat(rng.normal(size=150), 4) + 0.5 * rng.normal(size=600)
+        p, _, _ = block_rank_p_values(batch, np.repeat(np.arange(150, dtype=np.uint64), 4), cal,
+                                      [f"c{i // 2}" for i in range(160)], n_permutations=1000, seed=t)
+        for name in rejections:
+            rejections[name] += p[name] <= level
+    half = stats.norm.ppf(0.975) * np.sqrt(level * (1 - level) / trials)
+    for name, count in rejections.items():
+        assert count / trials <= level + half, (name, count / trials)
+    assert sum(rejections.values()) > 0  # it does reject under the null, at about its level
+
+
+def test_a_large_group_runs_the_rank_tests_on_every_output(baseline) -> None:
+    rows = _audited(700, shift_every=10**9)
+    result = conformance.score(rows, baselines=[baseline], embedder=FakeEmbedder(), chunk_size=100)  # type: ignore[arg-type]
+    tests = result.summaries[0].tests
+    assert tests is not None and tests["n_batch"] == 700 and tests["permutation_unit"] == "group"
+    assert any("rank tests used every output" in note and "(700 outputs)" in note for note in tests["notes"])
+    assert any("MMD and energy used a seeded sample of whole prompts" in note for note in tests["notes"])
+    assert set(tests["p_values"]) == {"mann_whitney", "kolmogorov_smirnov", "mmd", "energy"}

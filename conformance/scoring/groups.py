@@ -11,7 +11,8 @@ import numpy as np
 from conformance.baseline.format import Baseline
 from conformance.defaults import BATCH_SEED, PERMUTATIONS
 from conformance.records import prompt_key_of
-from conformance.scoring.reservoir import PromptReservoir
+from conformance.scoring.reservoir import PromptReservoir, priority
+from conformance.stats.block_ranks import streamed_batch_tests
 from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
@@ -42,6 +43,9 @@ class GroupAccumulator:
         self.n = 0
         self.counts = {name: 0 for name in VERDICTS}
         self.scores = array("d")
+        #: Per scored output: its score under the batch tests' own rule (NaN if none), and its prompt's code.
+        self.batch_values = array("d")
+        self.keys = array("Q")
         self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
         self.missing = {"embedding": 0, "batch_score": 0, "residual": 0}
 
@@ -52,10 +56,13 @@ class GroupAccumulator:
         if verdict.score is None:
             return
         self.scores.append(float(verdict.score))
+        self.batch_values.append(float("nan") if batch_score is None else float(batch_score))
+        key = _prompt_key(verdict)
+        self.keys.append(priority(self.reservoir.seed, key))  # the prompt's code for the rank tests
         for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual)):
             self.missing[name] += value is None
         # Copies: a row of a chunk's array would keep the whole array alive while the row is in the reservoir.
-        self.reservoir.add(_prompt_key(verdict), _Item(
+        self.reservoir.add(key, _Item(
             float(verdict.score), batch_score, None if embedding is None else np.array(embedding, copy=True),
             None if residual is None else np.array(residual, copy=True)))
 
@@ -69,6 +76,8 @@ class GroupAccumulator:
         for name, count in other.counts.items():
             self.counts[name] += count
         self.scores.extend(other.scores)
+        self.batch_values.extend(other.batch_values)
+        self.keys.extend(other.keys)
         for name, count in other.missing.items():
             self.missing[name] += count
         self.reservoir.merge(other.reservoir)
@@ -102,8 +111,8 @@ class GroupAccumulator:
             embedding_note = ("; MMD and energy compare what each output says beyond what its input predicts, "
                               "so that a batch about other topics is not a difference in itself")
         if not self.reservoir.complete:
-            reservoir_note = (f"; a seeded sample of whole prompts ({self.reservoir.n_kept} of the {n_scored} "
-                              f"outputs) was tested")
+            reservoir_note = (f"; the rank tests used every output, MMD and energy a seeded sample of whole "
+                              f"prompts ({self.reservoir.n_kept} of the {n_scored} outputs)")
         if (spec.batch_unit == "prompt" and baseline.calibration_prompt_keys is not None
                 and baseline.calibration_scores_by_record is not None):
             # Every kept output on both sides; the permutation tests move whole prompts (conversations), since
@@ -119,14 +128,26 @@ class GroupAccumulator:
                 cal_scores = np.asarray(baseline.batch_calibration_scores_by_record, dtype=np.float64)
                 rule_note = ("; the two rank tests use a score that adds up small differences in every measured "
                              "property, which suits a batch better than the per-output score")
+            tested = (f"{len(set(batch_groups))} of the batch's prompts, {len(batch_groups)} outputs"
+                      if self.reservoir.complete else f"{n_scored} outputs")
             unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
-                         f"{len(set(batch_groups))} of the batch's prompts, "
-                         f"{len(batch_groups)} outputs, against {len(set(cal_groups))} approved calibration prompts, "
+                         f"{tested}, against {len(set(cal_groups))} approved calibration prompts, "
                          f"{len(cal_groups)} outputs{rule_note}{reservoir_note})")
-            result = batch_tests(batch_values, cal_scores, batch_embeddings,
-                                 cal_embeddings if batch_embeddings is not None else None,
-                                 n_permutations=n_permutations, seed=seed, groups=batch_groups,
-                                 calibration_groups=cal_groups, max_batch=max(2, self.reservoir.n_kept))
+            if self.reservoir.complete:
+                result = batch_tests(batch_values, cal_scores, batch_embeddings,
+                                     cal_embeddings if batch_embeddings is not None else None,
+                                     n_permutations=n_permutations, seed=seed, groups=batch_groups,
+                                     calibration_groups=cal_groups, max_batch=max(2, self.reservoir.n_kept))
+            else:
+                # Larger than the reservoir: the rank tests on every output, MMD and energy on the reservoir.
+                every = (np.frombuffer(self.batch_values, dtype=np.float64) if rule_note
+                         else np.frombuffer(self.scores, dtype=np.float64))
+                result = streamed_batch_tests(
+                    every, np.frombuffer(self.keys, dtype=np.uint64), cal_scores, cal_groups,
+                    sample_values=batch_values, sample_groups=batch_groups, sample_embeddings=batch_embeddings,
+                    calibration_sample_values=cal_scores,
+                    calibration_embeddings=cal_embeddings if batch_embeddings is not None else None,
+                    n_permutations=n_permutations, seed=seed)
         else:
             # A baseline without calibration prompt keys (format 1): the rank tests on every score, the
             # embedding tests on the reservoir.
