@@ -248,8 +248,7 @@ def encode_state(scorer: Any, plan: Any) -> bytes:
         res = acc.reservoir
         groups.append({
             "cell": list(cell), "n": acc.n, "counts": acc.counts, "scores": acc.scores.tolist(), "missing": acc.missing,
-            "batch_values": _array(np.frombuffer(acc.batch_values, dtype=np.float64)),
-            "keys": _array(np.frombuffer(acc.keys, dtype=np.uint64)),
+            "keys": _array(np.frombuffer(acc.keys, dtype=np.uint32)),
             "reservoir": {"max_outputs": res.max_outputs, "seed": res.seed, "n_kept": res.n_kept,
                           "n_seen": res.n_seen, "cut": None if res.cut is None else str(res.cut),
                           "items": [[key, [{"score": i.score, "batch_score": i.batch_score,
@@ -279,7 +278,6 @@ def decode_state(data: bytes, scorer: Any, plan: Any) -> int:
         r = g["reservoir"]
         acc = GroupAccumulator(*cell, max_outputs=r["max_outputs"], seed=r["seed"])
         acc.n, acc.counts, acc.scores, acc.missing = g["n"], g["counts"], array("d", g["scores"]), g["missing"]
-        acc.batch_values.frombytes(_bytes_of(g["batch_values"]))
         acc.keys.frombytes(_bytes_of(g["keys"]))
         res = acc.reservoir
         res.n_kept, res.n_seen = r["n_kept"], r["n_seen"]

@@ -417,7 +417,7 @@ def test_rank_tests_on_every_output_see_a_shift_and_not_the_order() -> None:
     rng = np.random.default_rng(1)
     cal = rng.normal(size=200)
     cal_groups = [f"c{i // 2}" for i in range(200)]
-    codes = np.repeat(np.arange(400, dtype=np.uint64) * 7919, 3)
+    codes = np.repeat(np.arange(400, dtype=np.uint32) * 7919, 3)
     shifted = rng.normal(size=1200) + 0.5
     p, n_x, n_y = block_rank_p_values(shifted, codes, cal, cal_groups, n_permutations=1000, seed=0)
     assert (n_x, n_y) == (400, 100) and p["mann_whitney"] == pytest.approx(1 / 1001)
@@ -440,7 +440,7 @@ def test_rank_tests_on_every_output_keep_their_level() -> None:
     for t in range(trials):
         cal = np.repeat(rng.normal(size=80), 2) + 0.5 * rng.normal(size=160)
         batch = np.repeat(rng.normal(size=150), 4) + 0.5 * rng.normal(size=600)
-        p, _, _ = block_rank_p_values(batch, np.repeat(np.arange(150, dtype=np.uint64), 4), cal,
+        p, _, _ = block_rank_p_values(batch, np.repeat(np.arange(150, dtype=np.uint32), 4), cal,
                                       [f"c{i // 2}" for i in range(160)], n_permutations=1000, seed=t)
         for name in rejections:
             rejections[name] += p[name] <= level
@@ -455,6 +455,18 @@ def test_a_large_group_runs_the_rank_tests_on_every_output(baseline) -> None:
     result = conformance.score(rows, baselines=[baseline], embedder=FakeEmbedder(), chunk_size=100)  # type: ignore[arg-type]
     tests = result.summaries[0].tests
     assert tests is not None and tests["n_batch"] == 700 and tests["permutation_unit"] == "group"
-    assert any("rank tests used every output" in note and "(700 outputs)" in note for note in tests["notes"])
+    assert any("rank tests used 700 outputs" in note for note in tests["notes"])
+    assert "the rank tests used every output" in result.summaries[0].reason
     assert any("MMD and energy used a seeded sample of whole prompts" in note for note in tests["notes"])
     assert set(tests["p_values"]) == {"mann_whitney", "kolmogorov_smirnov", "mmd", "energy"}
+
+
+def test_the_rank_sample_beyond_its_limit_is_whole_prompts_in_priority_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.scoring import groups
+
+    monkeypatch.setattr(groups, "RANK_OUTPUTS", 10)
+    codes = np.array([5, 1, 9, 1, 5, 3, 3, 3, 9, 7, 7, 2, 2, 2, 2], dtype=np.uint32)
+    values, kept = groups._rank_sample(np.arange(15, dtype=np.float64), codes)
+    # prompts by code: 1 (2 outputs), 2 (4), 3 (3) fit in 10; 5 would make 11
+    assert sorted(set(kept.tolist())) == [1, 2, 3] and len(values) == 9
+    assert values.tolist() == [1.0, 3.0, 5.0, 6.0, 7.0, 11.0, 12.0, 13.0, 14.0]

@@ -42,10 +42,10 @@ class GroupAccumulator:
         self.model_version, self.input_class = model_version, input_class
         self.n = 0
         self.counts = {name: 0 for name in VERDICTS}
+        #: Per scored output, for the rank tests: its score under the batch tests' own rule when it has one,
+        #: else its score (12 bytes with its prompt's code, the top 32 bits of its reservoir priority).
         self.scores = array("d")
-        #: Per scored output: its score under the batch tests' own rule (NaN if none), and its prompt's code.
-        self.batch_values = array("d")
-        self.keys = array("Q")
+        self.keys = array("I")
         self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
         self.missing = {"embedding": 0, "batch_score": 0, "residual": 0}
 
@@ -55,10 +55,9 @@ class GroupAccumulator:
         self.counts[verdict.verdict] += 1
         if verdict.score is None:
             return
-        self.scores.append(float(verdict.score))
-        self.batch_values.append(float("nan") if batch_score is None else float(batch_score))
+        self.scores.append(float(verdict.score if batch_score is None else batch_score))
         key = _prompt_key(verdict)
-        self.keys.append(priority(self.reservoir.seed, key))  # the prompt's code for the rank tests
+        self.keys.append(priority(self.reservoir.seed, key) >> 32)
         for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual)):
             self.missing[name] += value is None
         # Copies: a row of a chunk's array would keep the whole array alive while the row is in the reservoir.
@@ -76,7 +75,6 @@ class GroupAccumulator:
         for name, count in other.counts.items():
             self.counts[name] += count
         self.scores.extend(other.scores)
-        self.batch_values.extend(other.batch_values)
         self.keys.extend(other.keys)
         for name, count in other.missing.items():
             self.missing[name] += count
@@ -111,7 +109,9 @@ class GroupAccumulator:
             embedding_note = ("; MMD and energy compare what each output says beyond what its input predicts, "
                               "so that a batch about other topics is not a difference in itself")
         if not self.reservoir.complete:
-            reservoir_note = (f"; the rank tests used every output, MMD and energy a seeded sample of whole "
+            ranked = ("every output" if n_scored <= RANK_OUTPUTS else
+                      f"a seeded sample of whole prompts of at most {RANK_OUTPUTS:,} outputs")
+            reservoir_note = (f"; the rank tests used {ranked}, MMD and energy a seeded sample of whole "
                               f"prompts ({self.reservoir.n_kept} of the {n_scored} outputs)")
         if (spec.batch_unit == "prompt" and baseline.calibration_prompt_keys is not None
                 and baseline.calibration_scores_by_record is not None):
@@ -133,17 +133,18 @@ class GroupAccumulator:
             unit_note = (f" (all outputs, those of one prompt kept together when the tests shuffle them: "
                          f"{tested}, against {len(set(cal_groups))} approved calibration prompts, "
                          f"{len(cal_groups)} outputs{rule_note}{reservoir_note})")
-            if self.reservoir.complete:
+            if self.reservoir.complete or 0 < self.missing["batch_score"] < n_scored:
                 result = batch_tests(batch_values, cal_scores, batch_embeddings,
                                      cal_embeddings if batch_embeddings is not None else None,
                                      n_permutations=n_permutations, seed=seed, groups=batch_groups,
                                      calibration_groups=cal_groups, max_batch=max(2, self.reservoir.n_kept))
             else:
-                # Larger than the reservoir: the rank tests on every output, MMD and energy on the reservoir.
-                every = (np.frombuffer(self.batch_values, dtype=np.float64) if rule_note
-                         else np.frombuffer(self.scores, dtype=np.float64))
+                # Larger than the reservoir: the rank tests on every output (up to RANK_OUTPUTS, whole prompts
+                # in the reservoir's order beyond), MMD and energy on the reservoir.
+                every, codes = _rank_sample(np.frombuffer(self.scores, dtype=np.float64),
+                                            np.frombuffer(self.keys, dtype=np.uint32))
                 result = streamed_batch_tests(
-                    every, np.frombuffer(self.keys, dtype=np.uint64), cal_scores, cal_groups,
+                    every, codes, cal_scores, cal_groups,
                     sample_values=batch_values, sample_groups=batch_groups, sample_embeddings=batch_embeddings,
                     calibration_sample_values=cal_scores,
                     calibration_embeddings=cal_embeddings if batch_embeddings is not None else None,
@@ -169,6 +170,21 @@ class GroupAccumulator:
             tests["embeddings"] = embedding_kind
         return GroupSummary(mv, ic, self.n, counts, p, verdict, result.description, uri, baseline.alpha, reason,
                             tests=tests)
+
+
+#: The rank tests of a large group use every output up to this many; beyond, the whole prompts of smallest
+#: reservoir priority up to this many outputs (so that their working memory stays bounded).
+RANK_OUTPUTS = 100_000
+
+
+def _rank_sample(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if values.size <= RANK_OUTPUTS:
+        return values, codes
+    unique, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)  # in priority order
+    take = np.cumsum(counts) <= RANK_OUTPUTS
+    take[0] = True
+    keep = take[inverse]
+    return values[keep], codes[keep]
 
 
 def summarise(

@@ -21,8 +21,10 @@ from scipy import stats
 
 from conformance.stats.two_sample import BatchTestResult, _block_batch_tests, _permutation_p_value
 
-#: Labellings evaluated at once (memory: this many times the number of outputs, in floats).
+#: Labellings evaluated at once, at most; fewer for a large batch, so that the transient arrays stay near
+#: ``OUTPUTS_AT_ONCE`` floats (8 MB) each.
 LABELLINGS_AT_ONCE = 8
+OUTPUTS_AT_ONCE = 1 << 20
 
 
 def block_rank_p_values(
@@ -62,8 +64,9 @@ def block_rank_p_values(
     mw = np.empty(n_permutations + 1)
     ks = np.empty(n_permutations + 1)
     done = 0
+    at_once = max(1, min(LABELLINGS_AT_ONCE, OUTPUTS_AT_ONCE // pooled.size))
     while done < n_permutations + 1:
-        count = min(LABELLINGS_AT_ONCE, n_permutations + 1 - done)
+        count = min(at_once, n_permutations + 1 - done)
         on_x = np.zeros((count, n_groups), dtype=bool)
         first = 0
         if done == 0:
@@ -80,7 +83,9 @@ def block_rank_p_values(
         r_x = on_x.astype(np.float64) @ rank_sums
         mw[done:done + count] = r_x / n_x - (total_rank - r_x) / (total_n - n_x)
         signs = np.where(on_x[:, member_sorted], (1.0 / n_x)[:, None], (-1.0 / (total_n - n_x))[:, None])
-        ks[done:done + count] = np.abs(np.cumsum(signs, axis=1)[:, ends]).max(axis=1)
+        np.cumsum(signs, axis=1, out=signs)
+        gaps = signs[:, ends]
+        ks[done:done + count] = np.abs(gaps, out=gaps).max(axis=1)
         done += count
     return ({"mann_whitney": _permutation_p_value(mw), "kolmogorov_smirnov": _permutation_p_value(ks)},
             k_x, n_groups - k_x)
@@ -96,8 +101,8 @@ def streamed_batch_tests(
     every output (``values``, ``groups``), MMD and energy on the reservoir's whole prompts (``sample_*``)."""
     p_values, n_groups_x, n_groups_y = block_rank_p_values(
         values, groups, calibration_values, calibration_groups, n_permutations=n_permutations, seed=seed)
-    notes = [f"the two rank tests used every output, whole groups permuted: {n_groups_x} batch groups "
-             f"({len(values)} outputs) against {n_groups_y} calibration groups ({len(calibration_values)} outputs)"]
+    notes = [f"the two rank tests used {len(values)} outputs, whole groups permuted: {n_groups_x} batch groups "
+             f"against {n_groups_y} calibration groups ({len(calibration_values)} outputs)"]
     if sample_embeddings is not None and calibration_embeddings is not None:
         sampled = _block_batch_tests(sample_values, calibration_sample_values, sample_embeddings,
                                      calibration_embeddings, sample_groups, calibration_groups,
