@@ -332,7 +332,7 @@ def score(
     if fdr is not None:
         check_fdr(fdr)
     # A missing or unreadable file fails here, before the heavy imports.
-    stream = stream_records(records, chunk_size=chunk_size or CHUNK_SIZE)
+    stream = stream_records(records, chunk_size=chunk_size or CHUNK_SIZE, count=progress is not False)
     from conformance.ledger.store import new_run_id
     from conformance.progress import Progress
     from conformance.scoring.stream import StreamScorer

@@ -40,12 +40,15 @@ class RecordStream:
         return self.chunks
 
 
-def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE) -> RecordStream:
+def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE, count: bool = False) -> RecordStream:
     """Read and validate records chunk by chunk (bounded memory for files of any size).
 
     JSON Lines are read line by line; CSV in chunks of rows (every cell as text, as :func:`read_records`);
     Parquet by record batches, and a folder is read as one dataset of its ``*.parquet`` files (in name
     order). In-memory sources (:func:`as_record_set`'s kinds) are validated as a whole, then chunked.
+
+    With ``count``, a JSON Lines file is read once more first, to count its rows (``total``, for a
+    progress bar's ETA); Parquet says its row count in its metadata.
 
     Problems with the source as a whole raise :class:`~conformance.errors.InputFileError`: a missing or
     unreadable file at once; a required field that appears in no row (JSON Lines) when the stream ends.
@@ -71,7 +74,20 @@ def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE) -> Rec
     total = None
     if fmt == "parquet":
         total = _parquet_rows(path, files)
+    elif fmt == "jsonl" and count:
+        total = _jsonl_rows(path)
     return RecordStream(str(path), _chunked(path, fmt, files, chunk_size), total=total)
+
+
+def _jsonl_rows(path: Path) -> int | None:
+    """The number of rows (non-blank lines) of a JSON Lines file, or ``None`` if it cannot be read."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            return sum(1 for line in handle if line.strip())
+    except (OSError, EOFError):
+        return None  # the read proper says what is wrong
 
 
 def _parquet_rows(where: Path, files: list[Path]) -> int:

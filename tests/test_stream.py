@@ -470,3 +470,9 @@ def test_the_rank_sample_beyond_its_limit_is_whole_prompts_in_priority_order(mon
     # prompts by code: 1 (2 outputs), 2 (4), 3 (3) fit in 10; 5 would make 11
     assert sorted(set(kept.tolist())) == [1, 2, 3] and len(values) == 9
     assert values.tolist() == [1.0, 3.0, 5.0, 6.0, 7.0, 11.0, 12.0, 13.0, 14.0]
+
+
+def test_a_jsonl_stream_counts_its_rows_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" + ("\n" if i % 3 == 0 else "") for i, r in enumerate(_audited(10))))
+    assert stream_records(path, count=True).total == 12 and stream_records(path).total is None
