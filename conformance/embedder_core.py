@@ -291,9 +291,9 @@ def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def embed_inputs(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+def embed_inputs(embedder: Embedder, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
     """One pooled embedding per input text (each distinct input embedded once)."""
     distinct = sorted(set(texts))
-    pooled = embedder.embed(distinct, desc="embedding inputs").pooled().astype(np.float64)
+    pooled = embedder.embed(distinct, desc="embedding inputs", progress=progress).pooled().astype(np.float64)
     where = {text: i for i, text in enumerate(distinct)}
     return pooled[[where[t] for t in texts]]

@@ -301,7 +301,8 @@ def build_baseline(
     cal_residuals: np.ndarray | None = None
     if scorer == "combined":
         cal_scores, batch_cal_scores, cal_residuals, scorer_meta, state = _fit_combined(
-            split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed, sampled=chosen == "sample")
+            split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed, sampled=chosen == "sample",
+            progress=progress)
     else:
         cal_scores, _ = chunked_knn_scores(cal_emb.chunks, cal_emb.owner, cal_emb.n_texts, fit_emb.chunks, k_used)
     if support.is_small:
@@ -360,14 +361,14 @@ def build_baseline(
 
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
-    k: int, seed: int, sampled: bool,
+    k: int, seed: int, sampled: bool, progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
     with the batch tests' rule, :data:`conformance.stats.combined.BATCH_COMBINATION`) and give its residual
     embeddings (for the batch MMD and energy tests)."""
     window = int(embedder.fingerprint["chunking"]["window"])
-    fit_in = embed_inputs(embedder, [r.input for r in split.fit])
-    cal_in = embed_inputs(embedder, [r.input for r in split.calibration])
+    fit_in = embed_inputs(embedder, [r.input for r in split.fit], progress=progress)
+    cal_in = embed_inputs(embedder, [r.input for r in split.calibration], progress=progress)
     fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window)
     cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
     units = [DESCRIPTOR_UNITS[name] for name in DESCRIPTORS]

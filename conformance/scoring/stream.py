@@ -127,7 +127,8 @@ class StreamScorer:
                 cell_records = by_cell[cell]
                 part = _slice(embedded, start, start + len(cell_records))
                 start += len(cell_records)
-                inputs = (embed_inputs(embedder, [r.input for r in cell_records]) if baseline.spec.is_combined
+                inputs = (embed_inputs(embedder, [r.input for r in cell_records], progress=self.progress)
+                          if baseline.spec.is_combined
                           else None)
                 batch_scores: dict[int, float] = {}
                 residuals: dict[int, np.ndarray] = {}
