@@ -131,11 +131,11 @@ def _raw_rows(path: Path, fmt: str, files: list[Path], chunk_size: int
 
 
 class SeenIds:
-    """The record ids of a stream and the row each first appeared in, in about 24 bytes per id.
+    """The record ids of a stream and the row each first appeared in, in about 20 bytes per id.
 
     The dict-like part :func:`~conformance.records.validate_row` uses (``in``, ``[]``, ``[]=``). Recent ids
     wait in a dict; every ``flush_every`` they move into sorted arrays of 128-bit digests (BLAKE2b) and
-    rows, so a stream of a million records keeps ~24 MB, not the ~130 MB of a dict of strings. Two ids
+    rows, so a stream of a million records keeps ~20 MB, not the ~130 MB of a dict of strings. Two ids
     with the same 128-bit digest would be taken for one: about 1 in 10^26 for a million ids.
     """
 
@@ -146,7 +146,7 @@ class SeenIds:
         self.flush_every = flush_every
         self._recent: dict[str, int] = {}
         self._digests = np.empty(0, dtype="S16")
-        self._rows = np.empty(0, dtype=np.int64)
+        self._rows = np.empty(0, dtype=np.uint32)  # rows up to 4,294,967,295
 
     @staticmethod
     def _digest(record_id: str) -> bytes:
@@ -180,7 +180,7 @@ class SeenIds:
     def _flush(self) -> None:
         np = self._np
         digests = np.array([self._digest(k) for k in self._recent], dtype="S16")
-        rows = np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent))
+        rows = np.fromiter(self._recent.values(), dtype=np.uint32, count=len(self._recent))
         digests, rows = np.concatenate([self._digests, digests]), np.concatenate([self._rows, rows])
         order = np.argsort(digests, kind="stable")
         self._digests, self._rows = digests[order], rows[order]

@@ -291,7 +291,7 @@ def decode_state(data: bytes, scorer: Any, plan: Any) -> int:
     p_values = _unarray(state["p_values"])
     assert p_values is not None
     scorer._p_values = array("d", p_values.tolist())
-    scorer._p_groups = array("l", state["p_groups"])
+    scorer._p_groups = array("i", state["p_groups"])
     scorer.n = state["n"]
     p = state["plan"]
     plan.columns = dict.fromkeys(p["columns"])

@@ -85,7 +85,7 @@ class StreamScorer:
         self.resolved: dict[tuple[str, str], tuple[str, Baseline] | str] = {}
         self.groups: dict[Cell, GroupAccumulator] = {}
         self._p_values = array("d")
-        self._p_groups = array("l")
+        self._p_groups = array("i")
         self._group_index: dict[Cell, int] = {}
         self.n = 0
 
@@ -197,7 +197,7 @@ class StreamScorer:
             return summaries, None
         result = benjamini_hochberg(np.frombuffer(self._p_values, dtype=np.float64), self.fdr)
         flags = np.asarray(result.flags, dtype=bool)
-        flagged = np.bincount(np.frombuffer(self._p_groups, dtype=np.int64)[flags],
+        flagged = np.bincount(np.frombuffer(self._p_groups, dtype=np.int32)[flags],
                               minlength=len(self._group_index))
         batch = result.to_dict() | {"scope": "whole batch (all groups)", "procedure": "benjamini-hochberg"}
         summaries = [replace(s, fdr=batch | {"n_flagged_in_group": int(flagged[self._group_index[cell]])})
