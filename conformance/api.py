@@ -352,7 +352,7 @@ def score(
         # Pass 1: judge every record, chunk by chunk; the batch tests need the whole batch.
         keep = baselines is None if cache is None else cache
         scorer = StreamScorer(resolve, fdr=fdr, progress=False,
-                              embedder=_choose_cached(keep) if embedder is None else _cached(embedder, keep))
+                              embedder=embedder_chooser(keep) if embedder is None else _cached(embedder, keep))
         plan = ColumnPlan(fdr=fdr is not None)
         counts = {name: 0 for name in VERDICTS}
         with Progress(desc="scoring", total=stream.total, enabled=progress) as bar:
@@ -471,7 +471,7 @@ def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | N
     return resolve
 
 
-def _choose_cached(keep: bool) -> Callable[[dict[str, Any]], Embedder]:
+def embedder_chooser(keep: bool) -> Callable[[dict[str, Any]], Embedder]:
     """For each baseline, the process-wide embedder of its backend (:func:`conformance.embedder.embedder_for`)
     behind the embedding cache, one wrapper per backend."""
     from conformance.embedder import backend_of, embedder_for

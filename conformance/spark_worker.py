@@ -185,16 +185,9 @@ def score_partition(partition: int, items: Iterable[tuple[Any, int]], context: C
         scorer = StreamScorer(resolve, embedder=CachedEmbedder(embedder_from(context.embedder), path=None),
                               scored_at=context.scored_at, progress=False)
     else:
-        from conformance.embedder import backend_of, embedder_for
+        from conformance.api import embedder_chooser
 
-        wrappers: dict[str, Any] = {}
-
-        def choose(fingerprint: dict[str, Any]) -> Any:
-            backend = backend_of(fingerprint)
-            if backend not in wrappers:
-                wrappers[backend] = CachedEmbedder(embedder_for(fingerprint), path=None)
-            return wrappers[backend]
-
+        choose = embedder_chooser(False)
         scorer = StreamScorer(resolve, embedder=choose, scored_at=context.scored_at, progress=False)
     plan = ColumnPlan(fdr=context.fdr)
     chunk: list[Record | InvalidRow] = []

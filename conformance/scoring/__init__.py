@@ -3,6 +3,6 @@ group), ``reasons`` (the plain words), ``run`` (the whole set)."""
 
 from conformance.scoring.groups import summarise
 from conformance.scoring.judge import flag_threshold, judge
-from conformance.scoring.run import ScoringResult, apply_fdr, score_record_set
+from conformance.scoring.run import ScoringResult, score_record_set
 
-__all__ = ["ScoringResult", "apply_fdr", "flag_threshold", "judge", "score_record_set", "summarise"]
+__all__ = ["ScoringResult", "flag_threshold", "judge", "score_record_set", "summarise"]

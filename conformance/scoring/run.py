@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-
-import numpy as np
+from dataclasses import dataclass
 
 from conformance.embedder import Embedder
 from conformance.records import RecordSet
 from conformance.scoring.stream import Resolver, StreamScorer
-from conformance.stats.conformal import benjamini_hochberg
 from conformance.verdict import GroupSummary, Verdict
 
 
@@ -47,20 +43,3 @@ def score_record_set(
     if flags is not None:
         verdicts, _ = flags.apply(verdicts, 0)
     return ScoringResult(verdicts=verdicts, summaries=summaries)
-
-
-def apply_fdr(
-    verdicts: Sequence[Verdict], summaries: Sequence[GroupSummary], q: float
-) -> tuple[list[Verdict], list[GroupSummary]]:
-    """Benjamini-Hochberg at ``q`` over every verdict that has a p-value (the whole batch)."""
-    tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
-    result = benjamini_hochberg(np.array([verdicts[i].p_value for i in tested], dtype=np.float64), q)
-    out = list(verdicts)
-    for i, flag in zip(tested, result.flags):
-        out[i] = replace(out[i], bh_flag=bool(flag))
-    batch = result.to_dict() | {"scope": "whole batch (all groups)", "procedure": "benjamini-hochberg"}
-    groups = []
-    for summary in summaries:
-        members = [v for v in out if (v.model_version, v.input_class) == (summary.model_version, summary.input_class)]
-        groups.append(replace(summary, fdr=batch | {"n_flagged_in_group": sum(1 for v in members if v.bh_flag)}))
-    return out, groups
