@@ -6,7 +6,12 @@ the wall time of each whole process):
 * ``conformance --help``, ``conformance approve --help``;
 * ``conformance build missing.csv`` and ``conformance score missing.jsonl --out x.jsonl`` (both must fail
   at once with a clear message, before anything heavy is imported);
-* ``python -c "import conformance"``.
+* ``python -c "import conformance"``;
+* with ``--score-store DIR`` (a folder where the quickstart's ``conformance build
+  baselines/example/approved.jsonl --approve --by NAME`` has run): ``conformance score`` of a one-record
+  file whose output text is new (the embedder is loaded: target 10 s on an idle machine), then of the same
+  record under another id (its texts are in the embedding cache), each run with its peak RSS; with
+  ``--score-against CHECKOUT`` the same for another checkout's code, interleaved run for run.
 
 Once more under ``python -X importtime``, it lists which heavy libraries each command imported (numpy,
 scipy, torch, mlflow, sentence_transformers, pandas, ...) and its slowest top-level imports. The
@@ -96,6 +101,66 @@ def imports(argv: list[str], cwd: str) -> dict[str, object]:
             "slowest_top_level": [{"module": m, "cumulative_s": round(s, 3)} for s, m in top[:5]]}
 
 
+SCORE_TARGET_S = 10.0
+
+
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this (possibly shared, throttled) CPU is right now, so
+    that figures taken at different times can be compared. 2.0 s is this machine at its quickest."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(20_000_000):
+        total += i
+    return time.perf_counter() - start
+
+
+def run_measured(argv: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, int, int]:
+    """Wall time (s), peak RSS (MB) and exit code of one whole process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss // 1024, process.returncode
+
+
+def score_one(cli: list[str], store: Path, runs: int, against: Path | None) -> list[dict[str, object]]:
+    """``conformance score`` of one quickstart record with a new output text, then again from the cache;
+    with ``against`` (another checkout), the same runs of that code interleaved with these, one for one."""
+    example = Path(__file__).resolve().parent.parent / "baselines" / "example" / "audited.jsonl"
+    record = json.loads(example.read_text(encoding="utf-8").splitlines()[0])
+    trees: list[tuple[str, dict[str, str] | None]] = [("", None)]
+    if against is not None:
+        trees.append((f" [{against}]", {**os.environ, "PYTHONPATH": str(against)}))
+    rows = []
+    for label, cached in (("score, one record, new text", False), ("score, one record, cached text", True)):
+        figures: dict[str, dict[str, list[float]]] = {tree: {"wall": [], "rss": [], "code": []} for tree, _ in trees}
+        for _ in range(runs):
+            for tree, env in trees:
+                stamp = f"startup-{time.time_ns()}"
+                one, out = Path(store) / f"{stamp}.jsonl", Path(store) / f"{stamp}.out.jsonl"
+                text = f"{record['output']} ({stamp})"
+                argv = cli + ["score", str(one), "--out", str(out), "--no-progress"]
+                if cached:  # put the text in the cache first (untimed), then score it under another id
+                    one.write_text(json.dumps({**record, "record_id": stamp, "output": text}) + "\n", encoding="utf-8")
+                    run_measured(argv, str(store), env)
+                one.write_text(json.dumps({**record, "record_id": stamp + "-timed", "output": text}) + "\n",
+                               encoding="utf-8")
+                wall, peak, code = run_measured(argv, str(store), env)
+                figures[tree]["wall"].append(wall)
+                figures[tree]["rss"].append(peak)
+                figures[tree]["code"].append(code)
+                one.unlink(missing_ok=True)
+                out.unlink(missing_ok=True)
+        for tree, _ in trees:
+            times, rss = figures[tree]["wall"], figures[tree]["rss"]
+            rows.append({"command": label + tree, "median_s": statistics.median(times), "max_s": max(times),
+                         "min_s": min(times), "runs": runs, "peak_rss_mb": [int(min(rss)), int(max(rss))],
+                         "exit_codes": sorted({int(c) for c in figures[tree]["code"]}),
+                         "target_s": SCORE_TARGET_S if not cached else None})
+        print(f"timed {label}", file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,13 +168,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default %(default)s)")
     parser.add_argument("--cli", type=Path, help="the conformance script to time (default: beside this Python)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder startup.json is written to")
+    parser.add_argument("--score-store", type=Path, metavar="DIR",
+                        help="also time a one-record `conformance score` in DIR, where the quickstart's baselines "
+                             "are built and approved")
+    parser.add_argument("--score-against", type=Path, metavar="CHECKOUT",
+                        help="with --score-store: also time the one-record score of another checkout's code "
+                             "(run with PYTHONPATH=CHECKOUT), interleaved run for run, e.g. a worktree of the last "
+                             "release")
+    parser.add_argument("--score-runs", type=int, default=5, help="runs of each one-record score (default %(default)s)")
     args = parser.parse_args()
+    if args.score_store is not None and not (args.score_store / "conformance_store").is_dir():
+        raise SystemExit(f"--score-store: {args.score_store} has no conformance_store/; "
+                         "run the quickstart's build there")
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit(f"--runs must be at least 1 and --warmup at least 0, got {args.runs} and {args.warmup}")
     cli = cli_command(args.cli)
     cases = [(label, cli + extra, target) for label, extra, target in CLI_CASES]
     cases.append(('python -c "import conformance"', [sys.executable, "-c", "import conformance"], False))
     load_before = os.getloadavg()
+    probe_before = cpu_probe()
     rows = []
     with tempfile.TemporaryDirectory() as empty:
         for label, argv, target in cases:
@@ -117,28 +194,38 @@ def main() -> None:
             row["target_s"] = TARGET_S if target else None
             rows.append(row)
             print(f"timed {label}", file=sys.stderr, flush=True)
+    scored = (score_one(cli, args.score_store, args.score_runs, args.score_against)
+              if args.score_store is not None else [])
     load_after = os.getloadavg()
+    probe_after = cpu_probe()
     result = {
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0))
                     if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "load_average_before": load_before, "load_average_after": load_after},
+                    "load_average_before": load_before, "load_average_after": load_after,
+                    "cpu_probe_s_before": probe_before, "cpu_probe_s_after": probe_after},
         "cli": cli[1] if len(cli) == 2 else "python -c 'from conformance.cli import main'",
         "conformance": subprocess.run([sys.executable, "-c", "import conformance; print(conformance.__file__, "
                                        "conformance.__version__)"], capture_output=True, text=True).stdout.strip(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "commands": rows,
+        "score_one_record": scored,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "startup.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     m = result["machine"]
     print(f"{m['cpu_count']} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-          f"(1 min); {args.runs} runs each")
+          f"(1 min); {args.runs} runs each; CPU probe {probe_before:.2f} s before, {probe_after:.2f} s after")
     print(f"{'command':<48}{'median s':>9}{'max s':>8}{'exit':>6}  {'target':<8} heavy imports")
     for row in rows:
         verdict = "" if row["target_s"] is None else ("ok" if row["median_s"] <= TARGET_S else "SLOW")
         print(f"{row['command']:<48}{row['median_s']:>9.3f}{row['max_s']:>8.3f}{row['exit_code']:>6}  {verdict:<8} "
               + (", ".join(row["heavy"]) or "none"))
+    for row in scored:
+        verdict = "" if row["target_s"] is None else ("ok" if row["median_s"] <= SCORE_TARGET_S else "SLOW")
+        codes = ",".join(map(str, row["exit_codes"]))
+        print(f"{row['command']:<48}\n{'':<48}{row['median_s']:>9.3f}{row['max_s']:>8.3f}{codes:>6}  {verdict:<8} "
+              f"peak RSS {row['peak_rss_mb'][0]}-{row['peak_rss_mb'][1]} MB")
     print(f"wrote {args.out / 'startup.json'}")
 
 

@@ -22,11 +22,13 @@ Two properties matter for an audit trail:
   costs the same per row from 4 to 64 rows on the CPU (16.2 against 15.5 rows/s at 256 word pieces, 2 cores),
   while the filling wasted up to 63 rows per bucket (``benchmarks/README.md``).
 
-The forward pass has backends: ``torch`` (the default, sentence-transformers itself) and two ONNX Runtime
-ones, ``onnx`` (fp32) and ``onnx-int8`` (dynamic int8 quantisation), in :mod:`conformance.embedder_onnx`.
-Chunking, bucketing and filling are the same for all. A baseline records its backend in the embedder
-fingerprint (a ``backend`` key, absent for torch, so torch fingerprints are what they always were), and
-:func:`conformance.embedder.embedder_for` returns the embedder that matches a stored fingerprint.
+The forward pass has backends: ``torch`` (the default; the packaged model runs through
+:mod:`conformance.embedder_bert` with sentence-transformers' bits, any other folder through
+sentence-transformers) and two ONNX Runtime ones, ``onnx`` (fp32) and ``onnx-int8`` (dynamic int8
+quantisation), in :mod:`conformance.embedder_onnx`. Chunking, bucketing and filling are the same for all.
+A baseline records its backend in the embedder fingerprint (a ``backend`` key, absent for torch, so torch
+fingerprints are what they always were), and :func:`conformance.embedder.embedder_for` returns the embedder
+that matches a stored fingerprint.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class EmbeddedTexts:
 
 
 class Embedder:
-    """A sentence-transformers model with a fingerprint, used for every text.
+    """The sentence embedding model with a fingerprint, used for every text.
 
     Use :func:`conformance.embedder.get_embedder` to get the process-wide instance rather than
     constructing one per call: loading the model takes seconds. This class runs
@@ -114,23 +116,21 @@ class Embedder:
 
     @property
     def model(self) -> Any:
+        """The loaded model: :class:`conformance.embedder_bert.MeanPooledBert` for a folder it fits (the packaged
+        all-MiniLM-L6-v2), else a ``SentenceTransformer``. Both are called on a batch of features and return
+        ``{"sentence_embedding": tensor}``, with the same bits."""
         with self._lock:
             if self._model is None:
-                # No hub at run time, ever: fail instead of downloading.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                import transformers
-
-                # Chunking tokenises long texts on purpose; the library's warning
-                # about sequences longer than the window and its loading bars are noise here.
-                transformers.logging.set_verbosity_error()
-                transformers.logging.disable_progress_bar()
-                from sentence_transformers import SentenceTransformer
+                from conformance import embedder_bert
 
                 path, _, _ = self._resolve_path()
                 if not path.is_dir():
                     raise ConformanceError(f"embedder model folder {path} does not exist")
-                model: Any = SentenceTransformer(str(path), device="cpu")
+                model: Any
+                if embedder_bert.fits(path):
+                    model = embedder_bert.MeanPooledBert(path)
+                else:
+                    model = _sentence_transformer(path)
                 declared = self._declared()
                 loaded = {"max_seq_length": int(model.max_seq_length),
                           "dimension": int(model.get_embedding_dimension())}
@@ -283,6 +283,22 @@ class Embedder:
         with torch.inference_mode():
             vectors = self.model({name: torch.from_numpy(v) for name, v in features.items()})["sentence_embedding"]
         return np.asarray(vectors.numpy())
+
+
+def _sentence_transformer(path: Path) -> Any:
+    """``path`` loaded by sentence-transformers, offline."""
+    # No hub at run time, ever: fail instead of downloading.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+
+    # Chunking tokenises long texts on purpose; the library's warning
+    # about sequences longer than the window and its loading bars are noise here.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
 
 
 def fingerprint_digest(fingerprint: dict[str, Any]) -> str:

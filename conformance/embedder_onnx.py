@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from conformance.defaults import default_store_dir
+from conformance import embedder_bert
 from conformance.embedder_core import DEFAULT_MODEL, Embedder
 from conformance.errors import ConformanceError
 
@@ -93,13 +94,19 @@ def export_fp32(source: Embedder, target: Path) -> None:
     """
     import torch
 
-    model = source.model
-    names = [type(module).__name__ for module in model]
-    pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
-    if names != ["Transformer", "Pooling", "Normalize"] or pooling not in (None, "mean"):
-        raise ConformanceError(f"the ONNX backends export a Transformer, mean Pooling, Normalize model; "
-                               f"{source.model_path or DEFAULT_MODEL} is {' -> '.join(names)}: use backend torch")
-    bert = model[0].auto_model
+    path, _, _ = source._resolve_path()
+    if not embedder_bert.fits(path):
+        raise ConformanceError(f"the ONNX backends export a Transformer, mean Pooling, Normalize BERT model; "
+                               f"{source.model_path or DEFAULT_MODEL} is not one: use backend torch")
+    # transformers' own BertModel is traced (not conformance.embedder_bert's copy of it), so that the ONNX file's
+    # bytes, which baselines built with an ONNX backend record, stay what they were.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    bert = transformers.AutoModel.from_pretrained(str(path)).eval()
 
     class MeanPooled(torch.nn.Module):
         def __init__(self) -> None:
@@ -113,8 +120,9 @@ def export_fp32(source: Embedder, target: Path) -> None:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-    example = source.tokenizer(["an example", "another, longer example text"], padding="max_length",
-                               max_length=32, return_tensors="pt")
+    example = {name: torch.from_numpy(value) for name, value in source.tokenizer(
+        ["an example", "another, longer example text"], padding="max_length", max_length=32,
+        return_tensors="np").items()}
     axes = {name: {0: "batch", 1: "length"} for name in _INPUTS}
 
     def write(path: Path) -> None:

