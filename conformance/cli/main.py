@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
             "  1. conformance build APPROVED_FILE      one baseline per (model_version, input_class)\n"
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
-            "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger"
+            "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
+            "  5. conformance report VERDICTS_FILE --out report.html   a report for reviewers"
         ),
         epilog=STORE + "\n" + EXIT_CODES,
     )
@@ -206,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
     add_parsers(verbs, _formatter, STORE)
+    from conformance.cli.report import add_parser as add_report_parser
+
+    add_report_parser(verbs, _formatter, STORE + "\n" + EXIT_CODES)
     return parser
 
 
@@ -289,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if result.all_within_bounds else 1
         if args.verb in LEDGER_VERBS:
             return run_ledger_verb(args)
+        if args.verb == "report":
+            from conformance.cli.report import run as run_report
+
+            return run_report(args)
     except ConformanceError as exc:
         print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import numpy as np
 from conformance.baseline.format import Baseline
 from conformance.defaults import BATCH_SEED, PERMUTATIONS
 from conformance.records import prompt_key_of
+from conformance.scoring.reasons import batch_conclusion, score_shift
 from conformance.scoring.reservoir import PromptReservoir, priority
 from conformance.stats.block_ranks import streamed_batch_tests
 from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
@@ -138,6 +139,7 @@ class GroupAccumulator:
                                      cal_embeddings if batch_embeddings is not None else None,
                                      n_permutations=n_permutations, seed=seed, groups=batch_groups,
                                      calibration_groups=cal_groups, max_batch=max(2, self.reservoir.n_kept))
+                shift = score_shift(batch_values, cal_scores)
             else:
                 # Larger than the reservoir: the rank tests on every output (up to RANK_OUTPUTS, whole prompts
                 # in the reservoir's order beyond), MMD and energy on the reservoir.
@@ -149,12 +151,14 @@ class GroupAccumulator:
                     calibration_sample_values=cal_scores,
                     calibration_embeddings=cal_embeddings if batch_embeddings is not None else None,
                     n_permutations=n_permutations, seed=seed)
+                shift = score_shift(every, cal_scores)
         else:
             # A baseline without calibration prompt keys (format 1): the rank tests on every score, the
             # embedding tests on the reservoir.
             result = batch_tests(np.asarray(self.scores, dtype=np.float64), cal_scores, batch_embeddings,
                                  cal_embeddings if batch_embeddings is not None else None,
                                  n_permutations=n_permutations, seed=seed, embedding_sample=True)
+            shift = score_shift(np.asarray(self.scores, dtype=np.float64), cal_scores)
         p = result.p_value
         verdict = OUT if p <= baseline.alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
@@ -162,8 +166,8 @@ class GroupAccumulator:
             f"The {n_scored} scored outputs were compared as a batch with "
             f"approved calibration outputs{unit_note} by {len(result.p_values)} tests ({each}; permutation tests with "
             f"B={result.n_permutations}, seed {result.seed}{embedding_note}), combined by Bonferroni: p-value {p:.4g} "
-            + ("<= alpha: as a batch, they are more unusual than approved outputs." if verdict == OUT
-               else f"> alpha {baseline.alpha:g}: as a batch, no evidence they differ from approved outputs.")
+            + ("<= alpha: " if verdict == OUT else f"> alpha {baseline.alpha:g}: ")
+            + batch_conclusion(result.p_values, baseline.alpha, shift=shift)
         )
         tests = result.to_dict() | {"n_batch": n_scored, "reservoir": self.reservoir.to_dict()}
         if batch_embeddings is not None:

@@ -102,3 +102,64 @@ def output_reason(
 
 def invalid_reason(problems: str) -> str:
     return f"The record could not be judged: {problems}. Fix the record and score it again."
+
+
+#: What each batch test sees when it rejects, in plain words, and the test's name.
+_TEST_WORDS = {
+    "mann_whitney": ("more unusual: their scores run higher than the approved outputs' scores", "Mann-Whitney"),
+    "mmd": ("shifted: what they say has moved away from what approved outputs say, beyond what their inputs "
+            "predict", "MMD"),
+    "energy": ("shifted: what they say has moved away from what approved outputs say, beyond what their inputs "
+               "predict", "energy-distance"),
+}
+_SPREAD_WORDS = {
+    "higher": "more unusual: their scores are distributed higher than the approved outputs' scores",
+    "lower": "more alike than approved outputs: their scores are distributed lower than the approved outputs' "
+             "scores",
+    "less_varied": "less varied: their scores are spread more narrowly than the approved outputs' scores",
+    "more_varied": "more varied: their scores are spread more widely than the approved outputs' scores",
+}
+
+
+def score_shift(batch: np.ndarray, calibration: np.ndarray) -> str | None:
+    """How a batch's scores differ from the calibration scores, in one word of ``_SPREAD_WORDS``: a change of
+    spread when the medians differ by less than half the wider interquartile range, else higher or lower."""
+    batch, calibration = np.asarray(batch, dtype=np.float64), np.asarray(calibration, dtype=np.float64)
+    batch, calibration = batch[np.isfinite(batch)], calibration[np.isfinite(calibration)]
+    if batch.size < 2 or calibration.size < 2:
+        return None
+    q1, median_c, q3 = np.percentile(calibration, [25, 50, 75])
+    b1, median_b, b3 = np.percentile(batch, [25, 50, 75])
+    spread_c, spread_b = q3 - q1, b3 - b1
+    shift = median_b - median_c
+    if spread_c > 0 and abs(shift) < 0.5 * max(spread_c, spread_b):
+        if spread_b < 0.67 * spread_c:
+            return "less_varied"
+        if spread_b > 1.5 * spread_c:
+            return "more_varied"
+    return "higher" if shift > 0 else "lower"
+
+
+def batch_conclusion(p_values: dict[str, float], alpha: float, *, shift: str | None = None) -> str:
+    """The end of a batch verdict's reason: which of the Bonferroni-combined tests rejected, and in which direction,
+    so that the words always match the tests (a test rejects when its p-value times the number of tests is at most
+    alpha; the batch is out of bounds exactly when one does)."""
+    m = len(p_values)
+    rejecting = [name for name, p in p_values.items() if min(1.0, m * p) <= alpha]
+    if not rejecting:
+        smallest = min(p_values.items(), key=lambda item: item[1]) if p_values else None
+        said = "as a batch, no test finds a difference from approved outputs"
+        if smallest is not None and smallest[1] <= alpha:
+            said += (f" (the smallest p-value, {smallest[0].replace('_', ' ')} {smallest[1]:.4g}, is not small enough "
+                     f"once {m} tests are combined)")
+        return said + "."
+    found: dict[str, list[str]] = {}
+    for name in rejecting:
+        if name == "kolmogorov_smirnov":
+            text, test = _SPREAD_WORDS.get(shift or "", "differently spread: their scores are distributed "
+                                           "differently from the approved outputs' scores"), "Kolmogorov-Smirnov"
+        else:
+            text, test = _TEST_WORDS.get(name, (f"different by the {name.replace('_', ' ')} test", name))
+        found.setdefault(text, []).append(test)
+    words = [f"{text} ({' and '.join(tests)} test{'s' if len(tests) > 1 else ''})" for text, tests in found.items()]
+    return "as a batch, they differ from approved outputs. They are " + "; and ".join(words) + "."
