@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
             "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
-            "  5. conformance report VERDICTS_FILE --out report.html   a report for reviewers"
+            "  5. conformance report VERDICTS_FILE --out report.html   a report for reviewers\n"
+            "  6. conformance review                    a local page to review verdicts and sign off"
         ),
         epilog=STORE + "\n" + EXIT_CODES,
     )
@@ -210,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     from conformance.cli.report import add_parser as add_report_parser
 
     add_report_parser(verbs, _formatter, STORE + "\n" + EXIT_CODES)
+    from conformance.cli.review import add_parser as add_review_parser
+
+    add_review_parser(verbs, _formatter, STORE)
     return parser
 
 
@@ -297,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from conformance.cli.report import run as run_report
 
             return run_report(args)
+        if args.verb == "review":
+            from conformance.cli.review import run as run_review
+
+            return run_review(args)
     except ConformanceError as exc:
         print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
         return 2
