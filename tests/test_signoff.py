@@ -3,6 +3,7 @@ by verify, refused when malformed; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,152 @@ def test_an_export_carries_the_signoffs_of_its_verdicts_and_verify_export_checks
         export_parquet(ledger, tmp_path / "forged.parquet", Filters(record_id="r2"))
     report = verify_export(tmp_path / "forged.parquet")
     assert not report.ok and report.bad_seq == 6 and "hashes to" in str(report.problem)
+
+
+# -- the library API ----------------------------------------------------------------
+def test_the_api_records_and_reads_signoffs(tmp_path: Path) -> None:
+    import conformance
+
+    url = sqlite_url(tmp_path / "ledger.db")
+    _ledger(url).close()
+    done = conformance.signoff("r2", decision="confirmed", by="J. Doe", comment="ticket 4411", ledger=url)
+    assert done["added"] is True and (done["seq"], done["signed_seq"], done["head_seq"]) == (4, 2, 4)
+    assert done["head_hash"] == done["entry_hash"] and done["record_id"] == "r2" and done["signed_at"]
+    assert conformance.signoff("r2", decision="confirmed", by="J. Doe", comment="ticket 4411",
+                               ledger=url)["added"] is False
+    with Ledger(url, create=False) as ledger:  # an open Ledger is used as it is, and left open
+        conformance.signoff("r2", decision="escalated", by="K. Lee", ledger=ledger)
+        assert ledger.head().seq == 5
+    listed = conformance.signoffs_of("r2", ledger=url)
+    assert [(s["seq"], s["signed_seq"], s["decision"], s["by"], s["comment"]) for s in listed] == [
+        (4, 2, "confirmed", "J. Doe", "ticket 4411"), (5, 2, "escalated", "K. Lee", None)]
+    assert conformance.signoffs_of("r1", ledger=url) == []
+    with pytest.raises(EntryNotFoundError, match="no entry for record_id 'nope'"):
+        conformance.signoffs_of("nope", ledger=url)
+    absent = tmp_path / "absent.db"
+    with pytest.raises(SignOffError, match="is empty"):  # checked before any connection: nothing is created
+        conformance.signoff("r2", decision="confirmed", by="", ledger=sqlite_url(absent))
+    assert not absent.exists()
+
+
+# -- the command line ----------------------------------------------------------------
+def run(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from conformance.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse's own refusals and --help
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_signoff_verb_confirms_in_one_line(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "ledger.db")
+    _ledger(url).close()
+    code, out, err = run("signoff", "r2", "--decision", "confirmed", "--by", "J. Doe", "--comment", "ok",
+                         "--ledger", url)
+    head = Ledger(url, create=False).head()
+    assert code == 0 and err == "" and len(out.strip().splitlines()) == 1
+    assert "verdict entry #2" in out and "recorded as entry #4" in out and head.entry_hash in out
+    code, out, _ = run("signoff", "r2", "--decision", "confirmed", "--by", "J. Doe", "--comment", "ok",
+                       "--ledger", url, "--format", "json")
+    assert code == 0 and json.loads(out)["added"] is False and json.loads(out)["seq"] == 4
+    assert Ledger(url, create=False).head() == head
+
+
+REFUSED = {
+    "an unknown record": (["nope"], "no entry for record_id 'nope'"),
+    "a sign-off's seq": (["r2", "--seq", "4"], "entry #4 of record_id 'r2' is a sign-off, not a verdict"),
+    "another record's seq": (["r2", "--seq", "1"], "record_id 'r2' has verdict entries #2, not #1"),
+    "seq 0": (["r2", "--seq", "0"], "seq must be a positive integer"),
+    "a bad decision": (["r2", "--decision", "approved"], "invalid choice: 'approved'"),
+    "an empty name": (["r2", "--by", "   "], "name (by) is empty"),
+    "an escape in the name": (["r2", "--by", "J. Doe\x1b]0;x\x07"], "control characters (\\x07, \\x1b)"),
+    "a line break in the name": (["r2", "--by", "J. Doe\nK. Lee"], "control characters (\\n)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_the_signoff_verb_refuses_with_exit_2_and_appends_nothing(tmp_path: Path, case: str) -> None:
+    url = sqlite_url(tmp_path / "ledger.db")
+    with _ledger(url) as ledger:
+        ledger.sign_off("r2", decision="confirmed", by="J. Doe")  # entry #4
+        head = ledger.head()
+    argv, words = REFUSED[case]
+    options = {"--decision": "false_alarm", "--by": "K. Lee"}
+    for name, value in zip(argv[1::2], argv[2::2]):
+        options[name] = value
+    code, out, err = run("signoff", argv[0], *[x for item in options.items() for x in item], "--ledger", url)
+    assert code == 2 and out == "" and words in err and "Traceback" not in err, err
+    assert "\x1b" not in err and "\x07" not in err  # a refused name is not echoed raw either
+    assert Ledger(url, create=False).head() == head
+
+
+def test_signoff_help_teaches_the_decisions() -> None:
+    code, out, _ = run("signoff", "--help")
+    assert code == 0
+    for words in ("confirmed", "false_alarm", "escalated", "never changes", "--seq N", "examples:",
+                  "conformance verdicts --record-id", "exit codes:"):
+        assert words in out, words
+
+
+def test_verdicts_lists_verdicts_only_each_with_its_signoffs(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "ledger.db")
+    with _ledger(url) as ledger:
+        ledger.sign_off("r2", decision="confirmed", by="J. Doe", comment="see \x1b[2J ticket")  # #4
+        ledger.sign_off("r2", decision="escalated", by="K. Lee")  # #5
+        ledger.sign_off("r1", decision="false_alarm", by="K. Lee")  # #6, of #3
+    code, out, _ = run("verdicts", "--ledger", url)
+    assert code == 0 and "3 entries, 2 signed off" in out and "\x1b" not in out
+    table = out.splitlines()
+    assert table[0].split()[-1] == "signoff" and table[2].split()[-1] == "escalated"  # the latest decision
+    code, out, _ = run("verdicts", "--ledger", url, "--record-id", "r2", "--format", "json")
+    (verdict,) = json.loads(out)
+    assert verdict["seq"] == 2 and verdict["verdict"] == "out_of_bounds" and "\x1b" not in out
+    assert [(s["seq"], s["decision"], s["by"], s["comment"]) for s in verdict["signoffs"]] == [
+        (4, "confirmed", "J. Doe", "see \x1b[2J ticket"), (5, "escalated", "K. Lee", None)]
+    assert set(verdict["signoffs"][0]) == {"seq", "decision", "by", "comment", "signed_at"}
+    code, out, _ = run("verdicts", "--ledger", url, "--format", "json")
+    assert [(v["seq"], v["verdict"], len(v["signoffs"])) for v in json.loads(out)] == [
+        (1, "within_bounds", 0), (2, "out_of_bounds", 2), (3, "within_bounds", 1)]
+    seqs = {}
+    for reviewed in ("yes", "no"):
+        code, out, _ = run("verdicts", "--ledger", url, "--reviewed", reviewed, "--format", "json")
+        seqs[reviewed] = [v["seq"] for v in json.loads(out)]
+    assert seqs == {"yes": [2, 3], "no": [1]}
+    code, out, _ = run("verdicts", "--ledger", url, "--reviewed", "yes", "--limit", "1", "--format", "json")
+    assert [v["seq"] for v in json.loads(out)] == [2]
+    code, out, _ = run("verdicts", "--ledger", url, "--format", "csv")
+    assert out.splitlines()[0].endswith(",signoff") and out.splitlines()[3].endswith(",false_alarm")
+    code, _, err = run("verdicts", "--ledger", url, "--verdict", "out_of_bounds", "--export",
+                       str(tmp_path / "flagged.parquet"))
+    assert code == 0 and "3 entries exported" in err  # the verdict and its two sign-offs
+    code, out, _ = run("ledger", "verify", "--file", str(tmp_path / "flagged.parquet"))
+    assert code == 0 and "(2 of them sign-offs)" in out
+
+
+def test_ledger_verify_names_a_forged_signoff(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "ledger.db")
+    with _ledger(url) as ledger:
+        ledger.sign_off("r2", decision="confirmed", by="J. Doe")
+        code, out, _ = run("ledger", "verify", "--ledger", url)
+        assert code == 0 and "intact: 4 entries (1 of them sign-offs)" in out
+        tamper(url, forge(ledger, record_id="r2", signs=2, signed_hash="ef" * 32))
+    code, out, _ = run("ledger", "verify", "--ledger", url)
+    assert code == 1 and "NOT intact: entry #5 is a sign-off of entry #2 with hash efefefefefefefef" in out
+
+
+def test_reconstruct_does_not_take_a_signoff_for_a_verdict(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "ledger.db")
+    with Ledger(url) as ledger:
+        ledger.append([make_verdict("r9", version=None)])  # no_baseline: nothing to re-score, no registry needed
+        ledger.sign_off("r9", decision="escalated", by="J. Doe")
+    code, out, _ = run("reconstruct", "r9", "--ledger", url, "--format", "json")
+    assert code == 0 and json.loads(out)["seq"] == 1 and json.loads(out)["status"] == "nothing_to_rescore"
+    code, _, err = run("reconstruct", "r9", "--seq", "2", "--ledger", url)
+    assert code == 2 and "entry #2 of record_id 'r9' is a sign-off, not a verdict" in err

@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
             "  1. conformance build APPROVED_FILE      one baseline per (model_version, input_class)\n"
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
-            "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger"
+            "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
+            "  5. conformance signoff RECORD_ID ...   a reviewer records a decision about a verdict"
         ),
         epilog=STORE + "\n" + EXIT_CODES,
     )
