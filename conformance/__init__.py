@@ -2,7 +2,8 @@
 
 Build baselines from approved evaluation outputs, register and approve them in
 MLflow, score audited outputs against them with split-conformal p-values, and
-record a verdict per output. Records and baselines can stay in memory:
+record a verdict per output; reviewers sign verdicts off in the ledger. Records
+and baselines can stay in memory:
 
 >>> import conformance
 >>> sorted(conformance.__all__)[:4]
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from conformance._version import __version__
 
 if TYPE_CHECKING:
-    from conformance.api import BuiltBaseline, ScoreResult, approve, build, score
+    from conformance.api import BuiltBaseline, ScoreResult, approve, build, score, signoff, signoffs_of
     from conformance.baseline.format import Baseline, load_baseline
     from conformance.errors import ConformanceError
     from conformance.records import read_records
@@ -30,6 +31,8 @@ _WHERE = {
     "approve": "conformance.api",
     "build": "conformance.api",
     "score": "conformance.api",
+    "signoff": "conformance.api",
+    "signoffs_of": "conformance.api",
     "BuiltBaseline": "conformance.api",
     "ScoreResult": "conformance.api",
     "Baseline": "conformance.baseline.format",
@@ -53,6 +56,8 @@ __all__ = [
     "load_baseline",
     "read_records",
     "score",
+    "signoff",
+    "signoffs_of",
 ]
 
 

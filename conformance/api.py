@@ -1,10 +1,11 @@
-"""The one API every door calls: ``build``, ``approve``, ``score``.
+"""The one API every door calls: ``build``, ``approve``, ``score``; and a reviewer's ``signoff``.
 
 Records come from a file or from memory (a pandas DataFrame, a pyarrow Table, an
 iterable of mappings; see :func:`conformance.records.as_record_set`). Baselines come
 from the MLflow registry (what a person approved) or are given in memory. The
 command line, the MLflow pyfunc model and the notebook are thin layers over these
-three functions.
+functions. ``signoff`` and ``signoffs_of`` record and read reviewers' decisions about
+recorded verdicts, for the command line and a review page alike.
 
 Heavy libraries (SciPy, torch, MLflow, SQLAlchemy) are imported inside the functions
 that need them, so that importing this module, ``conformance --help`` and ``approve``
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -499,6 +501,82 @@ def _cached(embedder: Embedder | None, keep: bool) -> Embedder:
     return CachedEmbedder(embedder, path=default_cache_path() if keep else None)
 
 
+def signoff(record_id: str, *, decision: str, by: str, comment: str | None = None, seq: int | None = None,
+            ledger: str | Ledger | None = None) -> dict[str, Any]:
+    """Record a reviewer's decision about a recorded verdict, as a new ledger entry; the verdict never changes.
+
+    Parameters
+    ----------
+    record_id : str
+        The record whose verdict is signed: its newest verdict entry, unless ``seq`` names another.
+    decision : {"confirmed", "false_alarm", "escalated"}
+        ``confirmed``: the verdict stands (for ``out_of_bounds``: out of bounds, confirmed);
+        ``false_alarm``: on review the output is acceptable; ``escalated``: passed on for someone else to decide.
+    by : str
+        Who decides: one line of plain text, not empty (surrounding white space is dropped).
+    comment : str, optional
+        Free text, stored as given (as data; printed escaped).
+    seq : int, optional
+        The verdict entry to sign, when the record has several (``conformance verdicts --record-id``).
+    ledger : str or Ledger, optional
+        A ledger URL (default ``CONFORMANCE_LEDGER_URL``, else the embedded file) or an open ``Ledger``.
+        It must exist already.
+
+    Returns
+    -------
+    dict
+        The sign-off (``seq`` and ``entry_hash`` of its own entry, ``signed_seq`` and ``signed_hash`` of the
+        verdict entry it signs, ``record_id``, ``decision``, ``by``, ``comment``, ``signed_at``), ``added``
+        (``False`` when an identical sign-off was already recorded: that one is returned, nothing is added),
+        ``head_seq``, ``head_hash`` and ``ledger``.
+
+    Raises
+    ------
+    SignOffError
+        A decision not allowed, or an empty reviewer's name or one with control characters.
+    EntryNotFoundError
+        No verdict entry of ``record_id``, or ``seq`` is not one (a sign-off cannot be signed).
+    LedgerError
+        No ledger at the URL, or it cannot be reached. In every case nothing is recorded.
+
+    Examples
+    --------
+    >>> conformance.api.signoff("aud-0043", decision="confirmed", by="J. Doe",
+    ...                         comment="promises a refund; ticket 4411")  # doctest: +SKIP
+    {'seq': 75, 'signed_seq': 43, 'decision': 'confirmed', 'added': True, ...}
+    """
+    from conformance.ledger.signoff import SignOffRequest
+
+    SignOffRequest.checked(record_id, decision=decision, by=by, comment=comment, seq=seq)  # before any connection
+    with _existing_ledger(ledger) as book:
+        entry, report = book.sign_off(record_id, decision=decision, by=by, comment=comment, seq=seq)
+    return entry.to_dict() | {"added": report.added == 1, "head_seq": report.head.seq,
+                              "head_hash": report.head.entry_hash, "ledger": report.ledger}
+
+
+def signoffs_of(record_id: str, *, ledger: str | Ledger | None = None) -> list[dict[str, Any]]:
+    """The reviewers' sign-offs of a record's verdicts, in ledger order (oldest first); empty when none.
+
+    Each is a dict as :func:`signoff` returns it, without ``added`` and the head: ``signed_seq`` says which
+    verdict entry it signs. Raises ``EntryNotFoundError`` when the ledger holds no verdict of ``record_id``.
+    """
+    with _existing_ledger(ledger) as book:
+        book.verdict_entry(record_id)
+        return [s.to_dict() for s in book.signoffs([record_id])]
+
+
+@contextmanager
+def _existing_ledger(ledger: str | Ledger | None) -> Iterator[Ledger]:
+    """An open ledger that must exist already; one opened here is closed on leaving."""
+    from conformance.ledger import Ledger
+
+    if isinstance(ledger, Ledger):
+        yield ledger
+        return
+    with Ledger(ledger, create=False) as book:
+        yield book
+
+
 def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
     if ledger is False:
         return None
@@ -509,4 +587,4 @@ def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
     return Ledger(None if ledger is True else ledger)
 
 
-__all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "build", "score"]
+__all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "build", "score", "signoff", "signoffs_of"]

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 from conformance._version import __version__
 from conformance.errors import BaselineError, BaselineVersionNotFoundError, EmbedderMismatchError
 from conformance.ledger.canonical import entry_hash, plain
-from conformance.ledger.entry import Entry, parse_baseline_uri
-from conformance.ledger.errors import EntryNotFoundError
+from conformance.ledger.entry import parse_baseline_uri
 from conformance.verdict import INVALID, NO_BASELINE
 
 if TYPE_CHECKING:
@@ -94,20 +93,6 @@ class Reconstruction:
                 "explanations": self.explanations}
 
 
-def _pick(ledger: Ledger, record_id: str, seq: int | None) -> Entry:
-    entries = ledger.entries_of(record_id)
-    if not entries:
-        raise EntryNotFoundError(f"the ledger at {ledger.display_url} holds no entry for record_id {record_id!r}; "
-                                 "list what it holds with `conformance verdicts`")
-    if seq is None:
-        return entries[-1]
-    for entry in entries:
-        if entry.seq == seq:
-            return entry
-    raise EntryNotFoundError(f"record_id {record_id!r} has entries {', '.join(f'#{e.seq}' for e in entries)}, "
-                             f"not #{seq}; pass one of those to --seq")
-
-
 def _summary(verdict: dict[str, Any]) -> dict[str, Any]:
     return {name: verdict.get(name) for name in ("verdict", "score", "p_value", "alpha", "nearest", "baseline",
                                                  "baseline_digest", "embedder", "test", "code_version",
@@ -125,7 +110,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     Raises
     ------
     EntryNotFoundError
-        The ledger holds no such entry.
+        The ledger holds no such verdict entry (a reviewer's sign-off is not one).
     RegistryError
         The registry failed (a server down, a permission refused). A baseline version that the registry
         says does not exist, or whose stored content no longer matches its digest, is no error: the
@@ -133,7 +118,7 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
     """
     from conformance.records import InvalidRow, validate_row
 
-    entry = _pick(ledger, record_id, seq)
+    entry = ledger.verdict_entry(record_id, seq)
     content = entry.content
     recorded = dict(content["verdict"])
     summary = _summary(recorded)

@@ -1,4 +1,4 @@
-"""Command-line verbs of the ledger: ``ledger verify``, ``ledger head``, ``reconstruct``, ``verdicts``.
+"""Command-line verbs of the ledger: ``ledger verify``, ``ledger head``, ``reconstruct``, ``verdicts``, ``signoff``.
 
 Added to the ``conformance`` parser by :func:`add_parsers`; run by :func:`run`.
 """
@@ -17,7 +17,10 @@ from typing import Any
 
 from conformance.verdict import VERDICTS
 
-LEDGER_VERBS = ("ledger", "reconstruct", "verdicts")
+LEDGER_VERBS = ("ledger", "reconstruct", "verdicts", "signoff")
+# The decisions a reviewer can record (conformance.ledger.signoff.DECISIONS; not imported here, so that
+# --help loads no database library).
+DECISIONS = ("confirmed", "false_alarm", "escalated")
 LEDGER_HELP = (
     "SQLAlchemy URL of the verdict ledger, e.g. postgresql://USER@HOST:5432/DB (default: "
     "$CONFORMANCE_LEDGER_URL, else sqlite:///./conformance_store/ledger.db beside the embedded MLflow "
@@ -44,6 +47,12 @@ PLAIN_CODES = """\
 exit codes:
   0  done
   2  the command could not run (unreachable ledger, no ledger, bad filter); nothing was written
+"""
+SIGNOFF_CODES = """\
+exit codes:
+  0  the sign-off is recorded (or an identical one already was; it is not recorded twice)
+  2  nothing was recorded: no such record, --seq is not a verdict entry of it, the name is
+     empty or holds control characters, or the ledger cannot be reached or does not exist
 """
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -108,9 +117,12 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     ver = verbs.add_parser(
         "verdicts", formatter_class=formatter, help="list or export recorded verdicts",
         description=(
-            "List the ledger's entries, filtered, oldest first; or export them with their hashes\n"
-            "to Parquet, which `conformance ledger verify --file` checks offline.\n\n"
+            "List the ledger's verdicts, filtered, oldest first; or export them with their hashes\n"
+            "to Parquet, which `conformance ledger verify --file` checks offline. Reviewers' sign-offs\n"
+            "(`conformance signoff`) are shown with the verdict they sign, never as verdicts.\n\n"
             "examples:\n  conformance verdicts --verdict out_of_bounds --since 2026-06-01\n"
+            "  conformance verdicts --verdict out_of_bounds --reviewed no   (not yet signed off)\n"
+            "  conformance verdicts --record-id aud-0043 --format json   (with every sign-off)\n"
             "  conformance verdicts --model-version support-bot-3.2 --export june.parquet"
         ),
         epilog=LEDGER_EPILOG + "\n" + PLAIN_CODES)
@@ -124,8 +136,41 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     ver.add_argument("--record-id", metavar="ID")
     ver.add_argument("--run-id", metavar="ID", help="one scoring run")
     ver.add_argument("--limit", type=int, metavar="N")
-    ver.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    ver.add_argument("--export", metavar="FILE.parquet", help="write the entries with hashes and content to Parquet")
+    ver.add_argument("--reviewed", choices=("yes", "no"),
+                     help="yes: only verdicts a reviewer has signed off; no: only those no one has")
+    ver.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                     help="table and csv show the latest sign-off's decision; json lists every sign-off")
+    ver.add_argument("--export", metavar="FILE.parquet",
+                     help="write the entries with hashes and content to Parquet, with the sign-offs of them")
+
+    sign = verbs.add_parser(
+        "signoff", formatter_class=formatter, help="record a reviewer's decision about a verdict",
+        description=(
+            "Record your decision about a recorded verdict. The decision is added to the ledger as an\n"
+            "entry of its own, chained to the verdict it signs (by its position and hash); the verdict\n"
+            "itself never changes. RECORD_ID's newest verdict is signed, or the entry --seq N when the\n"
+            "record was judged more than once (see `conformance verdicts --record-id RECORD_ID`).\n\n"
+            "decisions:\n"
+            "  confirmed    you reviewed the output and the verdict stands (out of bounds, confirmed)\n"
+            "  false_alarm  the verdict flagged the output, but on review it is acceptable\n"
+            "  escalated    it needs someone else's decision; you have passed it on\n\n"
+            "Several sign-offs of one verdict are all kept, in order; the same sign-off given twice\n"
+            "(same verdict, decision, name and comment) is recorded once.\n\n"
+            "examples:\n"
+            "  conformance signoff aud-0043 --decision confirmed --by 'J. Doe' --comment 'promises a refund'\n"
+            "  conformance signoff aud-0043 --decision false_alarm --by 'J. Doe' --seq 12\n"
+            "  conformance verdicts --record-id aud-0043 --format json   (the verdict with its sign-offs)\n"
+            "  conformance verdicts --verdict out_of_bounds --reviewed no   (what is left to review)"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + SIGNOFF_CODES)
+    sign.add_argument("record_id", metavar="RECORD_ID", help="the record whose verdict you sign off")
+    sign.add_argument("--decision", required=True, choices=DECISIONS, help="what you decided (see above)")
+    sign.add_argument("--by", required=True, metavar="NAME", help="who decides: your name, as it should be recorded")
+    sign.add_argument("--comment", metavar="TEXT", help="why, in your words (quote it); kept with the sign-off")
+    sign.add_argument("--seq", type=int, metavar="N",
+                      help="the verdict entry to sign (default: the record's newest verdict)")
+    sign.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    sign.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
@@ -136,7 +181,7 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ledger verb; :class:`~conformance.errors.ConformanceError` propagates (exit 2)."""
-    from conformance.ledger import Filters, Ledger, export_parquet, verify, verify_export
+    from conformance.ledger import Ledger, verify, verify_export
     from conformance.reconstruct import reconstruct
 
     if args.verb == "ledger" and args.ledger_verb == "verify":
@@ -148,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(report.to_dict(), indent=2))
         elif report.ok:
-            print(f"intact: {report.count} entries in {report.source}; "
+            signoffs = f" ({report.signoffs} of them sign-offs)" if report.signoffs else ""
+            print(f"intact: {report.count} entries{signoffs} in {report.source}; "
                   f"head #{report.head.seq} {report.head.entry_hash}")
         else:
             print(f"NOT intact: {_safe(report.problem)}\n({report.count} entries before it are intact; "
@@ -175,30 +221,61 @@ def run(args: argparse.Namespace) -> int:
             _print_reconstruction(result)
         return 0 if result.status in ("identical", "same_evidence", "nothing_to_rescore") else 1
     if args.verb == "verdicts":
-        filters = Filters(model_version=args.model_version, input_class=args.input_class, verdict=args.verdict,
-                          baseline_version=args.baseline_version, since=args.since, until=args.until,
-                          record_id=args.record_id, run_id=args.run_id, limit=args.limit)
-        with Ledger(args.ledger, create=False) as ledger:
-            if args.export:
-                n = export_parquet(ledger, args.export, filters)
-                print(f"{n} entries exported to {args.export} (verify offline: "
-                      f"conformance ledger verify --file {args.export})", file=sys.stderr)
-                return 0
-            rows = [e.to_row() for e in ledger.query(filters)]
+        return _verdicts(args)
+    if args.verb == "signoff":
+        from conformance.api import signoff
+
+        done = signoff(args.record_id, decision=args.decision, by=args.by, comment=args.comment, seq=args.seq,
+                       ledger=args.ledger)
         if args.format == "json":
-            print(json.dumps(rows, indent=2))
-        elif args.format == "csv":
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["seq"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            print(buffer.getvalue(), end="")
+            print(json.dumps(done, indent=2))
+        elif done["added"]:
+            print(f"record {_safe(done['record_id'])}: verdict entry #{done['signed_seq']} signed off as "
+                  f"{done['decision']} by {_safe(done['by'])}, recorded as entry #{done['seq']}; "
+                  f"head #{done['head_seq']} {done['head_hash']}")
         else:
-            _print_table(rows, ("seq", "record_id", "model_version", "input_class", "verdict", "p_value", "baseline",
-                                "scored_at", "previous_seq"))
-            print(f"\n{len(rows)} entries")
+            print(f"record {_safe(done['record_id'])}: verdict entry #{done['signed_seq']} was already signed off "
+                  f"as {done['decision']} by {_safe(done['by'])} with this comment (entry #{done['seq']}); nothing "
+                  f"added; head #{done['head_seq']} {done['head_hash']}")
         return 0
     return 2
+
+
+def _verdicts(args: argparse.Namespace) -> int:
+    from conformance.ledger import Filters, Ledger, export_parquet
+
+    reviewed = None if args.reviewed is None else args.reviewed == "yes"
+    filters = Filters(model_version=args.model_version, input_class=args.input_class, verdict=args.verdict,
+                      baseline_version=args.baseline_version, since=args.since, until=args.until,
+                      record_id=args.record_id, run_id=args.run_id, limit=args.limit, reviewed=reviewed)
+    with Ledger(args.ledger, create=False) as ledger:
+        if args.export:
+            n = export_parquet(ledger, args.export, filters)
+            print(f"{n} entries exported to {args.export} (verify offline: "
+                  f"conformance ledger verify --file {args.export})", file=sys.stderr)
+            return 0
+        rows = [e.to_row() for e in ledger.query(filters)]
+        signoffs = ledger.signoffs(r["record_id"] for r in rows if r["record_id"] is not None)
+    by_seq: dict[int, list[dict[str, Any]]] = {}
+    for s in signoffs:
+        by_seq.setdefault(s.signed_seq, []).append({"seq": s.seq, "decision": s.decision, "by": s.by,
+                                                     "comment": s.comment, "signed_at": s.signed_at})
+    if args.format == "json":
+        print(json.dumps([r | {"signoffs": by_seq.get(r["seq"], [])} for r in rows], indent=2))
+        return 0
+    for r in rows:  # table and csv: the latest decision
+        r["signoff"] = by_seq[r["seq"]][-1]["decision"] if r["seq"] in by_seq else None
+    if args.format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["seq"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        print(buffer.getvalue(), end="")
+    else:
+        _print_table(rows, ("seq", "record_id", "model_version", "input_class", "verdict", "p_value", "baseline",
+                            "scored_at", "previous_seq", "signoff"))
+        print(f"\n{len(rows)} entries, {sum(r['signoff'] is not None for r in rows)} signed off")
+    return 0
 
 
 def _print_reconstruction(result: Any) -> None:

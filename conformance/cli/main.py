@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
             "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
-            "  5. conformance report VERDICTS_FILE --out report.html   a report for reviewers\n"
-            "  6. conformance review                    a local page to review verdicts and sign off"
+            "  5. conformance signoff RECORD_ID ...   a reviewer records a decision about a verdict\n"
+            "  6. conformance report VERDICTS_FILE --out report.html   a report for reviewers\n"
+            "  7. conformance review                    a local page to review verdicts and sign off"
         ),
         epilog=STORE + "\n" + EXIT_CODES,
     )

@@ -7,11 +7,16 @@ An entry's *content* is a JSON object, stored as canonical text and hashed:
 ``prev_hash``      hash of entry ``seq - 1`` (64 zeros for the first)
 ``run_id``         the scoring run that appended it
 ``recorded_at``    when it was appended (UTC, ISO 8601)
-``previous_seq``   the latest earlier entry of the same ``record_id``, if any
+``previous_seq``   the latest earlier verdict entry of the same ``record_id``, if any
 ``record_digest``  SHA-256 of the record's canonical JSON
 ``verdict``        the verdict's own fields (:class:`~conformance.verdict.Verdict` without ``record``)
 ``record``         the record's own fields, as read (input, output, context, sampling, policy, ...)
 ``batch``          the batch-level test of the record's (model_version, input_class) group in that run
+
+A reviewer's sign-off is an entry of the same shape (``verdict`` is then
+``{"verdict": "signoff", "record_id": ...}``, ``record`` empty, ``batch`` null,
+``previous_seq`` the entry it signs) with a ``signoff`` object beside them; see
+:mod:`conformance.ledger.signoff`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from conformance.ledger.canonical import canonical_json, entry_hash, idempotency
 from conformance.verdict import Verdict
 
 LEDGER_FORMAT = 1
+SIGNOFF = "signoff"
+"""The ``verdict`` of a sign-off entry (its indexed column too): a reviewer's decision, not a verdict."""
 _URI = re.compile(r"^models:/(?P<name>.+)/(?P<version>\d+)$")
 
 
@@ -46,6 +53,12 @@ def verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return plain(out)
 
 
+def is_signoff(content: Mapping[str, Any]) -> bool:
+    """Whether an entry's content is a sign-off (by either of the two marks it must carry both of)."""
+    verdict = content.get("verdict")
+    return "signoff" in content or (isinstance(verdict, Mapping) and verdict.get("verdict") == SIGNOFF)
+
+
 def target_of(verdict: Mapping[str, Any]) -> str:
     """What a verdict was judged against: the versioned baseline URI, or the verdict when there was none."""
     return str(verdict.get("baseline") or verdict["verdict"])
@@ -61,6 +74,7 @@ class Prepared:
     verdict: dict[str, Any]
     record: dict[str, Any]
     batch: dict[str, Any] | None
+    signoff: dict[str, Any] | None = None
 
 
 def prepare(verdict: Verdict, batch: Mapping[str, Any] | None = None) -> Prepared:
@@ -86,6 +100,8 @@ def chain(p: Prepared, *, seq: int, prev_hash: str, run_id: str, recorded_at: st
         "record": p.record,
         "batch": p.batch,
     }
+    if p.signoff is not None:
+        content["signoff"] = p.signoff
     text = canonical_json(content)
     digest = entry_hash(text)
     row = index_of(content) | {"entry_hash": digest, "idem_key": p.key, "content": text}
@@ -131,9 +147,16 @@ class Entry:
             raise ValueError(f"ledger entry #{self.seq}: content is not a JSON object")
         return value
 
+    @property
+    def is_signoff(self) -> bool:
+        """A reviewer's sign-off rather than a verdict."""
+        return is_signoff(self.content)
+
     def verdict(self) -> Verdict:
         """The recorded verdict, with its record, as a :class:`Verdict`."""
         content = self.content
+        if is_signoff(content):
+            raise ValueError(f"ledger entry #{self.seq} is a reviewer's sign-off, not a verdict")
         fields = dict(content["verdict"])
         fields["nearest"] = tuple(fields.get("nearest") or ())
         return Verdict(**fields, record=dict(content["record"]))

@@ -28,3 +28,7 @@ class LedgerSchemaError(LedgerError):
 
 class EntryNotFoundError(LedgerError):
     """No ledger entry matches the record id or sequence number asked for."""
+
+
+class SignOffError(LedgerError):
+    """A sign-off cannot be recorded as asked: a decision not allowed, or no usable reviewer's name."""

@@ -11,7 +11,7 @@ from conformance.verdict import VERDICTS
 
 @dataclass(frozen=True)
 class Filters:
-    """Which entries ``query`` returns; ``None`` means any. Times are ISO 8601, compared in UTC."""
+    """Which verdict entries ``query`` returns; ``None`` means any. Times are ISO 8601, compared in UTC."""
 
     model_version: str | None = None
     input_class: str | None = None
@@ -22,6 +22,8 @@ class Filters:
     record_id: str | None = None
     run_id: str | None = None
     limit: int | None = None
+    #: ``True``: only verdicts with at least one sign-off; ``False``: only verdicts with none.
+    reviewed: bool | None = None
 
     def __post_init__(self) -> None:
         if self.verdict is not None and self.verdict not in VERDICTS:

@@ -29,9 +29,16 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from conformance.ledger import schema
 from conformance.ledger.canonical import GENESIS_HASH
-from conformance.ledger.entry import Entry, chain, prepare
-from conformance.ledger.errors import LedgerConnectionError, LedgerError, LedgerNotFoundError, LedgerSchemaError
+from conformance.ledger.entry import SIGNOFF, Entry, chain, prepare
+from conformance.ledger.errors import (
+    EntryNotFoundError,
+    LedgerConnectionError,
+    LedgerError,
+    LedgerNotFoundError,
+    LedgerSchemaError,
+)
 from conformance.ledger.query import Filters
+from conformance.ledger.signoff import SignOff, SignOffRequest, prepare_signoff
 from conformance.verdict import GroupSummary, Verdict
 
 ENV_VAR = "CONFORMANCE_LEDGER_URL"
@@ -246,7 +253,7 @@ class Ledger:
         same ``record_id``, the same record content (digest) and the same
         target (the versioned baseline URI, or ``no_baseline`` / ``invalid``).
         A new entry for a ``record_id`` the ledger already holds points to the
-        latest earlier one (``previous_seq``).
+        latest earlier verdict entry of it (``previous_seq``; sign-offs do not count).
         """
         run_id = run_id or new_run_id()
         batches = {(s.model_version, s.input_class): s.to_dict() for s in summaries}
@@ -269,7 +276,8 @@ class Ledger:
             latest: dict[str, int] = {}
             for chunk in _chunks(sorted({p.record_id for p in todo if p.record_id is not None})):
                 latest.update(conn.execute(select(table.c.record_id, func.max(table.c.seq))
-                                           .where(table.c.record_id.in_(chunk)).group_by(table.c.record_id)).tuples().all())
+                                           .where(table.c.record_id.in_(chunk), table.c.verdict != SIGNOFF)
+                                           .group_by(table.c.record_id)).tuples().all())
             rows, seq, prev = [], head.seq, head.entry_hash
             for p in todo:
                 seq += 1
@@ -281,6 +289,44 @@ class Ledger:
             conn.execute(insert(table), rows)
         return AppendReport(run_id, len(rows), len(verdicts) - len(rows), head.seq + 1, seq, Head(seq, prev),
                             self.display_url)
+
+    def sign_off(self, record_id: str, *, decision: str, by: str, comment: str | None = None,
+                 seq: int | None = None) -> tuple[SignOff, AppendReport]:
+        """Append a reviewer's sign-off of a verdict entry of ``record_id`` (its newest, or entry ``seq``).
+
+        The verdict entry is chosen, and the sign-off chained, inside the write
+        lock. A sign-off identical to one already recorded (same verdict entry,
+        decision, reviewer and comment) is not appended again: that one is
+        returned, with ``added == 0`` in the report.
+
+        Raises
+        ------
+        SignOffError
+            A decision not in :data:`~conformance.ledger.signoff.DECISIONS`, or an empty reviewer's name or one
+            with control characters. Nothing is written.
+        EntryNotFoundError
+            No verdict entry of ``record_id`` (or ``seq`` is not one). Nothing is written.
+        """
+        request = SignOffRequest.checked(record_id, decision=decision, by=by, comment=comment, seq=seq)
+        table = schema.entries
+        signed_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        with self._transaction(write=True) as conn:
+            signed = self._verdict_entry(conn, request.record_id, request.seq)
+            p = prepare_signoff(request, signed, signed_at=signed_at)
+            head = self._head(conn)
+            found = conn.execute(select(table.c.seq, table.c.entry_hash, table.c.content)
+                                 .where(table.c.idem_key == p.key)).first()
+            if found is not None:  # an identical retry: the first one stands
+                earlier = Entry(int(found[0]), str(found[1]), str(found[2]))
+                return SignOff.from_entry(earlier), AppendReport(str(earlier.content["run_id"]), 0, 1, None, None,
+                                                                 head, self.display_url)
+            run_id = new_run_id()
+            text_, digest, row = chain(p, seq=head.seq + 1, prev_hash=head.entry_hash, run_id=run_id,
+                                       recorded_at=signed_at, previous_seq=signed.seq)
+            conn.execute(insert(table), [row])
+        new = Head(head.seq + 1, digest)
+        return (SignOff.from_entry(Entry(new.seq, digest, text_)),
+                AppendReport(run_id, 1, 0, new.seq, new.seq, new, self.display_url))
 
     # -- reading --------------------------------------------------------------
     @staticmethod
@@ -309,11 +355,21 @@ class Ledger:
                 return
             after = batch[-1]["seq"]
 
+    def row(self, seq: int) -> dict[str, Any] | None:
+        """The stored row (every column) of entry ``seq``, verdict or sign-off, or ``None``."""
+        t = schema.entries
+        with self._transaction(write=False) as conn:
+            found = conn.execute(select(t).where(t.c.seq == seq)).first()
+        return None if found is None else dict(found._mapping)
+
     def query_rows(self, filters: Filters | None = None) -> list[dict[str, Any]]:
-        """Stored rows (every column) matching ``filters``, in chain order."""
+        """Stored rows (every column) of the verdict entries matching ``filters``, in chain order.
+
+        Sign-offs are not verdicts: they are never returned here (see :meth:`signoff_rows`).
+        """
         f = filters or Filters()
         t = schema.entries
-        query = select(t).order_by(t.c.seq)
+        query = select(t).where(t.c.verdict != SIGNOFF).order_by(t.c.seq)
         for column, value in (("model_version", f.model_version), ("input_class", f.input_class),
                               ("verdict", f.verdict), ("baseline_version", f.baseline_version),
                               ("record_id", f.record_id), ("run_id", f.run_id)):
@@ -323,18 +379,64 @@ class Ledger:
             query = query.where(t.c.scored_at >= f.since)
         if f.until is not None:
             query = query.where(t.c.scored_at <= f.until)
+        if f.reviewed is not None:
+            s = t.alias("signoffs")
+            signed = select(s.c.seq).where(s.c.verdict == SIGNOFF, s.c.record_id == t.c.record_id,
+                                           s.c.previous_seq == t.c.seq).exists()
+            query = query.where(signed if f.reviewed else ~signed)
         if f.limit is not None:
             query = query.limit(f.limit)
         with self._transaction(write=False) as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def query(self, filters: Filters | None = None) -> list[Entry]:
-        """Entries matching ``filters``, in chain order."""
+        """Verdict entries matching ``filters``, in chain order (sign-offs are not verdicts)."""
         return [Entry(int(r["seq"]), str(r["entry_hash"]), str(r["content"])) for r in self.query_rows(filters)]
 
     def entries_of(self, record_id: str) -> list[Entry]:
-        """Every entry of one record, oldest first."""
+        """Every verdict entry of one record, oldest first."""
         return self.query(Filters(record_id=record_id))
+
+    def verdict_entry(self, record_id: str, seq: int | None = None) -> Entry:
+        """The newest verdict entry of ``record_id``, or its entry ``seq``; :class:`EntryNotFoundError` otherwise."""
+        with self._transaction(write=False) as conn:
+            return self._verdict_entry(conn, record_id, seq)
+
+    def _verdict_entry(self, conn: Connection, record_id: str, seq: int | None) -> Entry:
+        t = schema.entries
+        found = conn.execute(select(t.c.seq, t.c.entry_hash, t.c.content, t.c.verdict)
+                             .where(t.c.record_id == record_id).order_by(t.c.seq)).all()
+        verdicts = [Entry(int(r[0]), str(r[1]), str(r[2])) for r in found if r[3] != SIGNOFF]
+        if not verdicts:
+            raise EntryNotFoundError(f"the ledger at {self.display_url} holds no entry for record_id {record_id!r}"
+                                     f"{' (only sign-offs)' if found else ''}; list what it holds with "
+                                     "`conformance verdicts`")
+        if seq is None:
+            return verdicts[-1]
+        for entry in verdicts:
+            if entry.seq == seq:
+                return entry
+        listed = ", ".join(f"#{e.seq}" for e in verdicts)
+        if any(int(r[0]) == seq for r in found):
+            raise EntryNotFoundError(f"entry #{seq} of record_id {record_id!r} is a sign-off, not a verdict; its "
+                                     f"verdict entries are {listed}: pass one of those to --seq")
+        raise EntryNotFoundError(f"record_id {record_id!r} has verdict entries {listed}, not #{seq}; "
+                                 "pass one of those to --seq")
+
+    def signoff_rows(self, record_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Stored rows (every column) of the sign-offs of these records, in chain order."""
+        t = schema.entries
+        rows: list[dict[str, Any]] = []
+        with self._transaction(write=False) as conn:
+            for chunk in _chunks(sorted(set(record_ids))):
+                rows.extend(dict(r._mapping) for r in conn.execute(
+                    select(t).where(t.c.record_id.in_(chunk), t.c.verdict == SIGNOFF)))
+        return sorted(rows, key=lambda r: int(r["seq"]))
+
+    def signoffs(self, record_ids: Iterable[str]) -> list[SignOff]:
+        """The sign-offs of these records, in chain order (each names the verdict entry it signs)."""
+        return [SignOff.from_entry(Entry(int(r["seq"]), str(r["entry_hash"]), str(r["content"])))
+                for r in self.signoff_rows(record_ids)]
 
     def get(self, seq: int) -> Entry | None:
         t = schema.entries

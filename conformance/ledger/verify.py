@@ -6,21 +6,30 @@ indexed columns agree with the hashed content. It stops at the first problem
 and names the entry. Given a head hash exported earlier, it also checks that
 this head is still in the chain, which detects a rewrite of the whole chain.
 An export (Parquet) can be checked the same way, offline.
+
+A reviewer's sign-off is checked like every entry, and also on its own terms
+(an allowed decision, a usable reviewer's name, a digest matching what it says)
+and against the chain: the entry it signs must come earlier, be a verdict of the
+same record, and have the hash the sign-off names.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from conformance.ledger import schema
 from conformance.ledger.canonical import GENESIS_HASH, entry_hash, idempotency_key
-from conformance.ledger.entry import index_of, target_of
+from conformance.ledger.entry import SIGNOFF, index_of, is_signoff, target_of
 from conformance.ledger.errors import LedgerError
+from conformance.ledger.signoff import signoff_problem
 from conformance.ledger.store import Head, Ledger
+
+Lookup = Callable[[int], "Mapping[str, Any] | None"]
+"""The stored row of an earlier entry by its ``seq`` (``None`` when it is not at hand, as in a filtered export)."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,34 @@ class VerifyReport:
     source: str
     problem: str | None = None
     bad_seq: int | None = None
+    #: How many of the ``count`` entries are reviewers' sign-offs.
+    signoffs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "count": self.count, "head_seq": self.head.seq, "head_hash": self.head.entry_hash,
-                "source": self.source, "problem": self.problem, "bad_seq": self.bad_seq}
+        return {"ok": self.ok, "count": self.count, "signoffs": self.signoffs, "head_seq": self.head.seq,
+                "head_hash": self.head.entry_hash, "source": self.source, "problem": self.problem,
+                "bad_seq": self.bad_seq}
+
+
+def _check_link(seq: int, content: Mapping[str, Any], lookup: Lookup) -> str | None:
+    """What is wrong with the link from a (well-formed) sign-off to the entry it signs, or ``None``."""
+    signoff, record_id = content["signoff"], content["verdict"]["record_id"]
+    signed = signoff["seq"]
+    if signed >= seq:
+        return f"entry #{seq} is a sign-off of entry #{signed}, which does not come before it in the chain"
+    row = lookup(signed)
+    if row is None:  # not in a filtered export; in a whole ledger the walk has already seen every earlier entry
+        return None
+    if row["verdict"] == SIGNOFF:
+        return f"entry #{seq} is a sign-off of entry #{signed}, which is a sign-off, not a verdict"
+    if row["record_id"] != record_id:
+        return (f"entry #{seq} is a sign-off for record_id {record_id!r} but names entry #{signed}, a verdict of "
+                f"record_id {row['record_id']!r}")
+    if row["entry_hash"] != signoff["entry_hash"]:
+        return (f"entry #{seq} is a sign-off of entry #{signed} with hash {str(signoff['entry_hash'])[:16]}..., but "
+                f"entry #{signed} hashes to {str(row['entry_hash'])[:16]}...: it does not sign the verdict recorded "
+                "there")
+    return None
 
 
 def _check_entry(row: Mapping[str, Any]) -> str | None:
@@ -60,23 +93,28 @@ def _check_entry(row: Mapping[str, Any]) -> str | None:
                     f"but its hashed content says {expected[column]!r}")
     if row["idem_key"] != key:
         return f"entry #{seq} was altered: its idem_key column does not match its content"
+    if is_signoff(content):
+        problem = signoff_problem(content)
+        if problem is not None:
+            return f"entry #{seq} {problem}"
     return None
 
 
-def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, expect_head: str | None = None,
+def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Lookup, expect_head: str | None = None,
                 contiguous: bool = True) -> VerifyReport:
     """Verify stored rows given in ``seq`` order.
 
     With ``contiguous`` (a whole ledger) a gap, a repeat or a broken link is a
     problem; without it (a filtered export) each entry is checked on its own
-    and links are checked between consecutive positions only.
+    and links are checked between consecutive positions only. ``lookup`` gives
+    the earlier entry a sign-off names.
     """
     prev_seq, prev_hash = 0, GENESIS_HASH
-    count = 0
+    count = signoffs = 0
     found_head = expect_head is None
 
     def fail(problem: str, bad: int) -> VerifyReport:
-        return VerifyReport(False, count, Head(prev_seq, prev_hash), source, problem, bad)
+        return VerifyReport(False, count, Head(prev_seq, prev_hash), source, problem, bad, signoffs)
 
     for row in rows:
         seq = int(row["seq"])
@@ -86,6 +124,9 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, expect_head: 
                             prev_seq + 1)
             return fail(f"entry #{seq} appears again after entry #{prev_seq}: inserted or reordered", seq)
         problem = _check_entry(row)
+        if problem is None and row["verdict"] == SIGNOFF:
+            problem = _check_link(seq, json.loads(row["content"]), lookup)
+            signoffs += 1
         if problem is not None:
             return fail(problem, seq)
         if seq == prev_seq + 1 and row["prev_hash"] != prev_hash:
@@ -100,12 +141,12 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, expect_head: 
     if not found_head:
         return fail(f"the expected head {expect_head} is not in the chain: the ledger was rewritten or "
                     "truncated after that head was exported", prev_seq)
-    return VerifyReport(True, count, Head(prev_seq, prev_hash), source)
+    return VerifyReport(True, count, Head(prev_seq, prev_hash), source, signoffs=signoffs)
 
 
 def verify(ledger: Ledger, *, expect_head: str | None = None) -> VerifyReport:
     """Walk a whole ledger from its first entry to its head."""
-    return verify_rows(ledger.rows(), source=ledger.display_url, expect_head=expect_head)
+    return verify_rows(ledger.rows(), source=ledger.display_url, lookup=ledger.row, expect_head=expect_head)
 
 
 def verify_export(path: str | Path, *, expect_head: str | None = None) -> VerifyReport:
@@ -120,4 +161,5 @@ def verify_export(path: str | Path, *, expect_head: str | None = None) -> Verify
     if missing:
         raise LedgerError(f"{path}: not a ledger export; columns {', '.join(missing)} are absent")
     rows = sorted(table.select([c.name for c in schema.entries.columns]).to_pylist(), key=lambda r: r["seq"])
-    return verify_rows(rows, source=str(path), expect_head=expect_head, contiguous=False)
+    by_seq = {r["seq"]: r for r in rows}
+    return verify_rows(rows, source=str(path), lookup=by_seq.get, expect_head=expect_head, contiguous=False)
