@@ -154,7 +154,12 @@ def test_report_command_errors_are_clear(tmp_path: Path) -> None:
 def test_report_of_a_real_run_shows_baselines_texts_and_plots(built: list[dict], audited_subset: Path,
                                                               workdir: Path, tmp_path: Path) -> None:
     verdicts, summary = tmp_path / "verdicts.jsonl", tmp_path / "summary.json"
-    code, out, err = _cli("score", str(audited_subset), "--out", str(verdicts), "--summary", str(summary),
+    # ids of their own, so that this run's entries are new whatever else the session's ledger holds
+    audited = tmp_path / "audited.jsonl"
+    audited.write_text("".join(json.dumps({**row, "record_id": f"report-{row.get('record_id')}"}) + "\n"
+                               for row in map(json.loads, audited_subset.read_text(encoding="utf-8").splitlines())),
+                       encoding="utf-8")
+    code, out, err = _cli("score", str(audited), "--out", str(verdicts), "--summary", str(summary),
                           "--no-progress", "--format", "json")
     assert code in (0, 1), err
     run_id = json.loads(out)["ledger"]["run_id"]
