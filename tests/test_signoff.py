@@ -77,7 +77,10 @@ def test_the_newest_verdict_is_signed_unless_seq_names_one(ledger_url: str) -> N
         newest, _ = ledger.sign_off("r1", decision="false_alarm", by="J. Doe")
         older, _ = ledger.sign_off("r1", decision="confirmed", by="J. Doe", seq=1)
         assert (newest.signed_seq, older.signed_seq) == (3, 1)
-        assert ledger.query(Filters(reviewed=True)) != [] and verify(ledger).ok
+        assert [e.seq for e in ledger.query(Filters(reviewed=True))] == [1, 3]
+        assert [e.seq for e in ledger.query(Filters(reviewed=False))] == [2]
+        assert [e.seq for e in ledger.query(Filters(reviewed=True, limit=1))] == [1]
+        assert verify(ledger).ok
 
 
 def test_refusals_write_nothing(ledger_url: str) -> None:
@@ -139,7 +142,7 @@ def _literal(value: Any) -> str:
 
 
 def forge(ledger: Ledger, *, record_id: str, signs: int, signed_hash: str | None = None,
-          decision: str = "false_alarm", by: str = "M. Allory") -> str:
+          decision: str = "false_alarm", by: str = "M. Allory", without_signoff: bool = False) -> str:
     """An INSERT of a hand-written sign-off at the head, made with the library's own functions: its hash, its
     link to the head, its indexed columns and its idempotency key all agree, so only the sign-off checks can
     tell it is wrong."""
@@ -148,7 +151,7 @@ def forge(ledger: Ledger, *, record_id: str, signs: int, signed_hash: str | None
                "decision": decision, "by": by, "comment": None, "signed_at": SIGNED_AT}
     digest = signoff_digest(record_id, signoff)
     prepared = Prepared(idempotency_key(record_id, digest, SIGNOFF), record_id, digest,
-                        {"verdict": SIGNOFF, "record_id": record_id}, {}, None, signoff)
+                        {"verdict": SIGNOFF, "record_id": record_id}, {}, None, None if without_signoff else signoff)
     head = ledger.head()
     _, _, row = chain(prepared, seq=head.seq + 1, prev_hash=head.entry_hash, run_id="forged", recorded_at=SIGNED_AT,
                       previous_seq=signs)
@@ -166,6 +169,8 @@ FORGED = {
     "no such decision": (dict(record_id="r2", signs=2, decision="approved"), "decision 'approved', which is not one"),
     "an empty name": (dict(record_id="r2", signs=2, by=" "), "reviewer's name is empty"),
     "an escape in the name": (dict(record_id="r2", signs=2, by="J. Doe\x1b[8m"), "control characters"),
+    "no signoff object": (dict(record_id="r2", signs=2, without_signoff=True),
+                          "is marked as a sign-off but holds no well-formed signoff object"),
 }
 
 
@@ -271,6 +276,9 @@ def test_the_signoff_verb_confirms_in_one_line(tmp_path: Path) -> None:
     head = Ledger(url, create=False).head()
     assert code == 0 and err == "" and len(out.strip().splitlines()) == 1
     assert "verdict entry #2" in out and "recorded as entry #4" in out and head.entry_hash in out
+    code, out, _ = run("signoff", "r2", "--decision", "confirmed", "--by", "J. Doe", "--comment", "ok",
+                       "--ledger", url)
+    assert code == 0 and "already recorded as entry #4; nothing added" in out
     code, out, _ = run("signoff", "r2", "--decision", "confirmed", "--by", "J. Doe", "--comment", "ok",
                        "--ledger", url, "--format", "json")
     assert code == 0 and json.loads(out)["added"] is False and json.loads(out)["seq"] == 4

@@ -234,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{done['decision']} by {_safe(done['by'])}, recorded as entry #{done['seq']}; "
                   f"head #{done['head_seq']} {done['head_hash']}")
         else:
-            print(f"record {_safe(done['record_id'])}: verdict entry #{done['signed_seq']} was already signed off "
-                  f"as {done['decision']} by {_safe(done['by'])} with this comment (entry #{done['seq']}); nothing "
-                  f"added; head #{done['head_seq']} {done['head_hash']}")
+            print(f"record {_safe(done['record_id'])}: this sign-off of verdict entry #{done['signed_seq']} "
+                  f"({done['decision']} by {_safe(done['by'])}, the same comment) is already recorded as entry "
+                  f"#{done['seq']}; nothing added; head #{done['head_seq']} {done['head_hash']}")
         return 0
     return 2
 

@@ -309,8 +309,8 @@ class Ledger:
         """
         request = SignOffRequest.checked(record_id, decision=decision, by=by, comment=comment, seq=seq)
         table = schema.entries
-        signed_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         with self._transaction(write=True) as conn:
+            signed_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # once the lock is held
             signed = self._verdict_entry(conn, request.record_id, request.seq)
             p = prepare_signoff(request, signed, signed_at=signed_at)
             head = self._head(conn)

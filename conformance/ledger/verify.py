@@ -124,9 +124,6 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
                             prev_seq + 1)
             return fail(f"entry #{seq} appears again after entry #{prev_seq}: inserted or reordered", seq)
         problem = _check_entry(row)
-        if problem is None and row["verdict"] == SIGNOFF:
-            problem = _check_link(seq, json.loads(row["content"]), lookup)
-            signoffs += 1
         if problem is not None:
             return fail(problem, seq)
         if seq == prev_seq + 1 and row["prev_hash"] != prev_hash:
@@ -134,6 +131,11 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
             return fail(f"entry #{seq} does not follow {first}: it names {row['prev_hash'][:16]}... as its "
                         f"predecessor, but {first} hashes to {prev_hash[:16]}...; {first} was altered, "
                         "replaced or inserted, or entries were removed or reordered", max(prev_seq, 1))
+        if row["verdict"] == SIGNOFF:
+            problem = _check_link(seq, json.loads(row["content"]), lookup)
+            if problem is not None:
+                return fail(problem, seq)
+            signoffs += 1
         if row["entry_hash"] == expect_head:
             found_head = True
         prev_seq, prev_hash = seq, str(row["entry_hash"])
