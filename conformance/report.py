@@ -273,6 +273,22 @@ def guarantee(alpha: float | None) -> str:
             f"with probability at most {100 * alpha:g}%.")
 
 
+def facets_of(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """What stands out most in a group's out-of-bounds outputs: each facet in plain words and how many of them it
+    was, from their reasons (each reason names its output's most unusual facet in these words)."""
+    from conformance.scoring.reasons import FACET_WORDS
+
+    found: Counter[str] = Counter()
+    for row in rows:
+        if row.get("verdict") != "out_of_bounds":
+            continue
+        reason = str(row.get("reason") or "")
+        said = reason.split("What stands out most is ", 1)
+        if len(said) == 2:
+            found.update(words for words in FACET_WORDS.values() if said[1].startswith(words))
+    return found.most_common()
+
+
 # -- the plot ----------------------------------------------------------------------------------------------------
 def strip_plot(calibration: list[float], audited: list[tuple[float, bool]], *, width: int = 640) -> str:
     """An SVG strip plot: the approved calibration scores on one line, the audited scores below (flagged ones
@@ -341,7 +357,7 @@ def render(report: Report) -> str:
         group_views.append({
             "model_version": "not given" if key[0] == "None" else key[0],
             "input_class": "not given" if key[1] == "None" else key[1], "n": len(rows), "counts": counts,
-            "batch": batch, "batch_words": batch_words(batch, shift) if batch else None,
+            "batch": batch, "batch_words": batch_words(batch, shift) if batch else None, "facets": facets_of(rows),
             "tests": (batch or {}).get("tests", {}).get("p_values", {}) if batch else {},
             "baseline": baseline, "plot": markupsafe.Markup(plot),  # numbers only: built above
         })

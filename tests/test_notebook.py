@@ -64,7 +64,7 @@ def test_the_notebooks_run_and_show_what_their_prose_says(embedder, tmp_path: Pa
         errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]  # type: ignore[attr-defined]
         assert errors == [], f"{name}: {errors}"
     worked, reviewer = _text(done["worked_example.ipynb"]), _text(done["reviewer.ipynb"])
-    assert "Notebook Reviewer" in worked and "out_of_bounds" in worked and "Compared with" in worked
+    assert "building baseline 6 of 6" in worked and "out_of_bounds" in worked and "Compared with" in worked
     assert "<svg" in worked and (tmp_path / "notebooks" / "report.html").is_file()
     assert (tmp_path / "notebooks" / "verdicts.parquet").exists()
     assert "intact" in reviewer and "ALTERED" not in reviewer and "<svg" in reviewer

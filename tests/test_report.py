@@ -82,6 +82,18 @@ def test_model_text_is_inert_and_the_file_loads_nothing(tmp_path: Path) -> None:
     assert "4 fell out of bounds" in text and "Model version not given" in text
 
 
+def test_the_facets_of_a_group_come_from_its_flagged_reasons() -> None:
+    from conformance.scoring.reasons import FACET_WORDS
+
+    rows = [{"verdict": "out_of_bounds", "reason": f"... What stands out most is {FACET_WORDS['language']}: a "
+                                                   "standardised value of 4.1, where ..."},
+            {"verdict": "out_of_bounds", "reason": f"... What stands out most is {FACET_WORDS['language']}: ..."},
+            {"verdict": "out_of_bounds", "reason": f"... What stands out most is {FACET_WORDS['length']}: ..."},
+            {"verdict": "within_bounds", "reason": f"... What stands out most is {FACET_WORDS['format']}: ..."},
+            {"verdict": "out_of_bounds", "reason": "a reason without facets"}]
+    assert report.facets_of(rows) == [(FACET_WORDS["language"], 2), (FACET_WORDS["length"], 1)]
+
+
 def test_the_batch_words_match_the_tests_that_rejected() -> None:
     # The case that used to read "more unusual": nothing flagged, Mann-Whitney p = 1, the rest p = 0.001.
     words = batch_conclusion({"mann_whitney": 1.0, "kolmogorov_smirnov": 0.001, "mmd": 0.001, "energy": 0.001},
@@ -187,3 +199,4 @@ def test_report_of_a_real_run_shows_baselines_texts_and_plots(built: list[dict],
         assert nearest.splitlines()[0].replace("'", "&#39;").replace("&", "&amp;") in text or \
             nearest.splitlines()[0].replace("&", "&amp;").replace("'", "&#39;") in text
         assert "more unusual than" in text and "Glossary" in text
+        assert "What stands out most in its out-of-bounds outputs:" in text

@@ -149,6 +149,9 @@ def test_summary_and_filter(server: str, browser: object, scored: dict, shots: P
     assert every >= scored["n"]
     Select(driver.find_element(By.NAME, "verdict")).select_by_value("out_of_bounds")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "apply").click()  # type: ignore[attr-defined]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(lambda d: "verdict=out_of_bounds" in d.current_url)  # the filtered page
     rows = driver.find_elements(By.CSS_SELECTOR, "tr.verdict-row")  # type: ignore[attr-defined]
     assert 0 < len(rows) < every
     assert all("out of bounds" in row.text for row in rows)
@@ -180,6 +183,9 @@ def test_payloads_stay_text_and_a_signoff_lands_in_the_ledger(server: str, brows
     driver.find_element(By.NAME, "by").send_keys("Rita Reviewer")  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "comment").send_keys("Looks fine. <script>alert('c')</script>")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "sign").click()  # type: ignore[attr-defined]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(lambda d: "done=signed" in d.current_url)
     assert "Your sign-off was added" in driver.find_element(By.ID, "done").text  # type: ignore[attr-defined]
     listed = driver.find_element(By.ID, "signoffs").text  # type: ignore[attr-defined]
     assert "false alarm by Rita Reviewer" in listed and "<script>alert('c')</script>" in listed
