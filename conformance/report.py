@@ -89,7 +89,7 @@ class Report:
     source: str
     generated_at: str
     verdicts: list[dict[str, Any]]
-    batches: dict[tuple[str, str], dict[str, Any]]
+    batches: dict[tuple[str, str, str], dict[str, Any]]  # (run_id or "", model_version, input_class) -> batch
     baselines: dict[str, BaselineView]
 
     @property
@@ -151,8 +151,8 @@ def read_verdicts_file(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_summary(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """The batch verdicts of a summary file written by ``score --summary``, by (model_version, input_class)."""
+def read_summary(path: str | Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The batch verdicts of a summary file written by ``score --summary``, by ("", model_version, input_class)."""
     try:
         groups = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -163,17 +163,19 @@ def read_summary(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
         groups = groups.get("groups", [])
     if not isinstance(groups, list):
         raise InputFileError(f"{path}: expected a list of groups, as score --summary writes")
-    return {(str(g.get("model_version")), str(g.get("input_class"))): g for g in groups if isinstance(g, dict)}
+    return {("", str(g.get("model_version")), str(g.get("input_class"))): g for g in groups if isinstance(g, dict)}
 
 
 def from_ledger(*, run_id: str | None = None, since: str | None = None, ledger: Any = None) -> tuple[
-        list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]], str]:
-    """Verdict rows and batch verdicts of one run, or of every run since a time, from the ledger."""
+        list[dict[str, Any]], dict[tuple[str, str, str], dict[str, Any]], str]:
+    """Verdict rows and batch verdicts of one run, or of every run since a time, from the ledger; a group is one
+    (model_version, input_class) of one run, as the batch tests were."""
     from conformance.ledger import Filters, Ledger
 
     book = ledger if isinstance(ledger, Ledger) else Ledger(ledger, create=False)
     entries = book.query(Filters(run_id=run_id, since=since))
-    rows, batches = [], {}
+    rows: list[dict[str, Any]] = []
+    batches: dict[tuple[str, str, str], dict[str, Any]] = {}
     for entry in entries:
         content = entry.content
         verdict = content.get("verdict") or {}
@@ -183,7 +185,8 @@ def from_ledger(*, run_id: str | None = None, since: str | None = None, ledger: 
         rows.append(row)
         batch = content.get("batch")
         if isinstance(batch, dict):
-            batches[(str(verdict.get("model_version")), str(verdict.get("input_class")))] = batch
+            batches[(str(content.get("run_id")), str(verdict.get("model_version")),
+                     str(verdict.get("input_class")))] = batch
     what = f"run {run_id}" if run_id else f"every run since {since}"
     if not rows:
         raise ConformanceError(f"the ledger {book.url} holds no verdicts of {what}; see conformance verdicts")
@@ -225,7 +228,7 @@ def _baseline_views(rows: Iterable[Mapping[str, Any]], registry: Any) -> dict[st
     return views
 
 
-def build_report(rows: list[dict[str, Any]], batches: dict[tuple[str, str], dict[str, Any]], *, source: str,
+def build_report(rows: list[dict[str, Any]], batches: dict[tuple[str, str, str], dict[str, Any]], *, source: str,
                  registry: Any = None) -> Report:
     """A :class:`Report` of verdict rows and their groups' batch verdicts; baselines from ``registry``."""
     return Report(source=source, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -337,11 +340,12 @@ def render(report: Report) -> str:
     import markupsafe
     import numpy as np
 
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in report.verdicts:
-        groups[(str(row.get("model_version")), str(row.get("input_class")))].append(row)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in report.verdicts:  # a group is one cell of one run (a verdicts file is one run)
+        groups[(str(row.get("run_id") or ""), str(row.get("model_version")), str(row.get("input_class")))].append(row)
+    several_runs = len({key[0] for key in groups}) > 1
     group_views = []
-    for key, rows in sorted(groups.items(), key=lambda item: (item[0][0] == "None", item[0])):
+    for key, rows in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] == "None", item[0])):
         batch = report.batches.get(key)
         baseline = next((report.baselines.get(str(r.get("baseline"))) for r in rows if r.get("baseline")), None)
         audited = [(float(r["score"]), r.get("verdict") == "out_of_bounds") for r in rows
@@ -355,8 +359,9 @@ def render(report: Report) -> str:
 
             shift = score_shift(np.asarray([v for v, _ in audited]), np.asarray(baseline.calibration_scores))
         group_views.append({
-            "model_version": "not given" if key[0] == "None" else key[0],
-            "input_class": "not given" if key[1] == "None" else key[1], "n": len(rows), "counts": counts,
+            "run": key[0] if several_runs else "",
+            "model_version": "not given" if key[1] == "None" else key[1],
+            "input_class": "not given" if key[2] == "None" else key[2], "n": len(rows), "counts": counts,
             "batch": batch, "batch_words": batch_words(batch, shift) if batch else None, "facets": facets_of(rows),
             "tests": (batch or {}).get("tests", {}).get("p_values", {}) if batch else {},
             "baseline": baseline, "plot": markupsafe.Markup(plot),  # numbers only: built above
@@ -372,11 +377,12 @@ def render(report: Report) -> str:
             nearest.append({"record_id": record_id, "input": (text or {}).get("input"),
                             "output": (text or {}).get("output")})
         flagged.append({"row": row, "nearest": nearest, "compared": compared_phrase(row, view)})
-    batches_out = sum(1 for b in report.batches.values() if b.get("verdict") == "out_of_bounds")
+    tested = [b for b in report.batches.values() if b.get("verdict") in ("within_bounds", "out_of_bounds")]
+    batches_out = sum(1 for b in tested if b.get("verdict") == "out_of_bounds")
     alphas = sorted({b.alpha for b in report.baselines.values() if b.alpha is not None})
     return str(_environment().get_template("report.html.j2").render(
         report=report, counts=report.counts, groups=group_views, flagged=flagged, batches_out=batches_out,
-        n_batches=len(report.batches), baselines=list(report.baselines.values()), csp=CSP, glossary=GLOSSARY,
+        n_batches=len(tested), baselines=list(report.baselines.values()), csp=CSP, glossary=GLOSSARY,
         version=__version__,
         guarantee=guarantee(alphas[0]) if len(alphas) == 1 else "; ".join(guarantee(a) for a in alphas)))
 

@@ -59,7 +59,7 @@ def _batch(p_values: dict[str, float], verdict: str) -> dict:
 
 
 def test_model_text_is_inert_and_the_file_loads_nothing(tmp_path: Path) -> None:
-    built = report.build_report(_rows(), {("m<b>1</b>", "c"): _batch(
+    built = report.build_report(_rows(), {("", "m<b>1</b>", "c"): _batch(
         {"mann_whitney": 0.001, "kolmogorov_smirnov": 0.5, "mmd": 0.5, "energy": 0.5}, "out_of_bounds")},
         source="test <script>", registry=None)
     out = report.write_report(built, tmp_path / "report.html")
@@ -200,3 +200,26 @@ def test_report_of_a_real_run_shows_baselines_texts_and_plots(built: list[dict],
             nearest.splitlines()[0].replace("&", "&amp;").replace("'", "&#39;") in text
         assert "more unusual than" in text and "Glossary" in text
         assert "What stands out most in its out-of-bounds outputs:" in text
+
+
+def test_a_report_since_a_time_keeps_each_runs_batch_verdict(tmp_path: Path) -> None:
+    """A group is one cell of one run: two runs of one cell are two groups, each with its own batch verdict."""
+    from conformance.ledger import Ledger
+    from conformance.verdict import GroupSummary
+    from tests.ledger_support import make_verdict
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        for run, (p, verdict) in (("run-a", (0.001, "out_of_bounds")), ("run-b", (0.5, "within_bounds"))):
+            summary = GroupSummary("bot-1", "refund", 2, {"within_bounds": 2}, min(1.0, 4 * p), verdict, "t",
+                                   "models:/conformance.bot-1.refund/1", 0.05, "r",
+                                   tests={"p_values": {"mann_whitney": p, "kolmogorov_smirnov": 0.9, "mmd": 0.9,
+                                                       "energy": 0.9}})
+            book.append([make_verdict(f"{run}-{i}") for i in range(2)], run_id=run, summaries=[summary])
+    code, out, err = _cli("report", "--since", "2026-01-01", "--out", str(tmp_path / "r.html"), "--ledger", url,
+                          "--no-registry")
+    assert code == 0, err
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "input class refund, run run-a" in text and "input class refund, run run-b" in text
+    assert "Of the 2 groups tested as a batch, <span class=\"out\">1 fell out of bounds" in text
+    assert text.count("They are more unusual: their scores run higher") == 1
