@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from conformance import defaults
 from conformance.errors import BaselineError, InputFileError
+from conformance.files import check_output_targets
 from conformance.verdict import VERDICTS, WITHIN, GroupSummary, Verdict
 
 if TYPE_CHECKING:
@@ -326,9 +327,7 @@ def score(
     from conformance.record_stream import CHUNK_SIZE, stream_records
     from conformance.verdict import write_json
 
-    for target in (out, summary):
-        if target is not None and not Path(target).parent.exists():
-            raise InputFileError(f"{target}: the folder {Path(target).parent} does not exist")
+    check_output_targets([records] if isinstance(records, (str, Path)) else [], {"--out": out, "--summary": summary})
     if out is not None and Path(out).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".parquet"):
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
     if fdr is not None:

@@ -31,3 +31,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output_targets(inputs: list[str | Path], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, output files that cannot be written or would overwrite an input or each other.
+
+    ``outputs`` maps a name for messages (``--out``, ``--summary``) to a path or None. Raises
+    :class:`conformance.errors.InputFileError` naming the path and the cause.
+    """
+    from conformance.errors import InputFileError
+
+    seen: dict[Path, str] = {}
+    given = {Path(p).resolve(): str(p) for p in inputs}
+    for name, target in outputs.items():
+        if target is None:
+            continue
+        path = Path(target)
+        where = path.resolve()
+        if not path.parent.exists():
+            raise InputFileError(f"{target}: the folder {path.parent} does not exist")
+        if path.is_dir():
+            raise InputFileError(f"{target} ({name}) is a folder; give a file name")
+        if where in given or any(where.is_relative_to(p) for p in given if p.is_dir()):
+            raise InputFileError(f"{target} ({name}) is the input {given.get(where, target)}: it would be "
+                                 "overwritten; write the output to another file")
+        if where in seen:
+            raise InputFileError(f"{target} is given as both {seen[where]} and {name}; give two different files")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise InputFileError(f"{target} ({name}): the folder {path.parent} is not writable by this account")
+        seen[where] = name

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError, InputFileError
+from conformance.files import check_output_targets
 from conformance.spark_worker import STATE, VERDICT, Context
 
 if TYPE_CHECKING:
@@ -323,9 +324,7 @@ def score_file(
     from conformance.verdict import write_json
     from conformance.verdict_files import VerdictWriter
 
-    for target in (out, summary):
-        if target is not None and not Path(target).parent.exists():
-            raise InputFileError(f"{target}: the folder {Path(target).parent} does not exist")
+    check_output_targets([records], {"--out": out, "--summary": summary})
     if out is not None and Path(out).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".parquet"):
         raise InputFileError(f"{out}: the verdicts file must end in .jsonl, .csv or .parquet")
     path = Path(records)

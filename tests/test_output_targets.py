@@ -1,0 +1,71 @@
+"""`score` refuses, before any work, output files that would overwrite an input or cannot be written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from conformance.cli import main
+
+
+def _score(*argv: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["score", *argv, "--no-progress"])
+    return code, err.getvalue()
+
+
+@pytest.fixture()
+def audited(tmp_path: Path) -> Path:
+    path = tmp_path / "audited.jsonl"
+    path.write_text('{"record_id": "a", "model_version": "m", "input_class": "c", "output": "o"}\n', encoding="utf-8")
+    return path
+
+
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(audited: Path, tmp_path: Path) -> None:
+    before = audited.read_bytes()
+    code, err = _score(str(audited), "--out", str(audited))
+    assert code == 2 and "is the input" in err and "--out" in err and "Traceback" not in err
+    code, err = _score(str(audited), "--out", str(tmp_path / "v.jsonl"), "--summary", str(audited))
+    assert code == 2 and "is the input" in err and "--summary" in err
+    # the same file under another spelling
+    code, err = _score(str(audited), "--out", str(tmp_path / "." / "audited.jsonl"))
+    assert code == 2 and "is the input" in err
+    assert audited.read_bytes() == before
+    assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_out_and_summary_must_differ_and_be_files(audited: Path, tmp_path: Path) -> None:
+    code, err = _score(str(audited), "--out", str(tmp_path / "v.jsonl"), "--summary", str(tmp_path / "v.jsonl"))
+    assert code == 2 and "both --out and --summary" in err
+    (tmp_path / "folder.jsonl").mkdir()
+    code, err = _score(str(audited), "--out", str(tmp_path / "folder.jsonl"))
+    assert code == 2 and "is a folder" in err
+
+
+def test_an_output_inside_an_input_folder_is_refused(tmp_path: Path) -> None:
+    import pandas as pd
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pd.DataFrame([{"record_id": "a", "model_version": "m", "input_class": "c", "output": "o"}]).to_parquet(
+        folder / "part-0.parquet")
+    code, err = _score(str(folder), "--out", str(folder / "verdicts.parquet"))
+    assert code == 2 and "is the input" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into any folder")
+def test_an_unwritable_folder_is_refused_before_scoring(audited: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, err = _score(str(audited), "--out", str(locked / "v.jsonl"))
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and "not writable" in err
