@@ -96,6 +96,12 @@ class GroupSummary:
         return out
 
 
+def csv_writer(buffer: io.StringIO, fieldnames: Sequence[str]) -> csv.DictWriter[str]:
+    """A CSV writer as RFC 4180 has it: rows end in CRLF, so a field holding a CR or an LF (a record id, an
+    output) is quoted and stays one field; a field holding the delimiter or a quote is quoted too."""
+    return csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore", lineterminator="\r\n")
+
+
 def _cell_text(value: Any) -> Any:
     """Nested values become JSON text in flat formats (CSV, Parquet)."""
     if isinstance(value, (dict, list, tuple)):
@@ -117,7 +123,7 @@ def write_verdicts(verdicts: Sequence[Verdict], path: str | Path) -> None:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     elif suffix == ".csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer = csv_writer(buffer, columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: _cell_text(v) for k, v in r.items()})

@@ -13,7 +13,6 @@ columns (in the order ``write_verdicts`` gives them) and each column's Parquet t
 
 from __future__ import annotations
 
-import csv
 import glob
 import io
 import json
@@ -26,7 +25,7 @@ from typing import IO, Any
 
 from conformance.errors import InputFileError
 from conformance.files import _MODE, _umask
-from conformance.verdict import Verdict, _cell_text
+from conformance.verdict import Verdict, _cell_text, csv_writer
 
 SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
 
@@ -181,8 +180,7 @@ class VerdictWriter:
 
     def _write_csv(self, rows: list[dict[str, Any]], *, header: bool) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.plan.columns), extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv_writer(buffer, list(self.plan.columns))
         if header:
             writer.writeheader()
         for r in rows:

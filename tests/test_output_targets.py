@@ -69,3 +69,27 @@ def test_an_unwritable_folder_is_refused_before_scoring(audited: Path, tmp_path:
     finally:
         locked.chmod(0o755)
     assert code == 2 and "not writable" in err
+
+
+def test_a_carriage_return_inside_a_field_stays_in_its_field(tmp_path: Path) -> None:
+    """RFC 4180: a CR (or LF) inside a record id or an output is quoted; the file has one row per verdict."""
+    import csv
+
+    from conformance.verdict import Verdict, write_verdicts
+    from conformance.verdict_files import ColumnPlan, VerdictWriter
+
+    verdicts = [Verdict(row=i + 1, record_id=rid, model_version="m", input_class="c", verdict="invalid",
+                        reason="r", record={"record_id": rid, "output": f"line\r\nbreak {i}, \"quoted\""})
+                for i, rid in enumerate(["cr\rid", "lf\nid", "plain"])]
+    whole = tmp_path / "whole.csv"
+    write_verdicts(verdicts, whole)
+    plan = ColumnPlan(fdr=False)
+    plan.add(verdicts)
+    streamed = VerdictWriter(tmp_path / "streamed.csv", plan)
+    streamed.write(verdicts)
+    streamed.commit()
+    assert whole.read_bytes() == (tmp_path / "streamed.csv").read_bytes()
+    with open(whole, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["record_id"] for r in rows] == ["cr\rid", "lf\nid", "plain"]
+    assert rows[0]["output"] == "line\r\nbreak 0, \"quoted\""

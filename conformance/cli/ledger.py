@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import json
 import re
@@ -15,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from conformance.verdict import VERDICTS
+from conformance.verdict import VERDICTS, csv_writer
 
 LEDGER_VERBS = ("ledger", "reconstruct", "verdicts", "signoff")
 # The decisions a reviewer can record (conformance.ledger.signoff.DECISIONS; not imported here, so that
@@ -267,7 +266,7 @@ def _verdicts(args: argparse.Namespace) -> int:
         r["signoff"] = by_seq[r["seq"]][-1]["decision"] if r["seq"] in by_seq else None
     if args.format == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["seq"], lineterminator="\n")
+        writer = csv_writer(buffer, list(rows[0]) if rows else ["seq"])
         writer.writeheader()
         writer.writerows(rows)
         print(buffer.getvalue(), end="")
