@@ -183,7 +183,7 @@ def build(
     >>> built = conformance.build(approved_frame, register=False)  # doctest: +SKIP
     >>> built[0].baseline.save("baseline_dir")                        # doctest: +SKIP
     """
-    from conformance.params import check_alpha, check_calibration_method
+    from conformance.params import check_alpha, check_calibration_method, check_person
     from conformance.records import Record, as_record_set
 
     alpha = check_alpha(alpha)
@@ -192,6 +192,8 @@ def build(
         raise ValueError(f"backend must be one of {', '.join(defaults.EMBEDDER_BACKENDS)}, got {backend!r}")
     if approve_by is not None and not register:
         raise ValueError("approve_by needs register=True: an approval is recorded in the registry")
+    if approve_by is not None:  # before anything is built or registered
+        approve_by = check_person(approve_by)
     record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
     from conformance.baseline.fit import build_baseline, plan_cell
 
@@ -257,8 +259,10 @@ def approve(
     model_version: str, input_class: str, *, by: str, version: int | None = None, registry: Registry | None = None
 ) -> RegisteredBaseline:
     """Approve a registered baseline version (default: the newest); a person's step. Loads no embedder."""
+    from conformance.params import check_person
     from conformance.registry import Registry
 
+    by = check_person(by)
     return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
 
 

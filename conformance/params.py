@@ -32,3 +32,19 @@ def check_calibration_method(calibration_method: str, delta: float | None) -> st
                          "Beta law holds for one exchangeable calibration score per prompt "
                          "(build --calibration-method sample)")
     return calibration_method
+
+
+def check_person(name: object, role: str = "the approver's name") -> str:
+    """A person's name as it is recorded (surrounding white space dropped): text, not blank, one line, no control
+    characters (a terminal escape in a name could disguise who approved). Raises ``ValueError``."""
+    import unicodedata
+
+    if not isinstance(name, str):
+        raise ValueError(f"{role} must be text, got {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"{role} is empty: give who it is, e.g. --by 'J. Doe'")
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+    if bad:
+        raise ValueError(f"{role} {name.strip()!r} holds control or invisible characters "
+                         f"({', '.join(repr(c)[1:-1] for c in bad)}); type it plainly")
+    return name.strip()

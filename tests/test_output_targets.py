@@ -93,3 +93,38 @@ def test_a_carriage_return_inside_a_field_stays_in_its_field(tmp_path: Path) -> 
         rows = list(csv.DictReader(handle))
     assert [r["record_id"] for r in rows] == ["cr\rid", "lf\nid", "plain"]
     assert rows[0]["output"] == "line\r\nbreak 0, \"quoted\""
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("name", ["   ", "Ev\x1b[31mil", "Two\nLines", "Zero\u200bWidth"])
+def test_an_approver_name_is_checked_before_anything_is_built(audited: Path, name: str) -> None:
+    code, err = _cli("build", str(audited), "--approve", "--by", name)
+    assert code == 2 and "the approver's name" in err and "Traceback" not in err
+    assert "\x1b" not in err  # shown escaped, never raw to the terminal
+    code, err = _cli("approve", "--model-version", "m", "--input-class", "c", "--by", name)
+    assert code == 2 and "the approver's name" in err
+
+
+def test_an_unexpected_error_exits_2_without_a_traceback_unless_debug(audited: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fault no input can provoke (a bug): the one place this suite stands in for the real code.
+    from conformance import api
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(api, "score", broken)
+    code, err = _cli("score", str(audited), "--out", str(tmp_path / "v.jsonl"))
+    assert code == 2 and "unexpected error: RuntimeError: something nobody foresaw" in err
+    assert "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="nobody foresaw"):
+        main(["--debug", "score", str(audited), "--out", str(tmp_path / "v.jsonl")])

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=STORE + "\n" + EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"conformance {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, show Python's traceback (conformance --debug VERB ...)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     build = verbs.add_parser(
@@ -311,6 +313,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValueError as exc:  # parameter ranges, e.g. alpha
         print(f"conformance {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"conformance {args.verb}: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, or the environment failing in a way no check foresaw: no traceback by default
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"conformance {args.verb}: unexpected error: {type(exc).__name__}: {first}\n"
+              f"Nothing is half-written (files are replaced whole, the ledger commits per chunk). Run "
+              f"`conformance --debug {args.verb} ...` for the traceback, and report it if it looks like a bug.",
+              file=sys.stderr)
         return 2
     return 2
 
