@@ -281,6 +281,7 @@ def score(
     cache: bool | None = None,
     keep_verdicts: bool = True,
     chunk_size: int | None = None,
+    max_output_chars: int | None = defaults.MAX_TEXT_CHARS,
 ) -> ScoreResult:
     """Score every record against the baseline of its (model_version, input_class).
 
@@ -314,6 +315,9 @@ def score(
     chunk_size : int, optional
         Records read, scored and recorded at a time (default 1,000): records are streamed from the
         source, and the ledger gets one transaction per chunk.
+    max_output_chars : int or None, optional
+        A record whose ``input`` or ``output`` is longer (in characters) is ``invalid``, with a reason that
+        says so, instead of being embedded (default 1,000,000; None: no limit).
 
     Re-running the same call after an interruption (even ``kill -9``) continues: the embedding cache
     holds what was embedded, the ledger skips what it already recorded, and the verdicts file is written
@@ -337,7 +341,10 @@ def score(
     if fdr is not None:
         check_fdr(fdr)
     # A missing or unreadable file fails here, before the heavy imports.
-    stream = stream_records(records, chunk_size=chunk_size or CHUNK_SIZE, count=progress is not False)
+    if max_output_chars is not None and (not isinstance(max_output_chars, int) or max_output_chars < 1):
+        raise ValueError(f"max_output_chars must be a positive integer or None, got {max_output_chars!r}")
+    stream = stream_records(records, chunk_size=chunk_size or CHUNK_SIZE, count=progress is not False,
+                            max_chars=max_output_chars)
     from conformance.ledger.store import new_run_id
     from conformance.progress import Progress
     from conformance.scoring.stream import StreamScorer

@@ -36,6 +36,9 @@ EMBEDDER_BACKEND = "torch"
 
 #: The embedded store (MLflow's SQLite database, its artifacts, the ledger), relative to the working directory.
 STORE_DIR = "conformance_store"
+#: The longest input or output judged, in characters; a longer one is an ``invalid`` record with a reason that
+#: says so (score --max-output-chars), rather than minutes of embedding and gigabytes of memory for one text.
+MAX_TEXT_CHARS = 1_000_000
 
 
 def default_store_dir() -> Path:

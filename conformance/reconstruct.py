@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conformance import defaults
 from conformance._version import __version__
 from conformance.errors import BaselineError, BaselineVersionNotFoundError, EmbedderMismatchError
 from conformance.ledger.canonical import entry_hash, plain
@@ -127,7 +128,9 @@ def reconstruct(ledger: Ledger, record_id: str, *, seq: int | None = None, regis
         notes.append(f"entry #{entry.seq} was altered after it was written (its content no longer matches its "
                      "hash); run `conformance ledger verify`")
     record = dict(content["record"])
-    checked = validate_row(int(recorded.get("row") or 1), record, {})
+    # A judged record passed whatever length limit its run had; an invalid one is checked against the default.
+    checked = validate_row(int(recorded.get("row") or 1), record, {},
+                           max_chars=defaults.MAX_TEXT_CHARS if recorded["verdict"] == INVALID else None)
     if recorded["verdict"] == INVALID:
         if isinstance(checked, InvalidRow):
             return Reconstruction(record_id, entry.seq, IDENTICAL, summary,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance import defaults
 from conformance.errors import InputFileError, RecordProblem
 from conformance.records import (
     REQUIRED_FIELDS, InvalidRow, Record, RecordsLike, _check_columns, _format_of, _is_missing, _plain, _read_jsonl,
@@ -40,7 +41,8 @@ class RecordStream:
         return self.chunks
 
 
-def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE, count: bool = False) -> RecordStream:
+def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE, count: bool = False,
+                   max_chars: int | None = defaults.MAX_TEXT_CHARS) -> RecordStream:
     """Read and validate records chunk by chunk (bounded memory for files of any size).
 
     JSON Lines are read line by line; CSV in chunks of rows (every cell as text, as :func:`read_records`);
@@ -76,7 +78,7 @@ def stream_records(records: RecordsLike, *, chunk_size: int = CHUNK_SIZE, count:
         total = _parquet_rows(path, files)
     elif fmt == "jsonl" and count:
         total = _jsonl_rows(path)
-    return RecordStream(str(path), _chunked(path, fmt, files, chunk_size), total=total)
+    return RecordStream(str(path), _chunked(path, fmt, files, chunk_size, max_chars), total=total)
 
 
 def _jsonl_rows(path: Path) -> int | None:
@@ -187,7 +189,8 @@ class SeenIds:
         self._recent = {}
 
 
-def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int) -> Iterator[list[Record | InvalidRow]]:
+def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int,
+             max_chars: int | None) -> Iterator[list[Record | InvalidRow]]:
     seen = SeenIds()
     present: set[str] = set()
     any_field = False
@@ -202,7 +205,7 @@ def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int) -> Iterat
                 any_field = any_field or bool(item)
                 if len(present) < len(REQUIRED_FIELDS):
                     present.update(k for k in item if k in REQUIRED_FIELDS)
-                chunk.append(validate_row(row, item, seen))
+                chunk.append(validate_row(row, item, seen, max_chars=max_chars))
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []

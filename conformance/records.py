@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from conformance import defaults
 from conformance.errors import InputFileError, RecordProblem
 
 REQUIRED_FIELDS: tuple[str, ...] = ("record_id", "model_version", "input_class", "input", "output")
@@ -155,9 +156,11 @@ class SeenRows(Protocol):
     def __setitem__(self, record_id: str, row: int, /) -> None: ...
 
 
-def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows) -> Record | InvalidRow:
+def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows, *,
+                 max_chars: int | None = defaults.MAX_TEXT_CHARS) -> Record | InvalidRow:
     """Validate one raw row; ``seen`` maps record_id to the row it first appeared in (a dict, or
-    :class:`conformance.record_stream.SeenIds` for a stream)."""
+    :class:`conformance.record_stream.SeenIds` for a stream). An ``input`` or ``output`` longer than
+    ``max_chars`` characters is a problem of the row (None: no limit)."""
     problems: list[RecordProblem] = []
     rid_value = raw.get("record_id")
     rid = rid_value if isinstance(rid_value, str) and rid_value.strip() else None
@@ -175,6 +178,10 @@ def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows) -> Record | I
             )
         elif not value.strip():
             problems.append(RecordProblem(row, rid, name, "empty", "must not be empty or only white space"))
+        elif max_chars is not None and name in ("input", "output") and len(value) > max_chars:
+            problems.append(RecordProblem(row, rid, name, "too_long",
+                                          f"is {len(value):,} characters long, over the limit of {max_chars:,} "
+                                          "(score --max-output-chars N raises it)"))
         else:
             values[name] = value
     if rid is not None and rid in seen:

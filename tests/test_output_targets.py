@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import os
 from pathlib import Path
@@ -128,3 +129,19 @@ def test_an_unexpected_error_exits_2_without_a_traceback_unless_debug(audited: P
     assert "--debug" in err and "Traceback" not in err
     with pytest.raises(RuntimeError, match="nobody foresaw"):
         main(["--debug", "score", str(audited), "--out", str(tmp_path / "v.jsonl")])
+
+
+def test_an_overlong_output_is_an_invalid_record_not_a_crash(tmp_path: Path) -> None:
+    """A record whose output is over --max-output-chars is invalid, saying so; the other records still run."""
+    from conformance.record_stream import stream_records
+
+    path = tmp_path / "audited.jsonl"
+    rows = [{"record_id": "long", "model_version": "m", "input_class": "c", "input": "q", "output": "x" * 5001},
+            {"record_id": "ok", "model_version": "m", "input_class": "c", "input": "q", "output": "fine"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    got = [row for chunk in stream_records(path, max_chars=5000) for row in chunk]
+    assert [type(r).__name__ for r in got] == ["InvalidRow", "Record"]
+    assert "is 5,001 characters long, over the limit of 5,000" in got[0].reason
+    assert [type(r).__name__ for chunk in stream_records(path, max_chars=None) for r in chunk] == ["Record"] * 2
+    code, err = _cli("score", str(path), "--out", str(tmp_path / "v.jsonl"), "--max-output-chars", "0")
+    assert code == 2 and "--max-output-chars" in err

@@ -195,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--chunk-size", type=_positive_int, default=1000, metavar="N",
                        help="records read, scored and recorded in the ledger at a time (default 1000); memory "
                             "stays bounded whatever the size of AUDITED_FILE")
+    score.add_argument("--max-output-chars", type=_positive_int, default=defaults.MAX_TEXT_CHARS, metavar="N",
+                       help="a record whose input or output is longer than N characters is invalid, with a reason "
+                            "that says so, instead of being embedded (default %(default)s)")
     score.add_argument("--fdr", type=float, metavar="Q",
                        help="also flag records by Benjamini-Hochberg at false discovery rate Q in (0, 1), over "
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
@@ -267,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.verb == "score":
             if args.engine == "spark":
+                if args.max_output_chars != defaults.MAX_TEXT_CHARS:
+                    parser.error(f"--max-output-chars is not supported with --engine spark (its executors use "
+                                 f"{defaults.MAX_TEXT_CHARS:,})")
                 from conformance import spark
 
                 result = spark.score_file(args.audited_file, out=args.out, summary=args.summary, ledger=args.ledger,
@@ -277,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = api.score(args.audited_file, out=args.out, summary=args.summary,
                                    progress=False if args.no_progress else None, ledger=args.ledger,
                                    fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
-                                   chunk_size=args.chunk_size)
+                                   chunk_size=args.chunk_size, max_output_chars=args.max_output_chars)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
