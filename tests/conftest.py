@@ -34,6 +34,19 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _witness_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The ledgers' heads files (conformance.ledger.witness) in a folder of the session's, not in the working
+    directory's store (a PostgreSQL ledger's would land there); subprocesses inherit it."""
+    old = os.environ.get("CONFORMANCE_LEDGER_WITNESS")
+    os.environ["CONFORMANCE_LEDGER_WITNESS"] = str(tmp_path_factory.mktemp("witness"))
+    yield
+    if old is None:
+        os.environ.pop("CONFORMANCE_LEDGER_WITNESS", None)
+    else:
+        os.environ["CONFORMANCE_LEDGER_WITNESS"] = old
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from conformance.embedder import get_embedder

@@ -172,9 +172,11 @@ def test_verify_detects_a_reorder_and_a_consistent_rewrite(ledger_url: str) -> N
     content6 = rows[6]["content"].replace(rows[5]["entry_hash"], new_hash)
     tamper(ledger_url, f"UPDATE conformance_ledger SET content = '{content6}', entry_hash = '{entry_hash(content6)}', "
                        f"prev_hash = '{new_hash}' WHERE seq = 6")
-    assert verify(Ledger(ledger_url, create=False)).ok
-    report = verify(Ledger(ledger_url, create=False), expect_head=head)
+    assert verify(Ledger(ledger_url, create=False), witness=False).ok  # the chain alone cannot tell
+    report = verify(Ledger(ledger_url, create=False), expect_head=head, witness=False)
     assert not report.ok and "rewritten or truncated" in report.problem
+    report = verify(Ledger(ledger_url, create=False))  # the heads file saw the head that was rewritten
+    assert not report.ok and report.bad_seq == 6 and "the chain was rewritten" in report.problem
 
 
 def test_the_schema_refuses_update_and_delete(ledger_url: str) -> None:
@@ -296,3 +298,68 @@ def test_canonical_json_sorts_keys_and_names_non_finite_floats() -> None:
     assert canonical_json({"b": 1, "a": 2}) == canonical_json({"a": 2, "b": 1}) == '{"a":2,"b":1}'
     assert canonical_json([math.nan, math.inf, -math.inf]) == '["NaN","Infinity","-Infinity"]'
     assert canonical_json({"t": "é\u2028"}) == '{"t":"é\u2028"}'
+
+
+# -- witnessed heads ----------------------------------------------------------------------------------------------
+def test_every_append_is_witnessed_and_a_removed_tail_is_named(ledger_url: str) -> None:
+    from conformance.ledger.witness import read_heads
+
+    with _filled(ledger_url) as ledger:
+        heads, problems = read_heads(ledger.witness_path)
+        assert problems == [] and heads and heads[-1].seq == ledger.head().seq
+        assert heads[-1].entry_hash == ledger.head().entry_hash
+        report = verify(ledger)
+        assert report.ok and report.witnessed == len(heads) and report.witness == str(ledger.witness_path)
+    tamper(ledger_url, "DELETE FROM conformance_ledger WHERE seq >= 5")
+    with Ledger(ledger_url, create=False) as ledger:
+        assert verify(ledger, witness=False).ok  # consistent in itself
+        report = verify(ledger)
+    assert not report.ok and "entries were removed from its end" in report.problem and "ends at entry #4" in \
+        report.problem
+    import contextlib
+    import io
+
+    from conformance.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["ledger", "verify", "--ledger", ledger_url])
+    assert code == 1 and "NOT intact: the witness" in out.getvalue() and "consistent in itself" in out.getvalue()
+
+
+def test_a_rewritten_chain_with_fresh_hashes_is_named(ledger_url: str) -> None:
+    """Delete everything and append other verdicts: a new, consistent chain of the same length."""
+    with _filled(ledger_url) as ledger:
+        n = ledger.head().seq
+    tamper(ledger_url, "DELETE FROM conformance_ledger")
+    with Ledger(ledger_url, create=False) as ledger:
+        ledger.append([make_verdict(f"forged-{i}") for i in range(n)])
+        assert verify(ledger, witness=False).ok
+        report = verify(ledger)
+    assert not report.ok and "the chain was rewritten" in report.problem
+
+
+def test_a_witness_that_cannot_be_written_is_a_warning_not_a_lost_verdict(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("CONFORMANCE_LEDGER_WITNESS", str(blocked))  # a folder that cannot exist
+    with Ledger(sqlite_url(tmp_path / "ledger.db")) as ledger:
+        with pytest.warns(UserWarning, match="could not be written"):
+            report = ledger.append([make_verdict("a")])
+        assert report.added == 1 and ledger.head().seq == 1
+        assert verify(ledger).ok  # nothing witnessed: nothing to disagree with
+
+
+def test_a_head_cut_short_by_a_crash_is_ignored_but_an_edited_line_is_named(tmp_path: Path) -> None:
+    from conformance.ledger.witness import read_heads
+
+    path = tmp_path / "heads.jsonl"
+    path.write_text('{"seq": 1, "entry_hash": "a", "at": "t"}\n{"seq": 2, "entry', encoding="utf-8")
+    heads, problems = read_heads(path)
+    assert [h.seq for h in heads] == [1] and problems == []
+    path.write_text('{"seq": 1, "entry_hash": "a", "at": "t"}\nedited\n{"seq": 3, "entry_hash": "c"}\n',
+                    encoding="utf-8")
+    heads, problems = read_heads(path)
+    assert [h.seq for h in heads] == [1, 3] and problems == [f"{path}, line 2: not a witnessed head (the heads file "
+                                                              "was edited)"]

@@ -195,6 +195,13 @@ def run(args: argparse.Namespace) -> int:
             signoffs = f" ({report.signoffs} of them sign-offs)" if report.signoffs else ""
             print(f"intact: {report.count} entries{signoffs} in {report.source}; "
                   f"head #{report.head.seq} {report.head.entry_hash}")
+            if report.witness is not None:
+                where = _safe(report.witness)
+                print(f"agrees with the {report.witnessed} heads witnessed in {where}" if report.witnessed
+                      else f"no head witnessed yet in {where}")
+        elif str(report.problem).startswith("the witness"):
+            print(f"NOT intact: {_safe(report.problem)}\n(the chain of {report.count} entries is consistent in "
+                  f"itself, but not with what was witnessed; {report.source})")
         else:
             print(f"NOT intact: {_safe(report.problem)}\n({report.count} entries before it are intact; "
                   f"{report.source})")

@@ -39,6 +39,7 @@ from conformance.ledger.errors import (
 )
 from conformance.ledger.query import Filters
 from conformance.ledger.signoff import SignOff, SignOffRequest, prepare_signoff
+from conformance.ledger.witness import default_witness_path, record_head
 from conformance.verdict import GroupSummary, Verdict
 
 ENV_VAR = "CONFORMANCE_LEDGER_URL"
@@ -158,6 +159,8 @@ class Ledger:
                     raise LedgerConnectionError(
                         f"cannot create the ledger {self.display_url}: the folder {path.parent} does not exist")
         self.engine = self._engine()
+        self.witness_path = default_witness_path(self.url, self.dialect,
+                                                 str(self._url.database) if self._url.database else None)
         try:
             self._open(create)
         except BaseException:
@@ -287,6 +290,7 @@ class Ledger:
                 if p.record_id is not None:
                     latest[p.record_id] = seq
             conn.execute(insert(table), rows)
+        record_head(self.witness_path, seq, prev)  # committed: now witnessed outside the database
         return AppendReport(run_id, len(rows), len(verdicts) - len(rows), head.seq + 1, seq, Head(seq, prev),
                             self.display_url)
 
@@ -325,6 +329,7 @@ class Ledger:
                                        recorded_at=signed_at, previous_seq=signed.seq)
             conn.execute(insert(table), [row])
         new = Head(head.seq + 1, digest)
+        record_head(self.witness_path, new.seq, new.entry_hash)
         return (SignOff.from_entry(Entry(new.seq, digest, text_)),
                 AppendReport(run_id, 1, 0, new.seq, new.seq, new, self.display_url))
 

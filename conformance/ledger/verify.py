@@ -16,8 +16,8 @@ same record, and have the hash the sign-off names.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from conformance.ledger.entry import SIGNOFF, index_of, is_signoff, target_of
 from conformance.ledger.errors import LedgerError
 from conformance.ledger.signoff import signoff_problem
 from conformance.ledger.store import Head, Ledger
+from conformance.ledger.witness import read_heads
 
 Lookup = Callable[[int], "Mapping[str, Any] | None"]
 """The stored row of an earlier entry by its ``seq`` (``None`` when it is not at hand, as in a filtered export)."""
@@ -44,11 +45,14 @@ class VerifyReport:
     bad_seq: int | None = None
     #: How many of the ``count`` entries are reviewers' sign-offs.
     signoffs: int = 0
+    #: The heads file checked (None: not checked) and how many heads it witnessed.
+    witness: str | None = None
+    witnessed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "count": self.count, "signoffs": self.signoffs, "head_seq": self.head.seq,
                 "head_hash": self.head.entry_hash, "source": self.source, "problem": self.problem,
-                "bad_seq": self.bad_seq}
+                "bad_seq": self.bad_seq, "witness": self.witness, "witnessed": self.witnessed}
 
 
 def _check_link(seq: int, content: Mapping[str, Any], lookup: Lookup) -> str | None:
@@ -146,9 +150,41 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
     return VerifyReport(True, count, Head(prev_seq, prev_hash), source, signoffs=signoffs)
 
 
-def verify(ledger: Ledger, *, expect_head: str | None = None) -> VerifyReport:
-    """Walk a whole ledger from its first entry to its head."""
-    return verify_rows(ledger.rows(), source=ledger.display_url, lookup=ledger.row, expect_head=expect_head)
+def verify(ledger: Ledger, *, expect_head: str | None = None, witness: bool = True) -> VerifyReport:
+    """Walk a whole ledger from its first entry to its head; then, with ``witness``, check it against every head its
+    heads file witnessed (:mod:`conformance.ledger.witness`): a removed tail or a rewritten chain is named."""
+    if not witness:
+        return verify_rows(ledger.rows(), source=ledger.display_url, lookup=ledger.row, expect_head=expect_head)
+    heads, problems = read_heads(ledger.witness_path)
+    wanted = {h.seq for h in heads}
+    seen: dict[int, str] = {}
+
+    def watched(rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for row in rows:
+            if int(row["seq"]) in wanted:
+                seen[int(row["seq"])] = str(row["entry_hash"])
+            yield row
+
+    report = verify_rows(watched(ledger.rows()), source=ledger.display_url, lookup=ledger.row,
+                         expect_head=expect_head)
+    report = replace(report, witness=str(ledger.witness_path), witnessed=len(heads))
+    if not report.ok:
+        return report
+    if problems:
+        return replace(report, ok=False, problem=problems[0])
+    for head in sorted(heads, key=lambda h: h.seq):
+        found = seen.get(head.seq)
+        if found is None:
+            return replace(report, ok=False, bad_seq=head.seq, problem=(
+                f"the witness {ledger.witness_path} (line {head.line}) saw entry #{head.seq} with hash "
+                f"{head.entry_hash[:16]}... at {head.at}, but the ledger ends at entry #{report.head.seq}: "
+                "entries were removed from its end"))
+        if found != head.entry_hash:
+            return replace(report, ok=False, bad_seq=head.seq, problem=(
+                f"the witness {ledger.witness_path} (line {head.line}) saw entry #{head.seq} with hash "
+                f"{head.entry_hash[:16]}... at {head.at}, but the ledger's entry #{head.seq} hashes to "
+                f"{found[:16]}...: the chain was rewritten"))
+    return report
 
 
 def verify_export(path: str | Path, *, expect_head: str | None = None) -> VerifyReport:
