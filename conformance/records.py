@@ -229,23 +229,30 @@ def _format_of(path: Path) -> str:
     )
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number (write null, or the value as a string)")
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordProblem]]:
     row = 0
     for line in _open_text(path):
         if not line.strip():
             continue  # blank lines are not rows
         row += 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            message = f"not valid JSON: {exc.msg} at column {exc.colno}"
-            yield row, RecordProblem(row, None, "(line)", "bad_json", message)
-            continue
-        if not isinstance(obj, dict):
-            message = f"expected a JSON object, got {type(obj).__name__}"
-            yield row, RecordProblem(row, None, "(line)", "not_object", message)
-            continue
-        yield row, obj
+        yield row, parse_line(row, line)
+
+
+def parse_line(row: int, line: str) -> dict[str, Any] | RecordProblem:
+    """One JSON Lines row: its object, or the problem that makes it none (strict JSON: no NaN or Infinity)."""
+    try:
+        obj = json.loads(line, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except ValueError as exc:  # NaN, Infinity: accepted by Python, not JSON
+        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _read_table(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from conformance.errors import RecordProblem
-from conformance.records import InvalidRow, Record, _is_missing, _plain, validate_row
+from conformance.records import InvalidRow, Record, _is_missing, _plain, parse_line, validate_row
 
 #: Items of the scoring pass: ``(VERDICT, row, encoded verdict)`` or ``(STATE, partition, encoded state)``.
 VERDICT, STATE = 0, 1
@@ -42,13 +42,7 @@ VERDICT, STATE = 0, 1
 def raw_row(row: int, payload: Any) -> dict[str, Any] | RecordProblem:
     """The raw fields of a row, or the problem that makes it no row of fields (as the file readers do)."""
     if isinstance(payload, str):
-        try:
-            obj = json.loads(payload)
-        except json.JSONDecodeError as exc:
-            return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
-        if not isinstance(obj, dict):
-            return RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}")
-        return obj
+        return parse_line(row, payload)
     if not isinstance(payload, Mapping):
         return RecordProblem(row, None, "(row)", "not_object",
                              f"expected a mapping of field names to values, got {type(payload).__name__}")

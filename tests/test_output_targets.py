@@ -145,3 +145,23 @@ def test_an_overlong_output_is_an_invalid_record_not_a_crash(tmp_path: Path) -> 
     assert [type(r).__name__ for chunk in stream_records(path, max_chars=None) for r in chunk] == ["Record"] * 2
     code, err = _cli("score", str(path), "--out", str(tmp_path / "v.jsonl"), "--max-output-chars", "0")
     assert code == 2 and "--max-output-chars" in err
+
+
+def test_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
+    from conformance.record_stream import stream_records
+
+    path = tmp_path / "audited.jsonl"
+    base = '"model_version": "m", "input_class": "c", "input": "q", "output": "o"'
+    path.write_text(f'{{"record_id": "a", {base}, "metadata": {{"x": NaN}}}}\n'
+                    f'{{"record_id": "b", {base}, "timestamp": -Infinity}}\n'
+                    f'{{"record_id": "c", {base}}}\n', encoding="utf-8")
+    got = [row for chunk in stream_records(path) for row in chunk]
+    assert [type(r).__name__ for r in got] == ["InvalidRow", "InvalidRow", "Record"]
+    assert "NaN is not a JSON number" in got[0].reason and "-Infinity is not a JSON number" in got[1].reason
+
+
+def test_tables_printed_to_a_terminal_escape_control_characters() -> None:
+    from conformance.cli.table import table
+
+    text = table([{"model_version": "evil\x1b[2J\x1b[31mred", "n": 1}], ("model_version", "n"))
+    assert "\x1b" not in text and "\\x1b[2J" in text
