@@ -206,9 +206,10 @@ def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows, *,
     return Record(row=row, extras=extras, **values)
 
 
-def _open_text(path: Path) -> Iterator[str]:
+def _open_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes (decoded one by one, so that a line that is not UTF-8 is that row's problem)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+    with opener(path, "rb") as handle:  # type: ignore[operator]
         yield from handle
 
 
@@ -235,10 +236,17 @@ def _not_json(constant: str) -> Any:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordProblem]]:
     row = 0
-    for line in _open_text(path):
-        if not line.strip():
+    for raw in _open_lines(path):
+        if not raw.strip():
             continue  # blank lines are not rows
         row += 1
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield row, RecordProblem(row, None, "(line)", "not_utf8",
+                                     f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line "
+                                     "(Latin-1 or Windows-1252?); save the file as UTF-8")
+            continue
         yield row, parse_line(row, line)
 
 

@@ -165,3 +165,15 @@ def test_tables_printed_to_a_terminal_escape_control_characters() -> None:
 
     text = table([{"model_version": "evil\x1b[2J\x1b[31mred", "n": 1}], ("model_version", "n"))
     assert "\x1b" not in text and "\\x1b[2J" in text
+
+
+def test_a_line_that_is_not_utf8_is_its_rows_problem_with_its_row_number(tmp_path: Path) -> None:
+    from conformance.record_stream import stream_records
+
+    path = tmp_path / "audited.jsonl"
+    good = '{"record_id": "%s", "model_version": "m", "input_class": "c", "input": "q", "output": "%s"}\n'
+    path.write_bytes((good % ("a", "fine")).encode() + (good % ("b", "caf\xe9")).encode("latin-1")
+                     + (good % ("c", "café")).encode())
+    got = [row for chunk in stream_records(path) for row in chunk]
+    assert [type(r).__name__ for r in got] == ["Record", "InvalidRow", "Record"]
+    assert got[1].row == 2 and "not UTF-8 text: byte 0xe9" in got[1].reason and got[2].output == "café"
