@@ -8,6 +8,7 @@ The command line maps every :class:`ConformanceError` to exit code 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ConformanceError(Exception):
@@ -43,6 +44,9 @@ class RecordProblem:
     field: str
     code: str  # machine-readable reason, e.g. "missing", "empty", "wrong_type"
     message: str
+    #: For a row that is no record at all (a line that is not JSON, not UTF-8, not an object): what was read,
+    #: kept as evidence in its ``invalid`` verdict and ledger entry (see :func:`conformance.records.line_evidence`).
+    evidence: Any = None
 
     def __str__(self) -> str:
         rid = f" (record_id {self.record_id!r})" if self.record_id else ""

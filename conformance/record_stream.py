@@ -200,7 +200,7 @@ def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int,
         for row, item in _raw_rows(path, fmt, files, chunk_size):
             n += 1
             if isinstance(item, RecordProblem):
-                chunk.append(InvalidRow(row=row, raw={}, problems=(item,)))
+                chunk.append(InvalidRow.of_problem(row, item))
             else:
                 any_field = any_field or bool(item)
                 if len(present) < len(REQUIRED_FIELDS):

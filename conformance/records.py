@@ -109,6 +109,26 @@ class InvalidRow:
     def reason(self) -> str:
         return "; ".join(str(p) for p in self.problems)
 
+    @classmethod
+    def of_problem(cls, row: int, problem: RecordProblem) -> InvalidRow:
+        """A row that is no record at all: its raw fields are the evidence of what was read, and its row number, so
+        that two such rows never collapse into one ledger entry."""
+        raw = {"source_row": row, **problem.evidence} if isinstance(problem.evidence, Mapping) else {"source_row": row}
+        return cls(row=row, raw=raw, problems=(problem,))
+
+
+#: How much of a line that is no record is kept as evidence (its SHA-256 and length are kept whole).
+EVIDENCE_CHARS = 10_000
+
+
+def line_evidence(text: str) -> dict[str, Any]:
+    """What a row that is no record keeps: the line as text (its first EVIDENCE_CHARS characters), its length and
+    the SHA-256 of its UTF-8 bytes."""
+    import hashlib
+
+    return {"raw_line": text[:EVIDENCE_CHARS], "raw_line_chars": len(text),
+            "raw_line_sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()}
+
 
 @dataclass(frozen=True)
 class RecordSet:
@@ -245,7 +265,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordProble
         except UnicodeDecodeError as exc:
             yield row, RecordProblem(row, None, "(line)", "not_utf8",
                                      f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line "
-                                     "(Latin-1 or Windows-1252?); save the file as UTF-8")
+                                     "(Latin-1 or Windows-1252?); save the file as UTF-8",
+                                     evidence=line_evidence(raw.decode("utf-8", "backslashreplace").rstrip("\r\n")))
             continue
         yield row, parse_line(row, line)
 
@@ -255,11 +276,14 @@ def parse_line(row: int, line: str) -> dict[str, Any] | RecordProblem:
     try:
         obj = json.loads(line, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
-        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
+        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}",
+                             evidence=line_evidence(line.rstrip("\r\n")))
     except ValueError as exc:  # NaN, Infinity: accepted by Python, not JSON
-        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc}")
+        return RecordProblem(row, None, "(line)", "bad_json", f"not valid JSON: {exc}",
+                             evidence=line_evidence(line.rstrip("\r\n")))
     if not isinstance(obj, dict):
-        return RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}")
+        return RecordProblem(row, None, "(line)", "not_object", f"expected a JSON object, got {type(obj).__name__}",
+                             evidence=line_evidence(line.rstrip("\r\n")))
     return obj
 
 
@@ -304,7 +328,7 @@ def read_records(path: str | Path) -> RecordSet:
         if fmt == "jsonl":
             for row, item in _read_jsonl(path):
                 if isinstance(item, RecordProblem):
-                    rows.append(InvalidRow(row=row, raw={}, problems=(item,)))
+                    rows.append(InvalidRow.of_problem(row, item))
                 else:
                     present.update(item)
                     rows.append(validate_row(row, item, seen))
@@ -352,7 +376,7 @@ def _validate_all(where: str, raws: Iterable[Any]) -> RecordSet:
         if not isinstance(raw, Mapping):
             problem = RecordProblem(row, None, "(row)", "not_object",
                                     f"expected a mapping of field names to values, got {type(raw).__name__}")
-            rows.append(InvalidRow(row=row, raw={}, problems=(problem,)))
+            rows.append(InvalidRow.of_problem(row, problem))
             continue
         clean = {str(k): _plain(v) for k, v in raw.items() if not _is_missing(v)}
         rows.append(validate_row(row, clean, seen))

@@ -90,7 +90,7 @@ def rows_of(items: Iterable[tuple[Any, int]], duplicates: Mapping[str, int]) -> 
         row = index + 1
         raw = raw_row(row, payload)
         if isinstance(raw, RecordProblem):
-            yield InvalidRow(row=row, raw={}, problems=(raw,))
+            yield InvalidRow.of_problem(row, raw)
             continue
         rid = _record_id(raw)
         first = duplicates.get(rid) if rid is not None else None

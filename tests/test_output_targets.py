@@ -177,3 +177,26 @@ def test_a_line_that_is_not_utf8_is_its_rows_problem_with_its_row_number(tmp_pat
     got = [row for chunk in stream_records(path) for row in chunk]
     assert [type(r).__name__ for r in got] == ["Record", "InvalidRow", "Record"]
     assert got[1].row == 2 and "not UTF-8 text: byte 0xe9" in got[1].reason and got[2].output == "café"
+
+
+def test_rows_that_are_no_record_keep_their_line_and_never_collapse(tmp_path: Path) -> None:
+    """Two broken lines are two ledger entries, each holding its line and row; a later file with another broken
+    line adds a third (they were all one entry with an empty record)."""
+    import conformance
+    from conformance.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    first = tmp_path / "first.jsonl"
+    first.write_text('{"record_id": oops}\n[1, 2]\n', encoding="utf-8")
+    result = conformance.score(first, out=tmp_path / "v1.jsonl", ledger=url, progress=False)
+    assert result.counts["invalid"] == 2 and result.ledger is not None and result.ledger.added == 2
+    second = tmp_path / "second.jsonl"
+    second.write_text('{"record_id": "x", broken\n', encoding="utf-8")
+    assert conformance.score(second, out=tmp_path / "v2.jsonl", ledger=url, progress=False).ledger.added == 1
+    with Ledger(url, create=False) as book:
+        records = [e.content["record"] for e in book.query()]
+    assert [r["raw_line"] for r in records] == ['{"record_id": oops}', "[1, 2]", '{"record_id": "x", broken']
+    assert [r["source_row"] for r in records] == [1, 2, 1]
+    assert all(len(r["raw_line_sha256"]) == 64 for r in records)
+    rows = [json.loads(line) for line in (tmp_path / "v1.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0]["raw_line"] == '{"record_id": oops}' and "not valid JSON" in rows[0]["reason"]
