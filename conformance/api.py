@@ -208,6 +208,19 @@ def build(
     cells: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for record in record_set.records:
         cells[record.cell].append(record)
+    if register:  # two cells whose registry names collide are refused before anything is registered
+        from conformance.registry import baseline_name
+
+        by_name: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for cell in cells:
+            by_name[baseline_name(*cell)].append(cell)
+        clashes = {name: found for name, found in by_name.items() if len(found) > 1}
+        if clashes:
+            said = "; ".join(f"{name} would be the name of " + " and ".join(
+                f"(model_version {mv!r}, input_class {ic!r})" for mv, ic in found) for name, found in clashes.items())
+            raise InputFileError(f"{source}: cells whose registry names collide: {said}. A registry name keeps "
+                                 "letters, digits, '.', '_' and '-' only; rename model_version or input_class so that "
+                                 "they differ in those characters. Nothing was built or registered")
     problems = []
     for cell_records in cells.values():
         try:

@@ -200,3 +200,19 @@ def test_rows_that_are_no_record_keep_their_line_and_never_collapse(tmp_path: Pa
     assert all(len(r["raw_line_sha256"]) == 64 for r in records)
     rows = [json.loads(line) for line in (tmp_path / "v1.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows[0]["raw_line"] == '{"record_id": oops}' and "not valid JSON" in rows[0]["reason"]
+
+
+def test_cells_whose_registry_names_collide_are_refused_before_anything_is_registered(tmp_path: Path) -> None:
+    path = tmp_path / "approved.jsonl"
+    cells = [("a/b", "c"), ("a-b", "c"), ("モデル", "c"), ("模型", "c"), ("fine", "c")]
+    path.write_text("".join(json.dumps({"record_id": f"{i}-{mv}", "model_version": mv, "input_class": ic,
+                                        "input": "q", "output": "o", "prompt_id": str(i)}) + "\n"
+                            for i, (mv, ic) in enumerate(cells)), encoding="utf-8")
+    code, err = _cli("build", str(path), "--approve", "--by", "A. Reviewer")
+    assert code == 2 and "registry names collide" in err and "Nothing was built or registered" in err
+    assert "conformance.a-b.c would be the name of (model_version 'a/b', input_class 'c') and (model_version " \
+           "'a-b', input_class 'c')" in err
+    assert "conformance.x.c would be the name of (model_version 'モデル'" in err
+    import sys
+
+    assert "mlflow" not in sys.modules  # refused before the registry was touched
