@@ -295,6 +295,7 @@ def score(
     keep_verdicts: bool = True,
     chunk_size: int | None = None,
     max_output_chars: int | None = defaults.MAX_TEXT_CHARS,
+    raw_csv: bool = False,
 ) -> ScoreResult:
     """Score every record against the baseline of its (model_version, input_class).
 
@@ -331,6 +332,9 @@ def score(
     max_output_chars : int or None, optional
         A record whose ``input`` or ``output`` is longer (in characters) is ``invalid``, with a reason that
         says so, instead of being embedded (default 1,000,000; None: no limit).
+    raw_csv : bool, optional
+        In a ``.csv`` verdicts file, keep texts that a spreadsheet would run as a formula (starting with ``=``,
+        ``+``, ``-``, ``@``, a tab or a CR) as they are; by default they are prefixed with ``'``.
 
     Re-running the same call after an interruption (even ``kill -9``) continues: the embedding cache
     holds what was embedded, the ledger skips what it already recorded, and the verdicts file is written
@@ -395,7 +399,7 @@ def score(
                 bar.update(len(rows))
         summaries, flags = scorer.finish()
         # Pass 2: each chunk into the ledger (one transaction each, exactly once) and into the verdicts file.
-        writer = None if out is None else VerdictWriter(out, plan)
+        writer = None if out is None else VerdictWriter(out, plan, raw_csv=raw_csv)
         reports, kept = _record(spool.chunks(chunk_size or CHUNK_SIZE), flags=flags, book=book, run_id=run_id,
                                 summaries=summaries, writer=writer, keep_verdicts=keep_verdicts)
         if writer is not None:

@@ -109,8 +109,23 @@ def _cell_text(value: Any) -> Any:
     return value
 
 
-def write_verdicts(verdicts: Sequence[Verdict], path: str | Path) -> None:
-    """Write verdicts in input order; format by extension; atomically (all or nothing)."""
+#: What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any, *, raw: bool = False) -> Any:
+    """A CSV cell: nested values as JSON text and, unless ``raw``, a text that a spreadsheet would run as a
+    formula (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``, ...) prefixed with ``'`` so that it shows as text. Numbers are
+    never prefixed; the JSON Lines and Parquet files and the ledger keep every text as it was."""
+    text = _cell_text(value)
+    if not raw and isinstance(text, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def write_verdicts(verdicts: Sequence[Verdict], path: str | Path, *, raw_csv: bool = False) -> None:
+    """Write verdicts in input order; format by extension; atomically (all or nothing). In CSV, formula-like
+    texts are neutralised unless ``raw_csv`` (:func:`csv_cell`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     rows = [v.to_dict() for v in verdicts]
@@ -126,7 +141,7 @@ def write_verdicts(verdicts: Sequence[Verdict], path: str | Path) -> None:
         writer = csv_writer(buffer, columns)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: _cell_text(v) for k, v in r.items()})
+            writer.writerow({k: csv_cell(v, raw=raw_csv) for k, v in r.items()})
         data = buffer.getvalue().encode("utf-8")
     elif suffix == ".parquet":
         import pandas as pd

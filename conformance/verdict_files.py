@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from conformance.errors import InputFileError
 from conformance.files import _MODE, _umask
-from conformance.verdict import Verdict, _cell_text, csv_writer
+from conformance.verdict import Verdict, _cell_text, csv_cell, csv_writer
 
 SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
 
@@ -147,8 +147,9 @@ def _remove_stale(path: Path) -> None:
 class VerdictWriter:
     """Write verdicts to ``path`` chunk by chunk; :meth:`commit` renames the finished file into place."""
 
-    def __init__(self, path: str | Path, plan: ColumnPlan) -> None:
+    def __init__(self, path: str | Path, plan: ColumnPlan, *, raw_csv: bool = False) -> None:
         self.path = Path(path)
+        self.raw_csv = raw_csv
         self.suffix = self.path.suffix.lower()
         if self.suffix not in SUFFIXES:
             raise InputFileError(f"{self.path}: the verdicts file must end in .jsonl, .csv or .parquet")
@@ -184,7 +185,7 @@ class VerdictWriter:
         if header:
             writer.writeheader()
         for r in rows:
-            writer.writerow({k: _cell_text(v) for k, v in r.items()})
+            writer.writerow({k: csv_cell(v, raw=self.raw_csv) for k, v in r.items()})
         self._handle.write(buffer.getvalue().encode("utf-8"))
 
     def _write_parquet(self, rows: list[dict[str, Any]]) -> None:

@@ -216,3 +216,24 @@ def test_cells_whose_registry_names_collide_are_refused_before_anything_is_regis
     import sys
 
     assert "mlflow" not in sys.modules  # refused before the registry was touched
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_unless_asked(tmp_path: Path) -> None:
+    import csv
+
+    from conformance.verdict import Verdict, write_verdicts
+
+    texts = ['=HYPERLINK("http://evil.example","click")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)", "\tx", "plain"]
+    verdicts = [Verdict(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", verdict="within_bounds",
+                        reason="r", score=-1.5, record={"record_id": f"r{i}", "output": text})
+                for i, text in enumerate(texts)]
+    for raw in (False, True):
+        path = tmp_path / f"v-{raw}.csv"
+        write_verdicts(verdicts, path, raw_csv=raw)
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        expected = texts if raw else [("'" + t if t != "plain" else t) for t in texts]
+        assert [r["output"] for r in rows] == expected
+        assert {r["score"] for r in rows} == {"-1.5"}  # a number is never prefixed
+    write_verdicts(verdicts, tmp_path / "v.jsonl")  # JSON Lines keeps every text as it was
+    assert [json.loads(line)["output"] for line in (tmp_path / "v.jsonl").read_text().splitlines()] == texts

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from conformance.verdict import VERDICTS, csv_writer
+from conformance.verdict import VERDICTS, csv_cell, csv_writer
 
 LEDGER_VERBS = ("ledger", "reconstruct", "verdicts", "signoff")
 # The decisions a reviewer can record (conformance.ledger.signoff.DECISIONS; not imported here, so that
@@ -139,6 +139,9 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
                      help="yes: only verdicts a reviewer has signed off; no: only those no one has")
     ver.add_argument("--format", choices=("table", "json", "csv"), default="table",
                      help="table and csv show the latest sign-off's decision; json lists every sign-off")
+    ver.add_argument("--csv-raw", action="store_true",
+                     help="with --format csv: keep texts a spreadsheet would run as a formula (=, +, -, @ first) as "
+                          "they are; by default they are prefixed with '")
     ver.add_argument("--export", metavar="FILE.parquet",
                      help="write the entries with hashes and content to Parquet, with the sign-offs of them")
 
@@ -275,7 +278,7 @@ def _verdicts(args: argparse.Namespace) -> int:
         buffer = io.StringIO()
         writer = csv_writer(buffer, list(rows[0]) if rows else ["seq"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: csv_cell(v, raw=args.csv_raw) for k, v in r.items()} for r in rows])
         print(buffer.getvalue(), end="")
     else:
         _print_table(rows, ("seq", "record_id", "model_version", "input_class", "verdict", "p_value", "baseline",

@@ -198,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--max-output-chars", type=_positive_int, default=defaults.MAX_TEXT_CHARS, metavar="N",
                        help="a record whose input or output is longer than N characters is invalid, with a reason "
                             "that says so, instead of being embedded (default %(default)s)")
+    score.add_argument("--csv-raw", action="store_true",
+                       help="in a .csv VERDICTS_FILE, keep texts a spreadsheet would run as a formula (starting "
+                            "with =, +, -, @, a tab or a CR) as they are; by default they are prefixed with '")
     score.add_argument("--fdr", type=float, metavar="Q",
                        help="also flag records by Benjamini-Hochberg at false discovery rate Q in (0, 1), over "
                             "the conformal p-values of the whole batch (all groups together): adds a bh_flag "
@@ -273,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.max_output_chars != defaults.MAX_TEXT_CHARS:
                     parser.error(f"--max-output-chars is not supported with --engine spark (its executors use "
                                  f"{defaults.MAX_TEXT_CHARS:,})")
+                if args.csv_raw:
+                    parser.error("--csv-raw is not supported with --engine spark")
                 from conformance import spark
 
                 result = spark.score_file(args.audited_file, out=args.out, summary=args.summary, ledger=args.ledger,
@@ -283,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = api.score(args.audited_file, out=args.out, summary=args.summary,
                                    progress=False if args.no_progress else None, ledger=args.ledger,
                                    fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
-                                   chunk_size=args.chunk_size, max_output_chars=args.max_output_chars)
+                                   chunk_size=args.chunk_size, max_output_chars=args.max_output_chars,
+                                   raw_csv=args.csv_raw)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
