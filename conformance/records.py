@@ -221,7 +221,8 @@ def validate_row(row: int, raw: Mapping[str, Any], seen: SeenRows, *,
                 f"must be a string or a number naming the {name.split('_')[0]}, got {type(_plain(value)).__name__} "
                 f"({str(value)[:40]!r})"))
     if problems:
-        return InvalidRow(row=row, raw=dict(raw), problems=tuple(problems))
+        # Its row number too, so that two identical invalid rows are two ledger entries (evidence of each row).
+        return InvalidRow(row=row, raw={**raw, "source_row": raw.get("source_row", row)}, problems=tuple(problems))
     extras = {k: _plain(raw[k]) for k in raw if k not in REQUIRED_FIELDS and not _is_missing(raw[k])}
     return Record(row=row, extras=extras, **values)
 
