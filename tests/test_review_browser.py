@@ -206,8 +206,10 @@ def test_the_report_in_the_browser(scored: dict, browser: object, workdir: Path,
 
     report = workdir / "report-xss.html"
     done = _cli("report", str(scored["verdicts"]), "--summary", str(scored["summary"]), "--out", str(report),
-                cwd=workdir)
+                "--pdf", cwd=workdir)
     assert done.returncode == 0, done.stderr
+    pdf = report.with_suffix(".pdf")  # printed by headless Chromium
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000 and "PDF written to" in done.stdout
     driver = browser
     driver.get(report.as_uri())  # type: ignore[attr-defined]
     _no_alert(driver)
