@@ -179,8 +179,8 @@ def from_ledger(*, run_id: str | None = None, since: str | None = None, ledger: 
     for entry in entries:
         content = entry.content
         verdict = content.get("verdict") or {}
-        if not isinstance(verdict, dict) or content.get("signoff") is not None:
-            continue  # not a verdict (a reviewer's sign-off)
+        if not isinstance(verdict, dict):
+            continue
         row = {**(content.get("record") or {}), **verdict, "seq": entry.seq, "run_id": content.get("run_id")}
         rows.append(row)
         batch = content.get("batch")
@@ -193,7 +193,7 @@ def from_ledger(*, run_id: str | None = None, since: str | None = None, ledger: 
     return rows, batches, f"ledger {book.url}, {what}"
 
 
-def _baseline_views(rows: Iterable[Mapping[str, Any]], registry: Any) -> dict[str, BaselineView]:
+def baseline_views(rows: Iterable[Mapping[str, Any]], registry: Any) -> dict[str, BaselineView]:
     from conformance.ledger.entry import parse_baseline_uri
 
     views: dict[str, BaselineView] = {}
@@ -232,7 +232,7 @@ def build_report(rows: list[dict[str, Any]], batches: dict[tuple[str, str, str],
                  registry: Any = None) -> Report:
     """A :class:`Report` of verdict rows and their groups' batch verdicts; baselines from ``registry``."""
     return Report(source=source, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  verdicts=rows, batches=batches, baselines=_baseline_views(rows, registry))
+                  verdicts=rows, batches=batches, baselines=baseline_views(rows, registry))
 
 
 # -- words -------------------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def strip_plot(calibration: list[float], audited: list[tuple[float, bool]], *, w
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------
-def _environment() -> Any:
+def environment() -> Any:
     import jinja2
 
     return jinja2.Environment(loader=jinja2.PackageLoader("conformance", "templates"),
@@ -380,7 +380,7 @@ def render(report: Report) -> str:
     tested = [b for b in report.batches.values() if b.get("verdict") in ("within_bounds", "out_of_bounds")]
     batches_out = sum(1 for b in tested if b.get("verdict") == "out_of_bounds")
     alphas = sorted({b.alpha for b in report.baselines.values() if b.alpha is not None})
-    return str(_environment().get_template("report.html.j2").render(
+    return str(environment().get_template("report.html.j2").render(
         report=report, counts=report.counts, groups=group_views, flagged=flagged, batches_out=batches_out,
         n_batches=len(tested), baselines=list(report.baselines.values()), csp=CSP, glossary=GLOSSARY,
         version=__version__,

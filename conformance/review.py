@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from conformance.errors import ConformanceError
+from conformance.verdict import VERDICTS
 
 TOKEN_ENV = "CONFORMANCE_REVIEW_TOKEN"
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
@@ -96,14 +97,8 @@ class Review:
                 from conformance.registry import Registry
 
                 self._registry = Registry()
-            self._baselines[uri] = report._baseline_views([{"baseline": uri}], self._registry).get(uri)
+            self._baselines[uri] = report.baseline_views([{"baseline": uri}], self._registry).get(uri)
         return self._baselines[uri]
-
-
-def _verdict_values() -> tuple[str, ...]:
-    from conformance.verdict import VERDICTS
-
-    return VERDICTS
 
 
 def create_app(review: Review) -> Any:
@@ -119,7 +114,7 @@ def create_app(review: Review) -> Any:
     from conformance.ledger import Filters
     from conformance.ledger.errors import LedgerError
 
-    env = report._environment()
+    env = report.environment()
     style = resources.files("conformance").joinpath("templates/review.css").read_text(encoding="utf-8")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -152,8 +147,8 @@ def create_app(review: Review) -> Any:
         q = request.query_params
         chosen = {k: (q.get(k) or "").strip() for k in ("verdict", "model_version", "input_class", "run", "since",
                                                           "until", "reviewed")}
-        if chosen["verdict"] and chosen["verdict"] not in _verdict_values():
-            return problem(f"verdict must be one of {', '.join(_verdict_values())}")
+        if chosen["verdict"] and chosen["verdict"] not in VERDICTS:
+            return problem(f"verdict must be one of {', '.join(VERDICTS)}")
         if chosen["reviewed"] not in ("", "yes", "no"):
             return problem("reviewed must be yes or no")
         try:
@@ -168,7 +163,7 @@ def create_app(review: Review) -> Any:
         shown = verdicts[:PAGE]
         signoffs = review.signoffs({c["verdict"].get("record_id") for _, c in shown})
         return page("review_list.html.j2", rows=shown, total=total, shown=len(shown), chosen=chosen,
-                    signoffs=signoffs, verdict_values=_verdict_values())
+                    signoffs=signoffs, verdict_values=VERDICTS)
 
     def csrf_of(request: Request) -> str:
         return request.cookies.get("conformance_csrf") or secrets.token_urlsafe(32)
