@@ -141,3 +141,87 @@ def test_known_hostile_lines(tmp_path: Path, payload: bytes) -> None:
                      + payload + b"\n")
     rows = [row for chunk in stream_records(path) for row in chunk]
     assert len(rows) == 2 and isinstance(rows[0], Record) and isinstance(rows[1], InvalidRow)
+
+
+# -- CSV and Parquet ---------------------------------------------------------------------------------------
+#: A cell of a table: text of any kind (quotes, commas, line breaks, formula-leading characters), or nothing.
+cells = st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["", " ", '"', "a,b", "x\r\ny", "=1+1", "\n"]))
+REQUIRED = ("record_id", "model_version", "input_class", "input", "output")
+
+
+def _table(rows: list[dict[str, str | None]]) -> object:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(REQUIRED) + ["prompt_id"], dtype=object)
+
+
+def _read_rows(path: Path) -> list[Record | InvalidRow]:
+    return [row for chunk in stream_records(path, chunk_size=3) for row in chunk]
+
+
+def _check_rows(rows: list[Record | InvalidRow], table: list[dict[str, str | None]]) -> None:
+    """One row read per row written, numbered in order; a record exactly when every required cell holds text,
+    and then with that text unchanged."""
+    assert [r.row for r in rows] == list(range(1, len(table) + 1))
+    for got, want in zip(rows, table):
+        if isinstance(got, InvalidRow):
+            assert got.reason
+            continue
+        assert all(want[name] is not None and str(want[name]).strip() for name in REQUIRED)
+        assert (got.record_id, got.input, got.output) == (want["record_id"], want["input"], want["output"])
+
+
+@SETTINGS
+@given(table=st.lists(st.fixed_dictionaries({name: cells for name in (*REQUIRED, "prompt_id")}),
+                      min_size=1, max_size=8))
+def test_any_csv_table_reads_back_one_row_per_row_with_its_text(tmp_path: Path,
+                                                                table: list[dict[str, str | None]]) -> None:
+    path = tmp_path / "fuzz.csv"
+    # RFC 4180 rows (CRLF): a field holding a lone CR is then quoted; with LF rows it is not, and any reader
+    # takes that CR for the end of a row
+    _table(table).to_csv(path, index=False, lineterminator="\r\n")  # type: ignore[attr-defined]
+    _check_rows(_read_rows(path), table)
+
+
+@SETTINGS
+@given(table=st.lists(st.fixed_dictionaries({name: cells for name in (*REQUIRED, "prompt_id")}),
+                      min_size=1, max_size=8))
+def test_any_parquet_table_reads_back_one_row_per_row_with_its_text(tmp_path: Path,
+                                                                    table: list[dict[str, str | None]]) -> None:
+    path = tmp_path / "fuzz.parquet"
+    _table(table).to_parquet(path, index=False)  # type: ignore[attr-defined]
+    _check_rows(_read_rows(path), table)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=400))
+def test_any_bytes_as_csv_give_numbered_rows_or_a_whole_file_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(b"record_id,model_version,input_class,input,output\n" + data)
+    try:
+        rows = _read_rows(path)
+    except InputFileError as exc:
+        assert str(exc).startswith(str(path)), exc  # the file is named
+        return
+    assert [r.row for r in rows] == list(range(1, len(rows) + 1))
+    assert all(isinstance(r, Record) or r.reason for r in rows)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=400), keep=st.integers(min_value=0, max_value=2000))
+def test_any_bytes_as_parquet_give_rows_or_a_whole_file_error(tmp_path: Path, data: bytes, keep: int) -> None:
+    """Arbitrary bytes, and a real Parquet file cut short or with bytes replaced: the file is named, never a crash."""
+    import pandas as pd
+
+    good = tmp_path / "good.parquet"
+    pd.DataFrame([{name: f"{name}-1" for name in REQUIRED}]).to_parquet(good, index=False)
+    whole = good.read_bytes()
+    for variant in (data, whole[:keep] + data, whole[:keep] + data + whole[keep + len(data):]):
+        path = tmp_path / "fuzz.parquet"
+        path.write_bytes(variant)
+        try:
+            rows = _read_rows(path)
+        except InputFileError as exc:
+            assert str(path) in str(exc), exc
+            continue
+        assert [r.row for r in rows] == list(range(1, len(rows) + 1))
