@@ -71,6 +71,20 @@ def test_a_model_without_approved_version_is_no_baseline(sqlite_registry: Regist
     assert sqlite_registry.approved_version("bot-1", "refund_request") == 2
 
 
+def test_cells_that_differ_only_in_white_space_are_told_apart(sqlite_registry: Registry) -> None:
+    """'bot-1' and 'bot-1 ' share a registry name; the messages show both exactly (repr), not as the same text."""
+    name = baseline_name("bot-1", "refund_request")
+    assert baseline_name("bot-1 ", "refund_request") == name
+    sqlite_registry.client.create_registered_model(
+        name, tags={"conformance.model_version": "bot-1", "conformance.input_class": "refund_request"})
+    reason = sqlite_registry.resolve_approved("bot-1 ", "refund_request")
+    assert isinstance(reason, str)
+    assert "belongs to (model_version 'bot-1', input_class 'refund_request')" in reason
+    assert "not to (model_version 'bot-1 ', input_class 'refund_request')" in reason
+    with pytest.raises(RegistryError, match=r"not \(model_version 'bot-1 ', input_class 'refund_request'\)"):
+        sqlite_registry._check_name_owner(name, "bot-1 ", "refund_request")
+
+
 def test_a_broken_store_is_an_error_not_a_missing_baseline(sqlite_registry: Registry, tmp_path: Path) -> None:
     name = baseline_name("bot-1", "refund_request")
     sqlite_registry.client.create_registered_model(

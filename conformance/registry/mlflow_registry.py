@@ -271,8 +271,9 @@ class Registry:
         owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
         if owner != (None, None) and owner != (model_version, input_class):
             raise RegistryError(
-                f"registered model {name!r} belongs to ({owner[0]}, {owner[1]}), not "
-                f"({model_version}, {input_class}): the two cells map to one name; rename one of them"
+                f"registered model {name!r} belongs to (model_version {owner[0]!r}, input_class {owner[1]!r}), not "
+                f"(model_version {model_version!r}, input_class {input_class!r}): the two cells map to one name; "
+                "rename one of them"
             )
 
     # -- approve ------------------------------------------------------------
@@ -337,7 +338,8 @@ class Registry:
                     f"{input_class!r}; build and approve one before scoring these outputs")
         owner = (model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class"))
         if owner != (model_version, input_class):
-            return f"registered model {name!r} belongs to {owner}, not to ({model_version}, {input_class})"
+            return (f"registered model {name!r} belongs to (model_version {owner[0]!r}, input_class {owner[1]!r}), "
+                    f"not to (model_version {model_version!r}, input_class {input_class!r})")
         version = _approved(model)
         if version is None:
             return (f"baseline {name!r} exists but no version of it is approved; a person must run "
