@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +61,18 @@ def check_output_targets(inputs: list[str | Path], outputs: dict[str, str | Path
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise InputFileError(f"{target} ({name}): the folder {path.parent} is not writable by this account")
         seen[where] = name
+
+
+def source_sha256(files: list[Path]) -> str:
+    """The SHA-256 of a file's bytes as stored (a .gz file's compressed bytes); of a folder of Parquet files, the
+    SHA-256 of each file's name and SHA-256, in name order."""
+    def of(file: Path) -> str:
+        h = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if len(files) == 1:
+        return of(files[0])
+    return hashlib.sha256("".join(f"{f.name}\0{of(f)}\n" for f in files).encode("utf-8")).hexdigest()

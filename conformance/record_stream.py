@@ -14,6 +14,7 @@ from typing import Any
 
 from conformance import defaults
 from conformance.errors import InputFileError, RecordProblem
+from conformance.files import source_sha256
 from conformance.records import (
     REQUIRED_FIELDS, InvalidRow, Record, RecordsLike, _check_columns, _format_of, _is_missing, _plain, _read_jsonl,
     as_record_set, reading, validate_row,
@@ -196,16 +197,22 @@ def _chunked(path: Path, fmt: str, files: list[Path], chunk_size: int,
     any_field = False
     chunk: list[Record | InvalidRow] = []
     n = 0
+    digest: list[str] = []  # the source's SHA-256, computed when the first invalid row needs it
     with reading(path, fmt):
         for row, item in _raw_rows(path, fmt, files, chunk_size):
             n += 1
             if isinstance(item, RecordProblem):
-                chunk.append(InvalidRow.of_problem(row, item))
+                judged: Record | InvalidRow = InvalidRow.of_problem(row, item)
             else:
                 any_field = any_field or bool(item)
                 if len(present) < len(REQUIRED_FIELDS):
                     present.update(k for k in item if k in REQUIRED_FIELDS)
-                chunk.append(validate_row(row, item, seen, max_chars=max_chars))
+                judged = validate_row(row, item, seen, max_chars=max_chars)
+            if isinstance(judged, InvalidRow):
+                # the evidence names the file as read, so that an invalid row can be traced to its bytes
+                digest = digest or [source_sha256(files)]
+                judged = judged.from_source(digest[0])
+            chunk.append(judged)
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []

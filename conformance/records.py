@@ -17,12 +17,13 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from conformance import defaults
 from conformance.errors import InputFileError, RecordProblem
+from conformance.files import source_sha256
 
 REQUIRED_FIELDS: tuple[str, ...] = ("record_id", "model_version", "input_class", "input", "output")
 """Every record must have these, as non-empty strings."""
@@ -108,6 +109,10 @@ class InvalidRow:
     @property
     def reason(self) -> str:
         return "; ".join(str(p) for p in self.problems)
+
+    def from_source(self, sha256: str) -> InvalidRow:
+        """This row with the SHA-256 of the file it was read from in its evidence (``source_sha256``)."""
+        return replace(self, raw={**self.raw, "source_sha256": sha256})
 
     @classmethod
     def of_problem(cls, row: int, problem: RecordProblem) -> InvalidRow:
@@ -344,6 +349,9 @@ def read_records(path: str | Path) -> RecordSet:
                 rows.append(validate_row(row, item, seen))
     if not rows:
         raise InputFileError(f"{path}: contains no records")
+    if any(isinstance(r, InvalidRow) for r in rows):
+        digest = source_sha256([path])
+        rows = [r.from_source(digest) if isinstance(r, InvalidRow) else r for r in rows]
     return RecordSet(path=str(path), rows=tuple(rows))
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError, InputFileError
-from conformance.files import check_output_targets
+from conformance.files import check_output_targets, source_sha256
 from conformance.spark_worker import STATE, VERDICT, Context
 
 if TYPE_CHECKING:
@@ -108,8 +108,10 @@ class _Run:
 
 
 def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, registry: Registry | None,
-         fdr: float | None, embedder: str | None, chunk_size: int, where: str, jsonl: bool) -> _Run:
-    """Score ``indexed``, an RDD of ``(payload, index)`` in input order (see :mod:`conformance.spark_worker`)."""
+         fdr: float | None, embedder: str | None, chunk_size: int, where: str, jsonl: bool,
+         files_read: list[Path] | None = None) -> _Run:
+    """Score ``indexed``, an RDD of ``(payload, index)`` in input order (see :mod:`conformance.spark_worker`);
+    ``files_read``: the file(s) it was read from, whose SHA-256 every invalid row keeps as evidence."""
     from pyspark import StorageLevel
 
     from conformance import api
@@ -161,7 +163,8 @@ def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, 
                 files[digest] = {p.name: p.read_bytes() for p in Path(saved).iterdir() if p.is_file()}
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     context = Context(table=table, files=files, approvals=approvals, duplicates=duplicates, scored_at=scored_at,
-                      fdr=fdr is not None, chunk_size=chunk_size, embedder=embedder)
+                      fdr=fdr is not None, chunk_size=chunk_size, embedder=embedder,
+                      extra={"source_sha256": source_sha256(files_read)} if files_read else {})
     shared = indexed.context.broadcast(context)
 
     # Pass 2: every partition scored; its statistics merged here, in input order.
@@ -338,8 +341,10 @@ def score_file(
     run = None
     try:
         indexed, jsonl = _index_file(spark, path, partitions)
+        read = (sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+                if path.is_dir() else [path])
         run = _run(indexed, baselines=baselines, registry=registry, fdr=fdr, embedder=embedder,
-                   chunk_size=chunk_size, where=str(path), jsonl=jsonl)
+                   chunk_size=chunk_size, where=str(path), jsonl=jsonl, files_read=read)
         writer = None if out is None else VerdictWriter(out, run.plan)
         reports, kept = api._record(_chunks(run.verdicts(), chunk_size), flags=run.flags, book=book,
                                     run_id=run_id, summaries=run.summaries, writer=writer,

@@ -195,8 +195,9 @@ def score_partition(partition: int, items: Iterable[tuple[Any, int]], context: C
         for v in verdicts:
             yield VERDICT, v.row, _encode(v)
 
+    source = context.extra.get("source_sha256")
     for row in rows_of(items, context.duplicates):
-        chunk.append(row)
+        chunk.append(row.from_source(source) if source and isinstance(row, InvalidRow) else row)
         if len(chunk) >= context.chunk_size:
             yield from judged(chunk)
             chunk = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import contextlib
 import json
 import io
@@ -198,6 +199,9 @@ def test_rows_that_are_no_record_keep_their_line_and_never_collapse(tmp_path: Pa
     assert [r["raw_line"] for r in records] == ['{"record_id": oops}', "[1, 2]", '{"record_id": "x", broken']
     assert [r["source_row"] for r in records] == [1, 2, 1]
     assert all(len(r["raw_line_sha256"]) == 64 for r in records)
+    # and the file each came from, by the SHA-256 of its bytes
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in (first, first, second)]
+    assert [r["source_sha256"] for r in records] == digests
     rows = [json.loads(line) for line in (tmp_path / "v1.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows[0]["raw_line"] == '{"record_id": oops}' and "not valid JSON" in rows[0]["reason"]
 

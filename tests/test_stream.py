@@ -23,7 +23,8 @@ from conformance.baseline.fit import build_baseline
 from conformance.errors import InputFileError
 from conformance.ledger import Ledger
 from conformance.record_stream import stream_records
-from conformance.records import Record, read_records
+from conformance.files import source_sha256
+from conformance.records import InvalidRow, Record, read_records
 from conformance.scoring.reservoir import PromptReservoir, priority
 from conformance.stats.two_sample import batch_tests
 from conformance.verdict import write_verdicts
@@ -81,7 +82,9 @@ def test_stream_gives_the_rows_of_a_whole_read(tmp_path: Path) -> None:
         assert streamed == list(whole), path
         assert any("duplicate record_id, first used at row 4" in getattr(r, "reason", "") for r in streamed)
     from_folder = [row for chunk in stream_records(folder, chunk_size=6) for row in chunk]
-    assert from_folder == list(read_records(tmp_path / "a.parquet").rows)
+    folder_digest = source_sha256(sorted(folder.iterdir()))
+    assert from_folder == [r.from_source(folder_digest) if isinstance(r, InvalidRow) else r
+                           for r in read_records(tmp_path / "a.parquet").rows]  # each names its own source
     assert stream_records(folder).total == len(rows)
 
 
