@@ -1,4 +1,4 @@
-"""Command-line verbs of the ledger: ``ledger verify``, ``ledger head``, ``reconstruct``, ``verdicts``, ``signoff``.
+"""Command-line verbs of the ledger: ``ledger verify | head | init``, ``reconstruct``, ``verdicts``, ``signoff``.
 
 Added to the ``conformance`` parser by :func:`add_parsers`; run by :func:`run`.
 """
@@ -47,6 +47,12 @@ exit codes:
   0  done
   2  the command could not run (unreachable ledger, no ledger, bad filter); nothing was written
 """
+INIT_CODES = """\
+exit codes:
+  0  the owner owns the ledger and the writer may only read and append (also when it already was so)
+  2  nothing of the failed step was kept: a SQLite URL, role names that are not plain lower-case names or
+     are the same, a writer that is a superuser, an unreachable server, or a refusal by it (run as a superuser)
+"""
 SIGNOFF_CODES = """\
 exit codes:
   0  the sign-off is recorded (or an identical one already was; it is not recorded twice)
@@ -65,7 +71,8 @@ def _safe(value: Any) -> Any:
 
 def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], store_epilog: str) -> None:
     """Add the ledger's verbs to the ``conformance`` sub-parsers."""
-    ledger = verbs.add_parser("ledger", formatter_class=formatter, help="verify the verdict ledger or export its head",
+    ledger = verbs.add_parser("ledger", formatter_class=formatter,
+                              help="verify the verdict ledger, export its head, set up its roles",
                               description="The verdict ledger: append-only and hash-chained.")
     sub = ledger.add_subparsers(dest="ledger_verb", metavar="ACTION", required=True)
     verify = sub.add_parser(
@@ -93,6 +100,30 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     head.add_argument("--log-mlflow", action="store_true",
                       help="also record the head as a run in the MLflow experiment 'conformance-ledger'")
     head.add_argument("--format", choices=("table", "json"), default="table")
+
+    init = sub.add_parser(
+        "init", formatter_class=formatter,
+        help="PostgreSQL: create the ledger owned by one role, appended to by another",
+        description=(
+            "Create the ledger's tables on PostgreSQL as the OWNER role, and give the WRITER role only\n"
+            "SELECT and INSERT on them. Scoring machines connect as the writer: it owns nothing, so it\n"
+            "cannot UPDATE, DELETE or TRUNCATE entries, alter or drop the append-only triggers, or set\n"
+            "session_replication_role. Roles that do not exist are created (the owner without login, the\n"
+            "writer with login and no password: add one with ALTER ROLE ... PASSWORD). Run it once, as a\n"
+            "superuser; running it again is harmless. A ledger created earlier is handed to the owner.\n"
+            "The owner and any superuser can still change rows: keep them out of routine use (docs/ledger.md).\n\n"
+            "example:\n  conformance ledger init --ledger postgresql://postgres@db:5432/conformance \\\n"
+            "      --owner-role conformance_owner --writer-role conformance_writer\n"
+            "  then, on each scoring machine:\n"
+            "  export CONFORMANCE_LEDGER_URL=postgresql://conformance_writer@db:5432/conformance"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + INIT_CODES)
+    init.add_argument("--ledger", metavar="URL",
+                      help="the ledger's PostgreSQL URL, connecting as a superuser (default: $CONFORMANCE_LEDGER_URL)")
+    init.add_argument("--owner-role", required=True, metavar="NAME", help="the role that owns the tables")
+    init.add_argument("--writer-role", required=True, metavar="NAME",
+                      help="the role scoring connects as: may only read and append")
+    init.add_argument("--format", choices=("table", "json"), default="table")
 
     rec = verbs.add_parser(
         "reconstruct", formatter_class=formatter, help="re-derive a recorded verdict and compare",
@@ -220,6 +251,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"head #{head.seq} {head.entry_hash}  ({url})"
                   + (f"\nlogged to MLflow run {row['mlflow_run_id']}" if args.log_mlflow else ""))
+        return 0
+    if args.verb == "ledger" and args.ledger_verb == "init":
+        from conformance.ledger.roles import init_roles
+
+        roles = init_roles(args.ledger, owner=args.owner_role, writer=args.writer_role)
+        if args.format == "json":
+            print(json.dumps(roles.to_dict(), indent=2))
+        else:
+            made = f" (created the roles {', '.join(roles.created)})" if roles.created else ""
+            print(f"ledger {roles.ledger}, schema {roles.schema}: owned by {roles.owner}; {roles.writer} may only "
+                  f"read and append{made}.\nScore as the writer: CONFORMANCE_LEDGER_URL={roles.writer_url}")
         return 0
     if args.verb == "reconstruct":
         with Ledger(args.ledger, create=False) as ledger:
