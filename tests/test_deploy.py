@@ -121,13 +121,17 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def ledger_database() -> Iterator[str]:
-    name = f"conf_deploy_ledger_{secrets.token_hex(4)}"
+def ledger_database() -> Iterator[tuple[str, str, str]]:
+    """The ledger's database and its owner and writer roles (roles are the server's: dropped after it)."""
+    tag = secrets.token_hex(4)
+    name, owner, writer = f"conf_deploy_ledger_{tag}", f"conf_deploy_owner_{tag}", f"conf_deploy_writer_{tag}"
     _admin(f"CREATE DATABASE {name}")
     try:
-        yield name
+        yield name, owner, writer
     finally:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for role in (writer, owner):
+            _admin(f"DROP ROLE IF EXISTS {role}")
 
 
 def conformance(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -150,9 +154,9 @@ def made_by_mlflow(folder: Path) -> list[str]:
 
 
 def test_build_in_one_folder_score_in_another_through_the_server(
-        server: Server, ledger_database: str, tmp_path: Path) -> None:
-    builder, scorer, witness = tmp_path / "builder", tmp_path / "scorer", tmp_path / "witness"
-    for folder in (builder, scorer):
+        server: Server, ledger_database: tuple[str, str, str], tmp_path: Path) -> None:
+    builder, scorer, witness, keys = (tmp_path / name for name in ("builder", "scorer", "witness", "keys"))
+    for folder in (builder, scorer, keys):
         folder.mkdir()
     prompts: dict[tuple[str, str], set[str]] = {cell: set() for cell in E2E_CELLS}
     approved = []
@@ -170,9 +174,17 @@ def test_build_in_one_folder_score_in_another_through_the_server(
     audited.append(audited[0] | {"record_id": "no-cell-1", "model_version": "support-bot-9"})
     write_jsonl(approved, builder / "approved.jsonl")
     write_jsonl(audited, scorer / "audited.jsonl")
-    ledger = f"postgresql://postgres@127.0.0.1:5432/{ledger_database}"
+    # Once, by an administrator: the ledger owned by one role, appended to by a writer; the heads' signing key.
+    database, owner, writer = ledger_database
+    init = conformance(["ledger", "init", "--ledger", f"postgresql://postgres@127.0.0.1:5432/{database}",
+                        "--owner-role", owner, "--writer-role", writer, "--format", "json"], keys, {})
+    assert init.returncode == 0, init.stderr
+    ledger = json.loads(init.stdout)["writer_url"]
+    assert ledger == f"postgresql://{writer}@127.0.0.1:5432/{database}"
+    made = conformance(["ledger", "keygen", "--out", str(keys / "heads.key"), "--format", "json"], keys, {})
+    assert made.returncode == 0, made.stderr
     team = {"MLFLOW_TRACKING_URI": server.uri, "CONFORMANCE_LEDGER_URL": ledger,
-            "CONFORMANCE_LEDGER_WITNESS": str(witness)}
+            "CONFORMANCE_LEDGER_WITNESS": str(witness), "CONFORMANCE_LEDGER_SIGNING_KEY": str(keys / "heads.key")}
 
     started = time.monotonic()
     built = conformance(["build", "approved.jsonl", "--alpha", "0.2", "--approve", "--by", "Dep Loyer",
@@ -203,11 +215,13 @@ def test_build_in_one_folder_score_in_another_through_the_server(
     stored = list((server.log.parent / "artifacts").rglob("baseline.json"))
     assert len(stored) == len(E2E_CELLS)
 
-    # The ledger is on PostgreSQL, every verdict in it, intact, and witnessed in the team's witness folder.
-    checked = conformance(["ledger", "verify", "--format", "json"], scorer, team)
+    # The ledger is on PostgreSQL, every verdict in it, intact, witnessed in the team's folder and signed.
+    checked = conformance(["ledger", "verify", "--public-key", str(keys / "heads.key.pub"), "--format", "json"],
+                          scorer, team)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     verified = json.loads(checked.stdout)
     assert verified["count"] == len(audited) and verified["ok"] is True
+    assert verified["witnessed"] >= 1 and verified["signed_by"] == json.loads(made.stdout)["key_id"]
     assert [p.name for p in witness.iterdir()] == [Path(verified["witness"]).name]
     print(f"build {build_seconds:.1f} s, score {score_seconds:.1f} s (each a fresh process that loads the "
           f"embedder)", file=sys.stderr)
