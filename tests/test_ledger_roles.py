@@ -188,3 +188,21 @@ def test_a_superuser_writer_is_refused(setup: Setup) -> None:
     with psycopg.connect(setup.admin_url) as conn:  # rolled back: no owner role, no tables
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (setup.owner,)).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'conformance%'").fetchone()[0] == 0
+
+
+def test_a_ledger_in_a_schema_of_its_own(setup: Setup) -> None:
+    from conformance.ledger import Ledger
+
+    admin("CREATE SCHEMA audit", setup.database)
+    in_schema = "?options=-csearch_path%3Daudit"
+    done = init(setup, setup.admin_url + in_schema)
+    assert done["schema"] == "audit" and done["writer_url"] == setup.writer_url + in_schema
+    with Ledger(setup.writer_url + in_schema) as ledger:
+        assert ledger.append([make_verdict("aud-1")]).added == 1
+    assert "permission denied" in refused(setup.writer_url + "?options=-csearch_path%3Daudit",
+                                          "DELETE FROM conformance_ledger")
+    import psycopg
+
+    with psycopg.connect(setup.admin_url) as conn:
+        row = conn.execute("SELECT schemaname, tableowner FROM pg_tables WHERE tablename = 'conformance_ledger'")
+        assert row.fetchall() == [("audit", setup.owner)]
