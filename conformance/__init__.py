@@ -16,9 +16,15 @@ The public names are imported on first use, so that ``import conformance`` and
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from conformance._version import __version__
+
+# MLflow reports usage to its maintainers unless told not to. Evidence tooling makes no network calls of its
+# own accord, so it is off unless the user set the variable (MLFLOW_DISABLE_TELEMETRY=false turns it on). Set
+# here, before any conformance module imports MLflow; MLflow reads it once, when it is first imported.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 if TYPE_CHECKING:
     from conformance.api import BuiltBaseline, ScoreResult, approve, build, score, signoff, signoffs_of

@@ -1,4 +1,4 @@
-"""Command-line verbs of the ledger: ``ledger verify``, ``ledger head``, ``reconstruct``, ``verdicts``, ``signoff``.
+"""Command-line verbs of the ledger: ``ledger verify|head|init|keygen``, ``reconstruct``, ``verdicts``, ``signoff``.
 
 Added to the ``conformance`` parser by :func:`add_parsers`; run by :func:`run`.
 """
@@ -47,6 +47,17 @@ exit codes:
   0  done
   2  the command could not run (unreachable ledger, no ledger, bad filter); nothing was written
 """
+KEYGEN_CODES = """\
+exit codes:
+  0  both files written
+  2  nothing written: FILE or FILE.pub exists, or the folder does not exist or is not writable
+"""
+INIT_CODES = """\
+exit codes:
+  0  the owner owns the ledger and the writer may only read and append (also when it already was so)
+  2  nothing of the failed step was kept: a SQLite URL, role names that are not plain lower-case names or
+     are the same, a writer that is a superuser, an unreachable server, or a refusal by it (run as a superuser)
+"""
 SIGNOFF_CODES = """\
 exit codes:
   0  the sign-off is recorded (or an identical one already was; it is not recorded twice)
@@ -65,7 +76,8 @@ def _safe(value: Any) -> Any:
 
 def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], store_epilog: str) -> None:
     """Add the ledger's verbs to the ``conformance`` sub-parsers."""
-    ledger = verbs.add_parser("ledger", formatter_class=formatter, help="verify the verdict ledger or export its head",
+    ledger = verbs.add_parser("ledger", formatter_class=formatter,
+                              help="verify the verdict ledger, export its head, set up its roles and keys",
                               description="The verdict ledger: append-only and hash-chained.")
     sub = ledger.add_subparsers(dest="ledger_verb", metavar="ACTION", required=True)
     verify = sub.add_parser(
@@ -82,6 +94,9 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     verify.add_argument("--expect-head", metavar="HASH",
                         help="a head hash exported earlier: it must still be in the chain (detects a full rewrite)")
     verify.add_argument("--file", metavar="EXPORT", help="verify a Parquet export from `conformance verdicts --export`")
+    verify.add_argument("--public-key", metavar="FILE.pub",
+                        help="also check that every witnessed head is signed by this key (`ledger keygen`'s .pub); "
+                             "a head line written or edited without the private key is named")
     verify.add_argument("--format", choices=("table", "json"), default="table")
     head = sub.add_parser(
         "head", formatter_class=formatter, help="print the head hash, to keep elsewhere",
@@ -93,6 +108,46 @@ def add_parsers(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], 
     head.add_argument("--log-mlflow", action="store_true",
                       help="also record the head as a run in the MLflow experiment 'conformance-ledger'")
     head.add_argument("--format", choices=("table", "json"), default="table")
+
+    keygen = sub.add_parser(
+        "keygen", formatter_class=formatter, help="make an Ed25519 key pair for signing the witnessed heads",
+        description=(
+            "Write a new Ed25519 private key to FILE (PEM, readable by you only) and its public key to\n"
+            "FILE.pub. With CONFORMANCE_LEDGER_SIGNING_KEY=FILE set where verdicts are recorded, every head\n"
+            "written to the witness carries a signature; `ledger verify --public-key FILE.pub` checks each one.\n"
+            "Keep the private key off the ledger's database server; an existing file is never overwritten.\n\n"
+            "example:\n  conformance ledger keygen --out /etc/conformance/heads.key\n"
+            "  export CONFORMANCE_LEDGER_SIGNING_KEY=/etc/conformance/heads.key\n"
+            "  conformance ledger verify --public-key /etc/conformance/heads.key.pub"
+        ),
+        epilog=KEYGEN_CODES)
+    keygen.add_argument("--out", required=True, metavar="FILE",
+                        help="the private key's file; the public key goes to FILE.pub")
+    keygen.add_argument("--format", choices=("table", "json"), default="table")
+
+    init = sub.add_parser(
+        "init", formatter_class=formatter,
+        help="PostgreSQL: create the ledger owned by one role, appended to by another",
+        description=(
+            "Create the ledger's tables on PostgreSQL as the OWNER role, and give the WRITER role only\n"
+            "SELECT and INSERT on them. Scoring machines connect as the writer: it owns nothing, so it\n"
+            "cannot UPDATE, DELETE or TRUNCATE entries, alter or drop the append-only triggers, or set\n"
+            "session_replication_role. Roles that do not exist are created (the owner without login, the\n"
+            "writer with login and no password: add one with ALTER ROLE ... PASSWORD). Run it once, as a\n"
+            "superuser; running it again is harmless. A ledger created earlier is handed to the owner.\n"
+            "The owner and any superuser can still change rows: keep them out of routine use (docs/ledger.md).\n\n"
+            "example:\n  conformance ledger init --ledger postgresql://postgres@db:5432/conformance \\\n"
+            "      --owner-role conformance_owner --writer-role conformance_writer\n"
+            "  then, on each scoring machine:\n"
+            "  export CONFORMANCE_LEDGER_URL=postgresql://conformance_writer@db:5432/conformance"
+        ),
+        epilog=LEDGER_EPILOG + "\n" + INIT_CODES)
+    init.add_argument("--ledger", metavar="URL",
+                      help="the ledger's PostgreSQL URL, connecting as a superuser (default: $CONFORMANCE_LEDGER_URL)")
+    init.add_argument("--owner-role", required=True, metavar="NAME", help="the role that owns the tables")
+    init.add_argument("--writer-role", required=True, metavar="NAME",
+                      help="the role scoring connects as: may only read and append")
+    init.add_argument("--format", choices=("table", "json"), default="table")
 
     rec = verbs.add_parser(
         "reconstruct", formatter_class=formatter, help="re-derive a recorded verdict and compare",
@@ -183,15 +238,17 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ledger verb; :class:`~conformance.errors.ConformanceError` propagates (exit 2)."""
-    from conformance.ledger import Ledger, verify, verify_export
+    from conformance.ledger import Ledger, LedgerError, verify, verify_export
     from conformance.reconstruct import reconstruct
 
     if args.verb == "ledger" and args.ledger_verb == "verify":
         if args.file:
+            if args.public_key:
+                raise LedgerError("--public-key checks the witnessed heads of a ledger; an export (--file) has none")
             report = verify_export(args.file, expect_head=args.expect_head)
         else:
             with Ledger(args.ledger, create=False) as ledger:
-                report = verify(ledger, expect_head=args.expect_head)
+                report = verify(ledger, expect_head=args.expect_head, public_key=args.public_key)
         if args.format == "json":
             print(json.dumps(report.to_dict(), indent=2))
         elif report.ok:
@@ -200,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
                   f"head #{report.head.seq} {report.head.entry_hash}")
             if report.witness is not None:
                 where = _safe(report.witness)
-                print(f"agrees with the {report.witnessed} heads witnessed in {where}" if report.witnessed
+                signed = f", each signed by key {report.signed_by}" if report.signed_by else ""
+                print(f"agrees with the {report.witnessed} heads witnessed in {where}{signed}" if report.witnessed
                       else f"no head witnessed yet in {where}")
         elif str(report.problem).startswith("the witness"):
             print(f"NOT intact: {_safe(report.problem)}\n(the chain of {report.count} entries is consistent in "
@@ -220,6 +278,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"head #{head.seq} {head.entry_hash}  ({url})"
                   + (f"\nlogged to MLflow run {row['mlflow_run_id']}" if args.log_mlflow else ""))
+        return 0
+    if args.verb == "ledger" and args.ledger_verb == "keygen":
+        from conformance.ledger.signing import SIGNING_KEY_ENV, keygen
+
+        signer, public = keygen(args.out)
+        pair = {"private_key": signer.path, "public_key": str(public), "key_id": signer.key_id}
+        if args.format == "json":
+            print(json.dumps(pair, indent=2))
+        else:
+            print(f"private key {signer.path} (mode 0600), public key {public}, key id {signer.key_id}\n"
+                  f"Sign heads: {SIGNING_KEY_ENV}={signer.path}; check them: conformance ledger verify "
+                  f"--public-key {public}")
+        return 0
+    if args.verb == "ledger" and args.ledger_verb == "init":
+        from conformance.ledger.roles import init_roles
+
+        roles = init_roles(args.ledger, owner=args.owner_role, writer=args.writer_role)
+        if args.format == "json":
+            print(json.dumps(roles.to_dict(), indent=2))
+        else:
+            made = f" (created the roles {', '.join(roles.created)})" if roles.created else ""
+            print(f"ledger {roles.ledger}, schema {roles.schema}: owned by {roles.owner}; {roles.writer} may only "
+                  f"read and append{made}.\nScore as the writer: CONFORMANCE_LEDGER_URL={roles.writer_url}")
         return 0
     if args.verb == "reconstruct":
         with Ledger(args.ledger, create=False) as ledger:

@@ -38,6 +38,7 @@ from conformance.ledger.errors import (
     LedgerSchemaError,
 )
 from conformance.ledger.query import Filters
+from conformance.ledger.signing import signer_from_env
 from conformance.ledger.signoff import SignOff, SignOffRequest, prepare_signoff
 from conformance.ledger.witness import default_witness_path, record_head
 from conformance.verdict import GroupSummary, Verdict
@@ -158,6 +159,7 @@ class Ledger:
                 elif not path.parent.is_dir():
                     raise LedgerConnectionError(
                         f"cannot create the ledger {self.display_url}: the folder {path.parent} does not exist")
+        self.signer = signer_from_env()  # a key that cannot be used stops here, before anything is written
         self.engine = self._engine()
         self.witness_path = default_witness_path(self.url, self.dialect,
                                                  str(self._url.database) if self._url.database else None)
@@ -290,7 +292,7 @@ class Ledger:
                 if p.record_id is not None:
                     latest[p.record_id] = seq
             conn.execute(insert(table), rows)
-        record_head(self.witness_path, seq, prev)  # committed: now witnessed outside the database
+        record_head(self.witness_path, seq, prev, self.signer)  # committed: now witnessed outside the database
         return AppendReport(run_id, len(rows), len(verdicts) - len(rows), head.seq + 1, seq, Head(seq, prev),
                             self.display_url)
 
@@ -329,7 +331,7 @@ class Ledger:
                                        recorded_at=signed_at, previous_seq=signed.seq)
             conn.execute(insert(table), [row])
         new = Head(head.seq + 1, digest)
-        record_head(self.witness_path, new.seq, new.entry_hash)
+        record_head(self.witness_path, new.seq, new.entry_hash, self.signer)
         return (SignOff.from_entry(Entry(new.seq, digest, text_)),
                 AppendReport(run_id, 1, 0, new.seq, new.seq, new, self.display_url))
 

@@ -25,6 +25,7 @@ from conformance.ledger import schema
 from conformance.ledger.canonical import GENESIS_HASH, entry_hash, idempotency_key
 from conformance.ledger.entry import SIGNOFF, index_of, is_signoff, target_of
 from conformance.ledger.errors import LedgerError
+from conformance.ledger.signing import load_public_key
 from conformance.ledger.signoff import signoff_problem
 from conformance.ledger.store import Head, Ledger
 from conformance.ledger.witness import read_heads
@@ -48,11 +49,14 @@ class VerifyReport:
     #: The heads file checked (None: not checked) and how many heads it witnessed.
     witness: str | None = None
     witnessed: int = 0
+    #: The id of the public key every witnessed head was checked against (None: signatures not checked).
+    signed_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "count": self.count, "signoffs": self.signoffs, "head_seq": self.head.seq,
                 "head_hash": self.head.entry_hash, "source": self.source, "problem": self.problem,
-                "bad_seq": self.bad_seq, "witness": self.witness, "witnessed": self.witnessed}
+                "bad_seq": self.bad_seq, "witness": self.witness, "witnessed": self.witnessed,
+                "signed_by": self.signed_by}
 
 
 def _check_link(seq: int, content: Mapping[str, Any], lookup: Lookup) -> str | None:
@@ -150,9 +154,18 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
     return VerifyReport(True, count, Head(prev_seq, prev_hash), source, signoffs=signoffs)
 
 
-def verify(ledger: Ledger, *, expect_head: str | None = None, witness: bool = True) -> VerifyReport:
+def verify(ledger: Ledger, *, expect_head: str | None = None, witness: bool = True,
+           public_key: str | Path | None = None) -> VerifyReport:
     """Walk a whole ledger from its first entry to its head; then, with ``witness``, check it against every head its
-    heads file witnessed (:mod:`conformance.ledger.witness`): a removed tail or a rewritten chain is named."""
+    heads file witnessed (:mod:`conformance.ledger.witness`): a removed tail or a rewritten chain is named.
+
+    With ``public_key`` (the ``.pub`` file of ``conformance ledger keygen``), every witnessed head must also carry a
+    valid signature by that key (:mod:`conformance.ledger.signing`): a head line written or edited without the
+    key is named, before the chain is compared with the heads.
+    """
+    key = load_public_key(public_key) if public_key is not None else None
+    if key is not None and not witness:
+        raise LedgerError("checking the heads' signatures needs the witness; do not turn it off with a public key")
     if not witness:
         return verify_rows(ledger.rows(), source=ledger.display_url, lookup=ledger.row, expect_head=expect_head)
     heads, problems = read_heads(ledger.witness_path)
@@ -172,6 +185,13 @@ def verify(ledger: Ledger, *, expect_head: str | None = None, witness: bool = Tr
         return report
     if problems:
         return replace(report, ok=False, problem=problems[0])
+    if key is not None:
+        for head in heads:
+            wrong = key.problem(head.seq, head.entry_hash, head.at, head.sig, head.key)
+            if wrong is not None:
+                return replace(report, ok=False, bad_seq=head.seq,
+                               problem=f"the witness {ledger.witness_path} (line {head.line}): {wrong}")
+        report = replace(report, signed_by=key.key_id)
     for head in sorted(heads, key=lambda h: h.seq):
         found = seen.get(head.seq)
         if found is None:

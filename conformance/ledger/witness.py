@@ -14,7 +14,8 @@ SQLite ledger (``ledger.db`` -> ``ledger.db.heads.jsonl``); else, for a server l
 store folder (``./conformance_store/ledger-heads-<digest of the URL>.jsonl``). Each machine that appends
 witnesses its own appends. A head that could not be written (a full disk, a read-only folder) is a warning,
 never a lost verdict: the ledger has committed, and a witness that lags behind the chain is no problem; only
-a chain that disagrees with what was witnessed is.
+a chain that disagrees with what was witnessed is. With ``CONFORMANCE_LEDGER_SIGNING_KEY`` set, each line is
+also signed (:mod:`conformance.ledger.signing`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conformance.ledger.signing import Signer
 
 WITNESS_ENV = "CONFORMANCE_LEDGER_WITNESS"
 
@@ -38,6 +43,9 @@ class Witnessed:
     entry_hash: str
     at: str
     line: int
+    #: The Ed25519 signature (base64) and the id of the key that made it, when the head was signed.
+    sig: str | None = None
+    key: str | None = None
 
 
 def default_witness_path(url: str, dialect: str, database: str | None) -> Path:
@@ -53,10 +61,17 @@ def default_witness_path(url: str, dialect: str, database: str | None) -> Path:
     return default_store_dir() / name
 
 
-def record_head(path: Path, seq: int, entry_hash: str) -> None:
-    """Append one head to the heads file (created if absent), synced to disk; a failure is a warning."""
-    line = json.dumps({"seq": seq, "entry_hash": entry_hash,
-                       "at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}, sort_keys=True) + "\n"
+def record_head(path: Path, seq: int, entry_hash: str, signer: Signer | None = None) -> None:
+    """Append one head to the heads file (created if absent), synced to disk; a failure is a warning.
+
+    With ``signer`` (:mod:`conformance.ledger.signing`) the line also carries ``sig``, the Ed25519 signature of
+    its ``seq``, ``entry_hash`` and ``at``, and ``key``, the id of the key.
+    """
+    at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    head: dict[str, object] = {"seq": seq, "entry_hash": entry_hash, "at": at}
+    if signer is not None:
+        head |= {"sig": signer.sign(seq, entry_hash, at), "key": signer.key_id}
+    line = json.dumps(head, sort_keys=True) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -86,7 +101,9 @@ def read_heads(path: Path) -> tuple[list[Witnessed], list[str]]:
             continue
         try:
             item = json.loads(raw)
-            heads.append(Witnessed(int(item["seq"]), str(item["entry_hash"]), str(item.get("at", "")), number))
+            sig, key = item.get("sig"), item.get("key")
+            heads.append(Witnessed(int(item["seq"]), str(item["entry_hash"]), str(item.get("at", "")), number,
+                                   None if sig is None else str(sig), None if key is None else str(key)))
         except (ValueError, KeyError, TypeError):
             if number == len(lines) and not text.endswith("\n"):
                 continue  # a line cut short by a crash while it was written: that head was never witnessed

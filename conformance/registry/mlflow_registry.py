@@ -7,7 +7,9 @@ records who approved it and when; scoring resolves ``models:/<name>@approved``,
 so what was approved is what is used.
 
 The tracking store is ``MLFLOW_TRACKING_URI`` when set; otherwise an embedded
-SQLite store at ``./conformance_store/mlflow.db`` with artifacts beside it.
+SQLite store at ``./conformance_store/mlflow.db`` with artifacts beside it. MLflow
+records the artifacts' absolute path; a store moved with its project folder is read
+where it is now (see ``load_version``) and builds into its new place (``_experiment_id``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from conformance.baseline.format import Baseline, load_baseline, save_baseline
-from conformance.defaults import default_store_dir
+from conformance.defaults import STORE_DIR, default_store_dir
 from conformance.errors import BaselineError, BaselineVersionNotFoundError, RegistryError
 
 APPROVED_ALIAS = "approved"
@@ -166,12 +170,18 @@ class Registry:
     def _experiment_id(self) -> str:
         with self._failing_loudly("find or create the experiment", EXPERIMENT_NAME):
             experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+            location = (default_store_dir() / "artifacts") if self.embedded else None
+            if experiment is not None and location is not None and _elsewhere(experiment.artifact_location, location):
+                # A moved or copied store: its experiment would put new baselines in the old place. MLflow cannot
+                # change an experiment's artifact location, so the old experiment keeps its runs under another
+                # name and a new one stores here.
+                self.client.rename_experiment(experiment.experiment_id,
+                                              f"{EXPERIMENT_NAME}-moved-{experiment.experiment_id}")
+                experiment = None
             if experiment is not None:
                 return str(experiment.experiment_id)
-            location = None
-            if self.embedded:
-                location = (default_store_dir() / "artifacts").as_uri()
-            return str(self.client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+            return str(self.client.create_experiment(
+                EXPERIMENT_NAME, artifact_location=None if location is None else location.as_uri()))
 
     # -- register -----------------------------------------------------------
     def register(self, baseline: Baseline) -> RegisteredBaseline:
@@ -346,14 +356,35 @@ class Registry:
                     f"`conformance approve --model-version {model_version} --input-class {input_class} --by NAME`")
         return self.load_version(name, version)
 
+    def _store_dir(self) -> Path | None:
+        """The folder of a SQLite store (``.../conformance_store``); ``None`` for a server."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        return Path(self.uri[len("sqlite:///"):]).parent
+
+    def _local_location(self, source: str) -> Path | None:
+        """Where a version's files are recorded when that is a local folder (a SQLite store), else ``None``."""
+        if self._store_dir() is None:
+            return None
+        if source.startswith("models:/"):  # MLflow 3: the version's source is a logged model
+            source = str(self.client.get_logged_model(source[len("models:/"):]).artifact_location)
+        if source.startswith("file://"):
+            return Path(url2pathname(urlparse(source).path))
+        return Path(source) if source.startswith("/") else None
+
     def load_version(self, name: str, version: int) -> tuple[RegisteredBaseline, Baseline]:
-        """Download and load one registered baseline version (cached per process)."""
+        """Download and load one registered baseline version (cached per process).
+
+        In a SQLite store whose recorded artifact folder is gone because the store was moved, the version's
+        files are read under the store's current folder instead (:func:`_rerooted`); the digest checks apply.
+        """
         import mlflow
 
         from mlflow.exceptions import MlflowException
 
         try:
-            tags = dict(self.client.get_model_version(name, str(version)).tags)
+            found_version = self.client.get_model_version(name, str(version))
+            tags = dict(found_version.tags)
         except MlflowException as exc:
             if exc.error_code == _NOT_FOUND:
                 raise BaselineVersionNotFoundError(
@@ -363,11 +394,23 @@ class Registry:
             raise self._failure(f"read version {version} of", name, exc) from exc
         key = (name, int(version))
         if key not in self._cache:
+            with self._failing_loudly(f"find the artifacts of version {version} of", name):
+                location = self._local_location(str(found_version.source))
             with tempfile.TemporaryDirectory() as tmp:
-                with self._failing_loudly(f"download the artifacts of version {version} of", name):
-                    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                                dst_path=tmp)
+                moved = _rerooted(location, self._store_dir()) if location is not None else None
+                if moved is not None:  # the store was moved: its files are read where they are now
+                    local = str(moved)
+                else:
+                    with self._failing_loudly(f"download the artifacts of version {version} of", name):
+                        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                                    dst_path=tmp)
                 found = sorted(Path(local).rglob("baseline.json"))
+                if not found and location is not None and not location.exists():
+                    raise BaselineError(
+                        f"the files of models:/{name}/{version} were stored in {location}, which does not exist, "
+                        f"and this store's folder holds no copy of them: was the store's artifacts folder deleted, "
+                        f"or this mlflow.db copied without it? Run from the folder that holds the whole "
+                        f"{STORE_DIR} folder (mlflow.db and artifacts/ together)")
                 if not found:
                     raise BaselineError(
                         f"models:/{name}/{version} holds no baseline.json; it was not built by conformance"
@@ -381,6 +424,30 @@ class Registry:
             self._cache[key] = baseline
         baseline = self._cache[key]
         return RegisteredBaseline(name, int(version), baseline.model_version, baseline.input_class, tags), baseline
+
+
+def _rerooted(location: Path, store: Path | None) -> Path | None:
+    """``location`` moved under ``store``, when it was recorded under a ``conformance_store`` that is not there.
+
+    The embedded store records absolute artifact locations (MLflow resolves a relative one at creation), so a
+    project folder moved or copied elsewhere would point at the old place. The part after the recorded path's
+    last ``conformance_store`` is looked up under the current store instead; what is loaded from there is
+    checked against the digest registered with the version, as every load is.
+    """
+    if store is None or location.exists() or STORE_DIR not in location.parts:
+        return None
+    parts = location.parts
+    last = len(parts) - 1 - parts[::-1].index(STORE_DIR)
+    candidate = store.joinpath(*parts[last + 1:])
+    return candidate if candidate.is_dir() else None
+
+
+def _elsewhere(recorded: str, here: Path) -> bool:
+    """Whether an experiment's recorded artifact location is another ``conformance_store``'s than ``here``."""
+    if not recorded.startswith("file://"):
+        return False
+    path = Path(url2pathname(urlparse(recorded).path))
+    return STORE_DIR in path.parts and os.path.realpath(path) != os.path.realpath(here)
 
 
 def _first_line(exc: BaseException) -> str:
