@@ -414,4 +414,4 @@ def baseline_tags(baseline: Baseline) -> dict[str, str]:
         "policy_id": ",".join(lineage.get("policy_ids", [])),
         "policy_version": ",".join(lineage.get("policy_versions", [])),
         "source_file": str(lineage.get("source_file", "")),
-    }
+    } | {key: str(lineage[key]) for key in ("built_by", "build_id") if lineage.get(key)}
