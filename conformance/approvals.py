@@ -144,8 +144,10 @@ def targets_of_build(registry: Registry, build: str) -> list[Target]:
         raise RegistryError(f"no baseline version in {registry.uri} was registered by build {build!r} (neither a "
                             f"build id nor a build's run id); `conformance baselines show NAME` gives a version's "
                             "build_id")
-    return [target(registry, *cell_of(registry, v.name), int(v.version))
-            for v in sorted(versions, key=lambda v: (v.name, int(v.version)))]
+    newest: dict[str, int] = {}  # a baseline of the build registered again (same lineage): its newest version
+    for v in versions:
+        newest[v.name] = max(newest.get(v.name, 0), int(v.version))
+    return [target(registry, *cell_of(registry, name), version) for name, version in sorted(newest.items())]
 
 
 def check(targets: list[Target], *, by: str, require_distinct: bool) -> None:
