@@ -446,7 +446,9 @@ def score(
         Before anything is appended or written. Every cell's baseline is resolved before the first
         verdict is made: a cell gets ``no_baseline`` only when the registry says it has no approved
         baseline, and any other registry failure (server down, permission refused) raises
-        ``RegistryError`` and stops the whole run.
+        ``RegistryError`` and stops the whole run. An approved version whose loaded content has another
+        digest than the ledger's newest approval of it, or that no ledger approval covers, raises
+        ``BaselineError`` (the ledger scored to, then the default one, are read; docs/ml-teams.md).
     """
     from conformance.params import check_fdr
     from conformance.record_stream import CHUNK_SIZE, stream_records

@@ -88,9 +88,8 @@ def test_verify_names_an_approval_altered_in_place(tmp_path: Path) -> None:
         content = json.loads(book.row(1)["content"])
     content["approval"]["digest"] = "sha256:" + "f" * 64
     content["verdict"]["baseline_digest"] = "sha256:" + "f" * 64
-    text = canonical_json(content).replace("'", "''")
-    tamper(url, f"UPDATE conformance_ledger SET content = '{text}', entry_hash = '{entry_hash(canonical_json(content))}' "
-                "WHERE seq = 1")
+    text, rehashed = canonical_json(content).replace("'", "''"), entry_hash(canonical_json(content))
+    tamper(url, f"UPDATE conformance_ledger SET content = '{text}', entry_hash = '{rehashed}' WHERE seq = 1")
     with Ledger(url, create=False) as book:
         report = verify(book, witness=False)
     assert not report.ok and report.bad_seq == 1
