@@ -26,7 +26,7 @@ import getpass
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -131,8 +131,7 @@ def target(registry: Registry, model_version: str, input_class: str, version: in
 
 def targets_of_build(registry: Registry, build: str) -> list[Target]:
     """Every version registered by one ``build`` (by its build id, or the id of one of its MLflow runs)."""
-    with registry._failing_loudly("list the versions of", "conformance.*"):
-        found = list(registry.client.search_model_versions("name LIKE 'conformance.%'"))
+    found = _all_pages(registry, "search_model_versions", "the versions of")
     build_id = build
     by_run = [v for v in found if v.run_id == build]
     if by_run:
@@ -189,8 +188,7 @@ def approve(registry: Registry, ledger: Ledger, targets: list[Target], *, by: st
                           replaced=rec.replaced, reason=None, ledger_seq=rec.seq)
         history.make_current(registry, name, version, by=rec.by, at=rec.at)
         tags = dict(registry.client.get_model_version(name, str(version)).tags)
-        out.append((t.registered.__class__(name, version, t.registered.model_version, t.registered.input_class,
-                                           tags), rec))
+        out.append((replace(t.registered, tags=tags), rec))
     return out
 
 
@@ -302,8 +300,7 @@ def baselines(registry: Registry) -> list[dict[str, Any]]:
     """Every registered cell: its name and cell, the approved version with who and when, and the newest version."""
     from conformance.registry.history import versions_of
 
-    with registry._failing_loudly("list the registered models", "conformance.*"):
-        models = list(registry.client.search_registered_models("name LIKE 'conformance.%'"))
+    models = _all_pages(registry, "search_registered_models", "the registered models")
     rows = []
     for model in sorted(models, key=lambda m: m.name):
         versions = versions_of(registry, model.name)
@@ -317,6 +314,19 @@ def baselines(registry: Registry) -> list[dict[str, Any]]:
                      "newest_version": max((int(v.version) for v in versions), default=None),
                      "versions": len(versions)})
     return rows
+
+
+def _all_pages(registry: Registry, method: str, what: str) -> list[Any]:
+    """Every registered model or version whose name starts with ``conformance.``, page after page."""
+    found: list[Any] = []
+    token = None
+    with registry._failing_loudly(f"list {what}", "conformance.*"):
+        while True:
+            page = getattr(registry.client, method)("name LIKE 'conformance.%'", max_results=1000, page_token=token)
+            found.extend(page)
+            token = getattr(page, "token", None)
+            if not token:
+                return found
 
 
 def show(registry: Registry, name: str, version: int | None = None) -> dict[str, Any]:
