@@ -279,7 +279,11 @@ class Registry:
     def approve(
         self, model_version: str, input_class: str, *, by: str, version: int | None = None
     ) -> RegisteredBaseline:
-        """Set the ``approved`` alias on a version (default: the newest) and record who and when."""
+        """Set the ``approved`` alias on a version (default: the newest) and record who and when.
+
+        The registry's part alone: ``score`` uses a version only when the ledger holds its approval, which
+        :func:`conformance.api.approve` records (with the history tags; :mod:`conformance.approvals`).
+        """
         if not by or not by.strip():
             raise RegistryError("an approval needs the approver's name: pass --by NAME")
         name = baseline_name(model_version, input_class)
