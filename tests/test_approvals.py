@@ -296,6 +296,32 @@ def test_a_revoked_cell_gets_no_baseline_naming_the_revocation(store: dict[str, 
 
 
 @pytest.mark.slow
+def test_an_interrupted_revocation_stops_score_until_revoke_is_run_again(store: dict[str, Any]) -> None:
+    """The ledger recorded the revocation, then the process died before the alias went: score refuses the
+    version, and running revoke again finishes without recording twice."""
+    from conformance.ledger import Ledger
+    from conformance.ledger.approval import REVOCATION, ApprovalRequest, record
+    from conformance.registry import Registry
+
+    registry = Registry()
+    b = store["built"][1]
+    name, cell = b.registered.name, (b.baseline.model_version, b.baseline.input_class)
+    version = registry.approved_version(*cell)
+    assert version is not None
+    with Ledger(store["ledger"]) as book:
+        (rec,) = record(book, [ApprovalRequest(REVOCATION, name, *cell, version, b.baseline.digest, "E. Auditor",
+                                               reason="half done")])
+    head = _head(store["ledger"])
+    code, _, err = _cli("score", str(store["audited"]), "--out", str(store["folder"] / "half.jsonl"), "--no-progress")
+    assert code == 2 and "revoked by E. Auditor" in err and "half done" in err and f"conformance revoke {name}" in err
+    assert _head(store["ledger"]) == head
+    code, out, _ = _cli("revoke", name, "--by", "E. Auditor", "--reason", "half done", "--format", "json")
+    assert code == 0 and json.loads(out)["seq"] == rec.seq and not json.loads(out)["added"]
+    assert registry.approved_version(*cell) is None and _head(store["ledger"]) == head
+    assert _cli("approve", name, "--by", "D. Dee")[0] == 0
+
+
+@pytest.mark.slow
 def test_score_refuses_a_swapped_baseline_and_an_unrecorded_approval(store: dict[str, Any]) -> None:
     """Issue 20's attack: the approved version's baseline.json edited (alpha 1e-9), its digest recomputed and the
     registry's digest tag set to it; then an alias moved to a version no one approved through conformance."""
