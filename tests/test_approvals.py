@@ -35,12 +35,11 @@ def _request(action: str = "approval", version: int = 1, by: str = ACTOR, digest
                            replaced=replaced, reason=reason)
 
 
-def test_approvals_are_chained_entries_that_verify_and_are_no_verdicts(tmp_path: Path) -> None:
+def test_approvals_are_chained_entries_that_verify_and_are_no_verdicts(ledger_url: str) -> None:
     from conformance.ledger import Filters, Ledger, verify
     from conformance.ledger.approval import history, record, standing
 
-    url = sqlite_url(tmp_path / "ledger.db")
-    with Ledger(url) as book:
+    with Ledger(ledger_url) as book:
         book.append([make_verdict("r1")])
         first, = record(book, [_request()])
         assert first.added and first.seq == 2 and first.replaced is None
