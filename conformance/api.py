@@ -30,6 +30,7 @@ from conformance.verdict import VERDICTS, WITHIN, GroupSummary, Verdict
 if TYPE_CHECKING:
     import pandas as pd
 
+    from conformance.approvals import ApprovalCheck
     from conformance.baseline.format import Baseline
     from conformance.embedder import Embedder
     from conformance.ledger import AppendReport, Ledger
@@ -148,6 +149,9 @@ def build(
     cache: bool | None = None,
     progress: bool | None = None,
     backend: str = defaults.EMBEDDER_BACKEND,
+    built_by: str | None = None,
+    require_distinct_approver: bool | None = None,
+    ledger: str | Ledger | None = None,
 ) -> list[BuiltBaseline]:
     """Build one baseline per (model_version, input_class) of the approved ``records``.
 
@@ -164,7 +168,16 @@ def build(
         the store of ``MLFLOW_TRACKING_URI`` or the embedded one). ``False`` builds in memory only:
         no MLflow, no files.
     approve_by : str, optional
-        Approve the new versions at once in the registry's name of this person (needs ``register``).
+        Approve the new versions in this person's name (needs ``register``): every cell is registered first,
+        and all are approved at the end, or none if any cell failed (docs/ml-teams.md).
+    built_by : str, optional
+        Who builds (default: the operating system's user name); kept in each baseline's lineage and as the
+        version's ``built_by`` tag, with a ``build_id`` shared by the versions of this call.
+    require_distinct_approver : bool, optional
+        Refuse ``approve_by`` when it names the builder (default: the store's setting,
+        :func:`conformance.approvals.require_distinct_default`).
+    ledger : str or Ledger, optional
+        Where the approvals are recorded (default ``CONFORMANCE_LEDGER_URL``, else the embedded file).
     alpha, k, calibration_fraction, seed, scorer, calibration_method, delta, round_calibration
         As the ``conformance build`` options of the same names (docs/ml-teams.md).
     cache : bool, optional
@@ -192,8 +205,16 @@ def build(
         raise ValueError(f"backend must be one of {', '.join(defaults.EMBEDDER_BACKENDS)}, got {backend!r}")
     if approve_by is not None and not register:
         raise ValueError("approve_by needs register=True: an approval is recorded in the registry")
+    from conformance.approvals import default_builder, new_build_id, require_distinct_default, same_person
+
+    built_by = check_person(built_by, "the builder's name") if built_by is not None else default_builder()
     if approve_by is not None:  # before anything is built or registered
         approve_by = check_person(approve_by)
+        distinct = require_distinct_default() if require_distinct_approver is None else require_distinct_approver
+        if distinct and same_person(approve_by, built_by):
+            raise ValueError(f"{approve_by!r} builds these baselines and may not approve them: a distinct approver is "
+                             "required. Build without --approve and have another person run `conformance approve`. "
+                             "Nothing was built or registered")
     record_set = as_record_set(records)  # a missing or unreadable file fails here, before the heavy imports
     from conformance.baseline.fit import build_baseline, plan_cell
 
@@ -235,6 +256,7 @@ def build(
 
         registry = registry or Registry()
         _ = registry.client  # fail on an unreachable store before the slow part
+    book = _open_ledger(True if ledger is None else ledger) if approve_by is not None else None
     if embedder is None:
         from conformance.embedder import get_embedder
 
@@ -244,7 +266,12 @@ def build(
                          "give one of them")
     embedder = _cached(embedder, register if cache is None else cache)
     built = []
+    from dataclasses import replace as replaced_with
+
+    from conformance.baseline.format import with_digest
     from conformance.progress import Progress
+
+    build_id = new_build_id()
 
     lines = Progress(desc="building baselines", total=len(record_set.records), unit="approved output",
                      enabled=progress, bar=False)
@@ -260,23 +287,96 @@ def build(
         if registry is None:
             built.append(BuiltBaseline(baseline))
             continue
-        registered = registry.register(baseline)
-        if approve_by is not None:
-            registered = registry.approve(mv, ic, by=approve_by, version=registered.version)
-        built.append(BuiltBaseline(baseline, registered, approve_by))
+        baseline = with_digest(replaced_with(baseline, lineage=baseline.lineage | {"built_by": built_by,
+                                                                                   "build_id": build_id}))
+        built.append(BuiltBaseline(baseline, registry.register(baseline)))
     lines.close()
+    if approve_by is not None and registry is not None and book is not None:
+        # Every cell is registered: now all are approved, or none (conformance.approvals says in which order).
+        from conformance import approvals
+
+        try:
+            targets = [approvals.target(registry, b.baseline.model_version, b.baseline.input_class,
+                                        b.registered.version) for b in built if b.registered is not None]
+            done = approvals.approve(registry, book, targets, by=approve_by, require_distinct=False)
+        finally:
+            if not hasattr(ledger, "append"):
+                book.close()
+        built = [BuiltBaseline(b.baseline, reg, approve_by) for b, (reg, _) in zip(built, done)]
     return built
 
 
 def approve(
-    model_version: str, input_class: str, *, by: str, version: int | None = None, registry: Registry | None = None
+    model_version: str, input_class: str, *, by: str, version: int | None = None, registry: Registry | None = None,
+    ledger: str | Ledger | None = None, require_distinct_approver: bool | None = None,
 ) -> RegisteredBaseline:
-    """Approve a registered baseline version (default: the newest); a person's step. Loads no embedder."""
+    """Approve a registered baseline version (default: the newest); a person's step. Loads no embedder.
+
+    The approval (who, when, the version, the version it replaced, and the baseline's content digest as
+    loaded) is appended to ``ledger`` (default ``CONFORMANCE_LEDGER_URL``, else the embedded file) and kept in
+    the registry's history tags; then the alias ``approved`` moves (:mod:`conformance.approvals`). With
+    ``require_distinct_approver`` (default: the store's setting) the builder may not approve.
+    """
+    return approve_many([(model_version, input_class, version)], by=by, registry=registry, ledger=ledger,
+                        require_distinct_approver=require_distinct_approver)[0]
+
+
+def approve_many(
+    cells: Sequence[tuple[str, str, int | None]] | None = None, *, names: Sequence[str] = (),
+    build: str | None = None, by: str, registry: Registry | None = None, ledger: str | Ledger | None = None,
+    require_distinct_approver: bool | None = None,
+) -> list[RegisteredBaseline]:
+    """Approve several versions at once: ``cells`` as (model_version, input_class, version or None for the
+    newest), the newest versions of registered models ``names``, and every version of one ``build`` (its build
+    id, or one of its runs' ids). Every one is loaded and checked before any is approved; the ledger records
+    all of them in one transaction, or none."""
+    from conformance import approvals
     from conformance.params import check_person
     from conformance.registry import Registry
 
     by = check_person(by)
-    return (registry or Registry()).approve(model_version, input_class, by=by, version=version)
+    distinct = approvals.require_distinct_default() if require_distinct_approver is None \
+        else require_distinct_approver
+    reg = registry or Registry()
+    targets = [approvals.target(reg, mv, ic, v) for mv, ic, v in (cells or [])]
+    targets += [approvals.target(reg, *approvals.cell_of(reg, name), None) for name in names]
+    if build is not None:
+        targets += approvals.targets_of_build(reg, build)
+    if not targets:
+        raise ValueError("nothing to approve: name the versions (cells, names or a build)")
+    approvals.check(targets, by=by, require_distinct=distinct)  # before the ledger is opened
+    with _existing_or_new_ledger(ledger) as book:
+        return [registered for registered, _ in approvals.approve(reg, book, targets, by=by,
+                                                                    require_distinct=distinct)]
+
+
+def revoke(name: str, *, by: str, reason: str, registry: Registry | None = None,
+           ledger: str | Ledger | None = None) -> dict[str, Any]:
+    """Revoke the approved version of registered model ``name``: recorded in the ledger and the registry's
+    history, then the alias ``approved`` is removed, so that ``score`` gives ``no_baseline`` for its cell with
+    a reason naming the revocation. Returns the revocation (``added`` false when a retry found it recorded)."""
+    from conformance import approvals
+    from conformance.params import check_person
+    from conformance.registry import Registry
+
+    by = check_person(by, "the revoker's name")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("a revocation needs a reason: pass --reason TEXT (why it is revoked, in your words)")
+    reg = registry or Registry()
+    with _existing_or_new_ledger(ledger) as book:
+        return approvals.revoke(reg, book, name, by=by, reason=reason).to_dict()
+
+
+@contextmanager
+def _existing_or_new_ledger(ledger: str | Ledger | None) -> Iterator[Ledger]:
+    """The ledger (created when absent); one opened here is closed on leaving."""
+    from conformance.ledger import Ledger
+
+    if isinstance(ledger, Ledger):
+        yield ledger
+        return
+    with Ledger(ledger) as book:
+        yield book
 
 
 def score(
@@ -346,7 +446,9 @@ def score(
         Before anything is appended or written. Every cell's baseline is resolved before the first
         verdict is made: a cell gets ``no_baseline`` only when the registry says it has no approved
         baseline, and any other registry failure (server down, permission refused) raises
-        ``RegistryError`` and stops the whole run.
+        ``RegistryError`` and stops the whole run. An approved version whose loaded content has another
+        digest than the ledger's newest approval of it, or that no ledger approval covers, raises
+        ``BaselineError`` (the ledger scored to, then the default one, are read; docs/ml-teams.md).
     """
     from conformance.params import check_fdr
     from conformance.record_stream import CHUNK_SIZE, stream_records
@@ -372,8 +474,16 @@ def score(
         resolve = _given(baselines, approvals)
         book = _open_ledger(False if ledger is None else ledger)
     else:
-        resolve = _from_registry(registry, approvals)
         book = _open_ledger(ledger)
+        from conformance.approvals import ApprovalCheck
+
+        try:
+            check = ApprovalCheck(book)
+        except BaseException:
+            if book is not None and not hasattr(ledger, "append"):
+                book.close()
+            raise
+        resolve = _from_registry(registry, approvals, check)
     run_id = run_id or new_run_id()
     spool = Spool(in_memory=keep_verdicts, folder=None if out is None else Path(out).parent)
     writer = None
@@ -411,6 +521,8 @@ def score(
             writer.abort()
         if book is not None and not hasattr(ledger, "append"):
             book.close()  # opened here
+        if baselines is None:
+            check.close()
     if summary is not None:
         write_json([s.to_dict() for s in summaries], summary)
     return ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
@@ -483,17 +595,23 @@ def _given(baselines: Iterable[Baseline | BuiltBaseline],
     return resolve
 
 
-def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]]) -> Resolver:
-    """A resolver over the approved versions in the MLflow registry."""
-    from conformance.registry import Registry
+def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]],
+                   check: ApprovalCheck | None = None) -> Resolver:
+    """A resolver over the approved versions in the MLflow registry, each checked against its ledger approval
+    (by ``check``; default: against the default ledger)."""
+    from conformance.approvals import ApprovalCheck
+    from conformance.registry import Registry, baseline_name
 
     reg = registry or Registry()
+    check = check or ApprovalCheck(None)
 
     def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
         found = reg.resolve_approved(model_version, input_class)
         if isinstance(found, str):
-            return found
+            revoked = check.revoked(baseline_name(model_version, input_class))
+            return found if revoked is None else f"{found}; {revoked}"
         registered, baseline = found
+        check.check(registered, baseline)
         approvals[registered.uri] = (registered.tags.get("approved_by"), registered.tags.get("approved_at"))
         return registered.uri, baseline
 
@@ -614,4 +732,5 @@ def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
     return Ledger(None if ledger is True else ledger)
 
 
-__all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "build", "score", "signoff", "signoffs_of"]
+__all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "approve_many", "build", "revoke", "score",
+                          "signoff", "signoffs_of"]

@@ -109,7 +109,7 @@ class _Run:
 
 def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, registry: Registry | None,
          fdr: float | None, embedder: str | None, chunk_size: int, where: str, jsonl: bool,
-         files_read: list[Path] | None = None) -> _Run:
+         files_read: list[Path] | None = None, book: Ledger | None = None) -> _Run:
     """Score ``indexed``, an RDD of ``(payload, index)`` in input order (see :mod:`conformance.spark_worker`);
     ``files_read``: the file(s) it was read from, whose SHA-256 every invalid row keeps as evidence."""
     from pyspark import StorageLevel
@@ -144,7 +144,12 @@ def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, 
 
     # The baselines, resolved once on the driver, their files sent to every executor.
     approvals: dict[str, tuple[str | None, str | None]] = {}
-    resolve = api._given(baselines, approvals) if baselines is not None else api._from_registry(registry, approvals)
+    if baselines is not None:
+        resolve = api._given(baselines, approvals)
+    else:  # each approved version checked against its approval in the run's ledger, or the default one
+        from conformance.approvals import ApprovalCheck
+
+        resolve = api._from_registry(registry, approvals, ApprovalCheck(book))
     resolved: dict[tuple[str, str], Any] = {}
     table: dict[tuple[str, str], tuple[str, str] | str] = {}
     files: dict[str, dict[str, bytes]] = {}
@@ -344,7 +349,7 @@ def score_file(
         read = (sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
                 if path.is_dir() else [path])
         run = _run(indexed, baselines=baselines, registry=registry, fdr=fdr, embedder=embedder,
-                   chunk_size=chunk_size, where=str(path), jsonl=jsonl, files_read=read)
+                   chunk_size=chunk_size, where=str(path), jsonl=jsonl, files_read=read, book=book)
         writer = None if out is None else VerdictWriter(out, run.plan)
         reports, kept = api._record(_chunks(run.verdicts(), chunk_size), flags=run.flags, book=book,
                                     run_id=run_id, summaries=run.summaries, writer=writer,

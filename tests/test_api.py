@@ -55,6 +55,7 @@ def test_in_memory_verdicts_equal_the_command_lines(in_memory, built: list[dict]
     from conformance.cli import main
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the command line scores against the session's embedded store
+    monkeypatch.delenv("CONFORMANCE_LEDGER_URL")  # ... whose default ledger holds the approvals score checks
 
     out = workdir / "api-compare.jsonl"
     with contextlib.redirect_stdout(io.StringIO()):

@@ -53,17 +53,19 @@ def test_score_record_query_verify_reconstruct(built: list[dict], audited_subset
     monkeypatch.delenv("CONFORMANCE_LEDGER_URL", raising=False)
     registry = Registry()
     v1 = registry.register(baseline)
-    registry.approve(*cell, by="Ledger Tester", version=v1.version)
+    import conformance
+
+    conformance.approve(*cell, by="Ledger Tester", version=v1.version, registry=registry)  # ledger entry #1
     audited_file = write_jsonl(rows, tmp_path / "audited.jsonl")
 
     code, out = run("score", str(audited_file), "--out", "v.jsonl", "--format", "json", "--no-progress")
     assert code == 1  # the invalid and no_baseline rows
     recorded = json.loads(out)["ledger"]
-    assert recorded["added"] == len(rows) and recorded["first_seq"] == 1
+    assert recorded["added"] == len(rows) and recorded["first_seq"] == 2
     assert (tmp_path / "conformance_store" / "ledger.db").is_file()  # the embedded default, beside mlflow.db
 
     code, out = run("ledger", "verify", "--format", "json")
-    assert code == 0 and json.loads(out)["count"] == len(rows)
+    assert code == 0 and json.loads(out)["count"] == len(rows) + 1 and json.loads(out)["approvals"] == 1
     code, out = run("verdicts", "--format", "json")
     listed = json.loads(out)
     assert {v["verdict"] for v in listed} >= {"no_baseline", "invalid"}
@@ -100,7 +102,7 @@ def test_score_record_query_verify_reconstruct(built: list[dict], audited_subset
 
     # a new approved baseline version: a new entry per scored record, pointing to the earlier one
     v2 = registry.register(baseline)
-    registry.approve(*cell, by="Ledger Tester", version=v2.version)
+    conformance.approve(*cell, by="Ledger Tester", version=v2.version, registry=registry)
     code, out = run("score", str(audited_file), "--out", "v.jsonl", "--format", "json", "--no-progress")
     assert json.loads(out)["ledger"]["added"] == len(in_cell)
     code, out = run("verdicts", "--baseline-version", str(v2.version), "--format", "json")
@@ -110,7 +112,7 @@ def test_score_record_query_verify_reconstruct(built: list[dict], audited_subset
 
     # the earlier version deleted: its entry can no longer be reproduced, and says why
     registry.client.delete_model_version(name, str(v1.version))
-    code, out = run("reconstruct", rid, "--seq", "1", "--format", "json")
+    code, out = run("reconstruct", rid, "--seq", "2", "--format", "json")  # its first verdict, after the approval
     result = json.loads(out)
     assert code == 1 and result["status"] == "not_reproducible"
     assert "can no longer be loaded" in " ".join(result["explanations"])

@@ -125,11 +125,23 @@ def test_a_later_verdict_of_the_record_points_to_the_earlier_verdict_not_to_a_si
 
 
 def test_the_format_of_a_verdict_entry_is_unchanged() -> None:
-    # The hash and key of a verdict entry, pinned: sign-offs add no field to a verdict's content.
-    _, digest, row = chain(prepare(make_verdict("r1")), seq=1, prev_hash=GENESIS_HASH, run_id="run-1",
+    # The hash and key of a verdict entry, pinned: sign-offs add no field to a verdict's content. An entry
+    # written before keys covered the baseline's digest (no key_format) keeps its hash and key; a new one
+    # says key_format 2.
+    from dataclasses import replace
+
+    from conformance.ledger.entry import target_of
+
+    new = prepare(make_verdict("r1"))
+    old = replace(new, key=idempotency_key(new.record_id, new.digest, target_of(new.verdict)), key_format=None)
+    _, digest, row = chain(old, seq=1, prev_hash=GENESIS_HASH, run_id="run-1",
                            recorded_at="2026-06-16T09:00:00+00:00", previous_seq=None)
     assert digest == "30ba1be694a3d24b067bb7a5a652b99573060de56f8d3ccf5e44ccc3691d57fc"
     assert row["idem_key"] == "b0ab2c2a0f4af7e76c2fc4f966083cc1dadd333b5ca4a966ba9c448322eb5978"
+    _, digest, row = chain(new, seq=1, prev_hash=GENESIS_HASH, run_id="run-1",
+                           recorded_at="2026-06-16T09:00:00+00:00", previous_seq=None)
+    assert digest == "172688dcff9ebfb76e9a155e9bc41046673ff4624166d33a14471f69426101e4"
+    assert row["idem_key"] == "bc0b2ceaaa9ca16ab50978cdd3942ff7d8afe0d05fec9d323cd30eec7cc9d42b"
 
 
 # -- tamper evidence --------------------------------------------------------------

@@ -252,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(report.to_dict(), indent=2))
         elif report.ok:
-            signoffs = f" ({report.signoffs} of them sign-offs)" if report.signoffs else ""
+            kinds = [f"{n} of them {what}" for n, what in ((report.signoffs, "sign-offs"),
+                                                            (report.approvals, "approvals or revocations")) if n]
+            signoffs = f" ({', '.join(kinds)})" if kinds else ""
             print(f"intact: {report.count} entries{signoffs} in {report.source}; "
                   f"head #{report.head.seq} {report.head.entry_hash}")
             if report.witness is not None:

@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
             "Was this model output within the bounds of what the model was approved to produce?\n\n"
             "  1. conformance build APPROVED_FILE      one baseline per (model_version, input_class)\n"
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
+            "     conformance baselines list | show | history   what is registered and approved; revoke NAME\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
             "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
             "  5. conformance signoff RECORD_ID ...   a reviewer records a decision about a verdict\n"
@@ -96,8 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--alpha", type=float, default=defaults.ALPHA,
                        help="false-alarm rate: an approved-like output is flagged with probability <= alpha "
                             "(default %(default)s)")
-    build.add_argument("--approve", action="store_true", help="approve the new versions at once (needs --by)")
+    build.add_argument("--approve", action="store_true",
+                       help="approve the new versions (needs --by): every cell is registered first, then all are "
+                            "approved at the end, or none if any cell failed or the build was stopped")
     build.add_argument("--by", metavar="NAME", help="who approves, with --approve")
+    build.add_argument("--built-by", metavar="NAME",
+                       help="who builds, kept in each baseline's lineage and as its built_by tag (default: your "
+                            "operating system's user name); --require-distinct-approver compares approvers with it")
+    build.add_argument("--require-distinct-approver", action=argparse.BooleanOptionalAction, default=None,
+                       help="with --approve: refuse when --by names the builder (default: the store's setting; "
+                            "see `conformance approve --help`)")
     build.add_argument("--k", type=int, default=defaults.K,
                        help="the k of the distance to the k-th nearest approved output (default %(default)s)")
     build.add_argument("--calibration-fraction", type=float, default=CALIBRATION_FRACTION, metavar="F",
@@ -145,18 +154,38 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
 
     approve = verbs.add_parser(
-        "approve", formatter_class=_formatter, help="approve a registered baseline version (a person's step)",
+        "approve", formatter_class=_formatter, help="approve registered baseline versions (a person's step)",
         description=(
-            "Set the registry alias 'approved' on a baseline version and record who approved it and\n"
-            "when. Scoring uses the approved version of each (model_version, input_class).\n\n"
-            "example:\n  conformance approve --model-version support-bot-3.2 --input-class refund_request --by 'J. Doe'"
+            "Approve baseline versions: each approval (who, when, the version, the version it replaced\n"
+            "and the baseline's content digest) is appended to the ledger and kept in the registry's\n"
+            "history tags, then the registry alias 'approved' moves to it. Scoring uses the approved\n"
+            "version of each (model_version, input_class), and refuses one whose content differs from\n"
+            "what was approved. Several versions at once: registered model NAMEs (their newest\n"
+            "versions), or --all-from-build; every one is checked before any is approved, and the\n"
+            "ledger records all of them or none.\n\n"
+            "examples:\n"
+            "  conformance approve --model-version support-bot-3.2 --input-class refund_request --by 'J. Doe'\n"
+            "  conformance approve conformance.bot-3.2.refund_request conformance.bot-3.2.shipping --by 'J. Doe'\n"
+            "  conformance approve --all-from-build build-20260101T120000Z-1a2b3c4d --by 'J. Doe'"
         ),
-        epilog=STORE + "\n" + EXIT_CODES,
+        epilog=("distinct approver:\n  --require-distinct-approver refuses an approval by the person who built the "
+                "version\n  (its built_by tag). The store's default: CONFORMANCE_REQUIRE_DISTINCT_APPROVER=1, or\n"
+                "  {\"require_distinct_approver\": true} in ./conformance_store/settings.json.\n\n"
+                + STORE + "\n" + EXIT_CODES),
     )
-    approve.add_argument("--model-version", required=True, metavar="V")
-    approve.add_argument("--input-class", required=True, metavar="C")
-    approve.add_argument("--version", type=int, metavar="N", help="registry version to approve (default: the newest)")
-    approve.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded in the registry)")
+    approve.add_argument("names", nargs="*", metavar="NAME",
+                         help="registered model names (conformance baselines list) whose newest versions to approve")
+    approve.add_argument("--model-version", metavar="V")
+    approve.add_argument("--input-class", metavar="C")
+    approve.add_argument("--version", type=int, metavar="N",
+                         help="with --model-version and --input-class: the version to approve (default: the newest)")
+    approve.add_argument("--all-from-build", metavar="BUILD_ID",
+                         help="every version one `build` registered: its build id (`conformance baselines show "
+                              "NAME` shows it), or the MLflow run id of one of its cells")
+    approve.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded in the ledger and the "
+                                                                    "registry)")
+    approve.add_argument("--require-distinct-approver", action=argparse.BooleanOptionalAction, default=None,
+                         help="refuse when --by names a version's builder (default: the store's setting)")
     approve.add_argument("--format", choices=("table", "json"), default="table")
 
     score = verbs.add_parser(
@@ -216,7 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     from conformance.cli.ledger import LEDGER_HELP, add_parsers
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
+    for parser_ in (build, approve):
+        parser_.add_argument("--ledger", metavar="URL", help="where approvals are recorded: " + LEDGER_HELP)
     add_parsers(verbs, _formatter, STORE)
+    from conformance.cli.approvals import add_parsers as add_approval_parsers
+
+    add_approval_parsers(verbs, _formatter, STORE + "\n" + EXIT_CODES, LEDGER_HELP)
     from conformance.cli.report import add_parser as add_report_parser
 
     add_report_parser(verbs, _formatter, STORE + "\n" + EXIT_CODES)
@@ -252,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               calibration_method=args.calibration_method,
                               round_calibration=not args.no_round_calibration, cache=not args.no_cache,
                               progress=False if args.no_progress else None,
-                              backend=args.embedder_backend)
+                              backend=args.embedder_backend, built_by=args.built_by,
+                              require_distinct_approver=args.require_distinct_approver, ledger=args.ledger)
             rows = [b.to_dict() for b in built]
             if args.format == "json":
                 print(json.dumps(rows, indent=2))
@@ -261,8 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "p_value_rule", "alpha", "smallest_alpha", "false_alarm_rate_95th",
                                     "approved_by")))
             return 0
+        if args.verb == "approve" and (args.names or args.all_from_build):
+            from conformance.cli.approvals import approve_many
+
+            return approve_many(args, parser)
         if args.verb == "approve":
-            reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version)
+            if not (args.model_version and args.input_class):
+                parser.error("approve needs --model-version V and --input-class C, registered model NAMEs, or "
+                             "--all-from-build BUILD_ID")
+            reg = api.approve(args.model_version, args.input_class, by=args.by, version=args.version,
+                              ledger=args.ledger, require_distinct_approver=args.require_distinct_approver)
             row = reg.to_dict() | {"approved_by": reg.tags.get("approved_by"),
                                    "approved_at": reg.tags.get("approved_at")}
             if args.format == "json":
@@ -312,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if result.all_within_bounds else 1
         if args.verb in LEDGER_VERBS:
             return run_ledger_verb(args)
+        if args.verb in ("revoke", "baselines"):
+            from conformance.cli.approvals import run as run_approval_verb
+
+            return run_approval_verb(args)
         if args.verb == "report":
             from conformance.cli.report import run as run_report
 

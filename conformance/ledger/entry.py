@@ -16,7 +16,13 @@ An entry's *content* is a JSON object, stored as canonical text and hashed:
 A reviewer's sign-off is an entry of the same shape (``verdict`` is then
 ``{"verdict": "signoff", "record_id": ...}``, ``record`` empty, ``batch`` null,
 ``previous_seq`` the entry it signs) with a ``signoff`` object beside them; see
-:mod:`conformance.ledger.signoff`.
+:mod:`conformance.ledger.signoff`. A baseline's approval or revocation is one too
+(``verdict`` ``approval`` or ``revocation``, with an ``approval`` object); see
+:mod:`conformance.ledger.approval`.
+
+``key_format``     2 on verdict entries whose exactly-once key covers the baseline's digest (a verdict
+                   against other baseline content is a new entry); absent on older entries, whose key
+                   covers the baseline's URI only. ``verify`` recomputes each key by its own format.
 """
 
 from __future__ import annotations
@@ -33,6 +39,13 @@ from conformance.verdict import Verdict
 LEDGER_FORMAT = 1
 SIGNOFF = "signoff"
 """The ``verdict`` of a sign-off entry (its indexed column too): a reviewer's decision, not a verdict."""
+APPROVAL = "approval"
+REVOCATION = "revocation"
+"""The ``verdict`` of a baseline's approval and revocation entries: a person's decision, not a verdict."""
+NOT_VERDICTS = (SIGNOFF, APPROVAL, REVOCATION)
+"""Entries of the chain that are not verdicts: verdict queries and ``reconstruct`` skip them."""
+KEY_FORMAT = 2
+"""The exactly-once key of new verdict entries: record id, record digest, baseline URI and baseline digest."""
 _URI = re.compile(r"^models:/(?P<name>.+)/(?P<version>\d+)$")
 
 
@@ -59,9 +72,19 @@ def is_signoff(content: Mapping[str, Any]) -> bool:
     return "signoff" in content or (isinstance(verdict, Mapping) and verdict.get("verdict") == SIGNOFF)
 
 
-def target_of(verdict: Mapping[str, Any]) -> str:
-    """What a verdict was judged against: the versioned baseline URI, or the verdict when there was none."""
-    return str(verdict.get("baseline") or verdict["verdict"])
+def is_approval(content: Mapping[str, Any]) -> bool:
+    """Whether an entry's content is a baseline's approval or revocation."""
+    verdict = content.get("verdict")
+    return "approval" in content or (isinstance(verdict, Mapping) and verdict.get("verdict") in (APPROVAL, REVOCATION))
+
+
+def target_of(verdict: Mapping[str, Any], key_format: Any = None) -> str:
+    """What a verdict was judged against: the versioned baseline URI (with ``key_format`` 2 also the
+    baseline's digest), or the verdict when there was none."""
+    target = str(verdict.get("baseline") or verdict["verdict"])
+    if key_format == KEY_FORMAT and verdict.get("baseline"):
+        target += "#" + str(verdict.get("baseline_digest"))
+    return target
 
 
 @dataclass(frozen=True)
@@ -75,14 +98,17 @@ class Prepared:
     record: dict[str, Any]
     batch: dict[str, Any] | None
     signoff: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    key_format: int | None = None
 
 
 def prepare(verdict: Verdict, batch: Mapping[str, Any] | None = None) -> Prepared:
     record = plain(verdict.record)
     digest = record_digest(record)
     own = verdict_fields(verdict)
-    key = idempotency_key(verdict.record_id, digest, target_of(own))
-    return Prepared(key, verdict.record_id, digest, own, record, plain(dict(batch)) if batch else None)
+    key = idempotency_key(verdict.record_id, digest, target_of(own, KEY_FORMAT))
+    return Prepared(key, verdict.record_id, digest, own, record, plain(dict(batch)) if batch else None,
+                    key_format=KEY_FORMAT)
 
 
 def chain(p: Prepared, *, seq: int, prev_hash: str, run_id: str, recorded_at: str,
@@ -102,6 +128,10 @@ def chain(p: Prepared, *, seq: int, prev_hash: str, run_id: str, recorded_at: st
     }
     if p.signoff is not None:
         content["signoff"] = p.signoff
+    if p.approval is not None:
+        content["approval"] = p.approval
+    if p.key_format is not None:
+        content["key_format"] = p.key_format
     text = canonical_json(content)
     digest = entry_hash(text)
     row = index_of(content) | {"entry_hash": digest, "idem_key": p.key, "content": text}
@@ -157,6 +187,8 @@ class Entry:
         content = self.content
         if is_signoff(content):
             raise ValueError(f"ledger entry #{self.seq} is a reviewer's sign-off, not a verdict")
+        if is_approval(content):
+            raise ValueError(f"ledger entry #{self.seq} is a baseline's {content['verdict']['verdict']}, not a verdict")
         fields = dict(content["verdict"])
         fields["nearest"] = tuple(fields.get("nearest") or ())
         return Verdict(**fields, record=dict(content["record"]))

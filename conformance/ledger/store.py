@@ -29,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from conformance.ledger import schema
 from conformance.ledger.canonical import GENESIS_HASH
-from conformance.ledger.entry import SIGNOFF, Entry, chain, prepare
+from conformance.ledger.entry import NOT_VERDICTS, SIGNOFF, Entry, chain, prepare
 from conformance.ledger.errors import (
     EntryNotFoundError,
     LedgerConnectionError,
@@ -281,7 +281,7 @@ class Ledger:
             latest: dict[str, int] = {}
             for chunk in _chunks(sorted({p.record_id for p in todo if p.record_id is not None})):
                 latest.update(conn.execute(select(table.c.record_id, func.max(table.c.seq))
-                                           .where(table.c.record_id.in_(chunk), table.c.verdict != SIGNOFF)
+                                           .where(table.c.record_id.in_(chunk), table.c.verdict.notin_(NOT_VERDICTS))
                                            .group_by(table.c.record_id)).tuples().all())
             rows, seq, prev = [], head.seq, head.entry_hash
             for p in todo:
@@ -372,11 +372,12 @@ class Ledger:
     def query_rows(self, filters: Filters | None = None) -> list[dict[str, Any]]:
         """Stored rows (every column) of the verdict entries matching ``filters``, in chain order.
 
-        Sign-offs are not verdicts: they are never returned here (see :meth:`signoff_rows`).
+        Sign-offs, approvals and revocations are not verdicts: they are never returned here (see
+        :meth:`signoff_rows` and :mod:`conformance.ledger.approval`).
         """
         f = filters or Filters()
         t = schema.entries
-        query = select(t).where(t.c.verdict != SIGNOFF).order_by(t.c.seq)
+        query = select(t).where(t.c.verdict.notin_(NOT_VERDICTS)).order_by(t.c.seq)
         for column, value in (("model_version", f.model_version), ("input_class", f.input_class),
                               ("verdict", f.verdict), ("baseline_version", f.baseline_version),
                               ("record_id", f.record_id), ("run_id", f.run_id)):
@@ -413,7 +414,7 @@ class Ledger:
         t = schema.entries
         found = conn.execute(select(t.c.seq, t.c.entry_hash, t.c.content, t.c.verdict)
                              .where(t.c.record_id == record_id).order_by(t.c.seq)).all()
-        verdicts = [Entry(int(r[0]), str(r[1]), str(r[2])) for r in found if r[3] != SIGNOFF]
+        verdicts = [Entry(int(r[0]), str(r[1]), str(r[2])) for r in found if r[3] not in NOT_VERDICTS]
         if not verdicts:
             raise EntryNotFoundError(f"the ledger at {self.display_url} holds no entry for record_id {record_id!r}"
                                      f"{' (only sign-offs)' if found else ''}; list what it holds with "

@@ -10,7 +10,9 @@ An export (Parquet) can be checked the same way, offline.
 A reviewer's sign-off is checked like every entry, and also on its own terms
 (an allowed decision, a usable reviewer's name, a digest matching what it says)
 and against the chain: the entry it signs must come earlier, be a verdict of the
-same record, and have the hash the sign-off names.
+same record, and have the hash the sign-off names. A baseline's approval or
+revocation is checked on its own terms too (:mod:`conformance.ledger.approval`),
+and the earlier approval entry it follows must be one of the same registered model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 
 from conformance.ledger import schema
 from conformance.ledger.canonical import GENESIS_HASH, entry_hash, idempotency_key
-from conformance.ledger.entry import SIGNOFF, index_of, is_signoff, target_of
+from conformance.ledger.approval import approval_link_problem, approval_problem
+from conformance.ledger.entry import APPROVAL, REVOCATION, SIGNOFF, index_of, is_approval, is_signoff, target_of
 from conformance.ledger.errors import LedgerError
 from conformance.ledger.signing import load_public_key
 from conformance.ledger.signoff import signoff_problem
@@ -51,12 +54,14 @@ class VerifyReport:
     witnessed: int = 0
     #: The id of the public key every witnessed head was checked against (None: signatures not checked).
     signed_by: str | None = None
+    #: How many of the ``count`` entries are baselines' approvals and revocations.
+    approvals: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "count": self.count, "signoffs": self.signoffs, "head_seq": self.head.seq,
                 "head_hash": self.head.entry_hash, "source": self.source, "problem": self.problem,
                 "bad_seq": self.bad_seq, "witness": self.witness, "witnessed": self.witnessed,
-                "signed_by": self.signed_by}
+                "signed_by": self.signed_by, "approvals": self.approvals}
 
 
 def _check_link(seq: int, content: Mapping[str, Any], lookup: Lookup) -> str | None:
@@ -90,7 +95,7 @@ def _check_entry(row: Mapping[str, Any]) -> str | None:
         content = json.loads(text)
         expected = index_of(content)
         key = idempotency_key(content["verdict"].get("record_id"), content["record_digest"],
-                              target_of(content["verdict"]))
+                              target_of(content["verdict"], content.get("key_format")))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"entry #{seq} is not a well-formed ledger entry ({type(exc).__name__}: {exc})"
     if content.get("seq") != seq:
@@ -103,6 +108,10 @@ def _check_entry(row: Mapping[str, Any]) -> str | None:
         return f"entry #{seq} was altered: its idem_key column does not match its content"
     if is_signoff(content):
         problem = signoff_problem(content)
+        if problem is not None:
+            return f"entry #{seq} {problem}"
+    if is_approval(content):
+        problem = approval_problem(content)
         if problem is not None:
             return f"entry #{seq} {problem}"
     return None
@@ -118,11 +127,12 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
     the earlier entry a sign-off names.
     """
     prev_seq, prev_hash = 0, GENESIS_HASH
-    count = signoffs = 0
+    count = signoffs = approvals = 0
     found_head = expect_head is None
 
     def fail(problem: str, bad: int) -> VerifyReport:
-        return VerifyReport(False, count, Head(prev_seq, prev_hash), source, problem, bad, signoffs)
+        return VerifyReport(False, count, Head(prev_seq, prev_hash), source, problem, bad, signoffs,
+                            approvals=approvals)
 
     for row in rows:
         seq = int(row["seq"])
@@ -144,6 +154,11 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
             if problem is not None:
                 return fail(problem, seq)
             signoffs += 1
+        elif row["verdict"] in (APPROVAL, REVOCATION):
+            problem = approval_link_problem(seq, json.loads(row["content"]), lookup)
+            if problem is not None:
+                return fail(problem, seq)
+            approvals += 1
         if row["entry_hash"] == expect_head:
             found_head = True
         prev_seq, prev_hash = seq, str(row["entry_hash"])
@@ -151,7 +166,7 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], *, source: str, lookup: Looku
     if not found_head:
         return fail(f"the expected head {expect_head} is not in the chain: the ledger was rewritten or "
                     "truncated after that head was exported", prev_seq)
-    return VerifyReport(True, count, Head(prev_seq, prev_hash), source, signoffs=signoffs)
+    return VerifyReport(True, count, Head(prev_seq, prev_hash), source, signoffs=signoffs, approvals=approvals)
 
 
 def verify(ledger: Ledger, *, expect_head: str | None = None, witness: bool = True,

@@ -290,7 +290,11 @@ class Registry:
     def approve(
         self, model_version: str, input_class: str, *, by: str, version: int | None = None
     ) -> RegisteredBaseline:
-        """Set the ``approved`` alias on a version (default: the newest) and record who and when."""
+        """Set the ``approved`` alias on a version (default: the newest) and record who and when.
+
+        The registry's part alone: ``score`` uses a version only when the ledger holds its approval, which
+        :func:`conformance.api.approve` records (with the history tags; :mod:`conformance.approvals`).
+        """
         if not by or not by.strip():
             raise RegistryError("an approval needs the approver's name: pass --by NAME")
         name = baseline_name(model_version, input_class)
@@ -483,4 +487,4 @@ def baseline_tags(baseline: Baseline) -> dict[str, str]:
         "policy_id": ",".join(lineage.get("policy_ids", [])),
         "policy_version": ",".join(lineage.get("policy_versions", [])),
         "source_file": str(lineage.get("source_file", "")),
-    }
+    } | {key: str(lineage[key]) for key in ("built_by", "build_id") if lineage.get(key)}
