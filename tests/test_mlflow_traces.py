@@ -264,3 +264,23 @@ def test_a_rerun_completes_what_was_not_logged(store: dict[str, Any]) -> None:
         assert one.metadata["ledger_run_id"] == done.result.ledger.run_id  # type: ignore[union-attr]
     with pytest.raises(Exception, match="holds no traces"):  # --since after every trace: said plainly
         records_from_experiment("support-bot-prod-2", since="2999-01-01")
+
+
+def test_a_store_down_after_the_ledger_committed_is_a_clear_error(store: dict[str, Any]) -> None:
+    from conformance.ledger import Ledger
+    from conformance.mlflow.traces import AssessmentError, log_verdicts, score_traces
+
+    os.chdir(store["folder"])
+    done = score_traces("support-bot-prod-2", log_assessments=False, progress=False)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        with Ledger() as book, pytest.raises(AssessmentError) as caught:
+            log_verdicts(done.result.verdicts, book=book, assessed={}, tracking_uri="http://127.0.0.1:9")
+    finally:
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        import mlflow
+
+        mlflow.set_tracking_uri(store["uri"])
+    said = str(caught.value)
+    assert "recorded in the ledger" in said and "run the same command again" in said and "127.0.0.1:9" in said
+    assert caught.value.report.logged == 0

@@ -365,7 +365,12 @@ def log_verdicts(verdicts: Sequence[Verdict], *, book: Ledger, assessed: Mapping
 
     from conformance.ledger.entry import target_of
 
-    client = tracking_client(tracking_uri)
+    try:
+        client = tracking_client(tracking_uri)
+    except ConformanceError as exc:
+        raise AssessmentError(f"the verdicts are recorded in the ledger, but none was logged onto its trace: {exc} "
+                              "Then run the same command again: the ledger skips what it recorded, and the traces "
+                              "get their verdicts", AssessmentReport(0, 0)) from exc
     places = _ledger_places(book, verdicts, run_id)
     logged = already = 0
     done: dict[str, set[str]] = {k: set(v) for k, v in assessed.items()}
