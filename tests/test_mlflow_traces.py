@@ -1,8 +1,9 @@
 """MLflow traces in, verdicts and sign-offs back onto the traces as Feedback assessments.
 
 Against a real embedded SQLite tracking store in a working folder of this module's own, with traces made by
-MLflow's own tracing API (``@mlflow.trace`` under ``mlflow.start_run``, tags set with
-``mlflow.update_current_trace``) and assessments read back with ``mlflow.get_trace``. One small cell (16 approved
+MLflow's own tracing API (``@mlflow.trace`` under ``mlflow.start_run``, and ``mlflow.genai.evaluate`` with a
+scorer of code; tags set with ``mlflow.update_current_trace``) and assessments read back with
+``mlflow.get_trace``. One small cell (16 approved
 prompts at alpha 0.2) is built once for the module.
 """
 
@@ -62,6 +63,26 @@ def _log(mlflow: Any, question: str, answer: str, tags: dict[str, str] | None) -
     return str(trace_id)
 
 
+def _genai_evaluation(mlflow: Any, rows: list[dict[str, Any]], tags: dict[str, str]) -> str:
+    """An evaluation run made by mlflow.genai.evaluate (a scorer of code, no judge model): its run id."""
+    from mlflow.genai.scorers import scorer
+
+    answers = {r["input"]: r["output"] for r in rows}
+
+    @scorer
+    def answered(outputs: Any) -> bool:
+        return bool(outputs)
+
+    def support_bot(question: str) -> dict[str, str]:
+        mlflow.update_current_trace(tags=tags)
+        return {"answer": answers[question]}
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        done = mlflow.genai.evaluate(data=[{"inputs": {"question": q}} for q in answers], predict_fn=support_bot,
+                                     scorers=[answered])
+    return str(done.run_id)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[dict[str, Any]]:
     """A working folder whose embedded store holds an evaluation experiment (one approved run, one unapproved),
@@ -84,7 +105,10 @@ def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[d
         mlflow.set_experiment("support-bot-evals")
         with mlflow.start_run(run_name="approved-eval") as run:
             mlflow.set_tag("conformance.approved_by", "A. Approver")
-            approved_ids = [_log(mlflow, r["input"], r["output"], tags) for r in approved]
+            for r in approved[:12]:
+                _log(mlflow, r["input"], r["output"], tags)
+        evaluated = _genai_evaluation(mlflow, approved[12:], tags)
+        mlflow.MlflowClient().set_tag(evaluated, "conformance.approved_by", "A. Approver")
         with mlflow.start_run(run_name="draft-eval") as draft:
             _log(mlflow, approved[0]["input"] + " (draft)", approved[0]["output"], tags)
         with mlflow.start_run(run_name="untagged-eval") as untagged:  # its run carries the tags the trace lacks
@@ -105,7 +129,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[d
         code, out, err = run_cli("build", "--from-mlflow-experiment", "support-bot-evals", "--alpha", "0.2",
                                  "--approve", "--by", "A. Approver", "--format", "json", "--no-progress")
         assert code == 0, err
-        yield {"uri": uri, "run_id": run.info.run_id, "draft_id": draft.info.run_id, "approved_ids": approved_ids,
+        yield {"uri": uri, "run_ids": sorted([run.info.run_id, evaluated]), "draft_id": draft.info.run_id,
                "untagged_run": untagged.info.run_id, "untagged_trace": untagged_trace, "prod": prod,
                "prod2": prod2,
                "built": json.loads(out), "build_err": err, "folder": folder}
@@ -138,10 +162,10 @@ def test_build_takes_the_approved_run_only(store: dict[str, Any]) -> None:
 
     [row] = store["built"]
     assert (row["model_version"], row["input_class"], row["approved_by"]) == (*CELL, "A. Approver")
-    assert "read 16 trace(s) of 1 approved run(s); 2 unapproved run(s) skipped" in store["build_err"]
+    assert "read 16 trace(s) of 2 approved run(s); 2 unapproved run(s) skipped" in store["build_err"]
     _, baseline = Registry().resolve_approved(*CELL)  # type: ignore[misc]
-    assert baseline.lineage["eval_run_ids"] == [store["run_id"]]
-    assert baseline.lineage["n_records"] == len(store["approved_ids"]) == 16
+    assert baseline.lineage["eval_run_ids"] == store["run_ids"]  # a run of @mlflow.trace and one of genai.evaluate
+    assert baseline.lineage["n_records"] == 16
     assert baseline.n_fit + baseline.n_calibration_prompts == 16
 
 
