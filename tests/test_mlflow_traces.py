@@ -308,3 +308,14 @@ def test_a_store_down_after_the_ledger_committed_is_a_clear_error(store: dict[st
     said = str(caught.value)
     assert "recorded in the ledger" in said and "run the same command again" in said and "127.0.0.1:9" in said
     assert caught.value.report.logged == 0
+
+
+def test_every_trace_is_read_page_by_page(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.mlflow import traces
+
+    os.chdir(store["folder"])
+    whole = traces.records_from_experiment("support-bot-prod")
+    monkeypatch.setattr(traces, "_PAGE", 3)  # pages of 3: the 8 traces take 3 pages
+    paged = traces.records_from_experiment("support-bot-prod")
+    assert [r.record_id for r in paged.records.rows] == [r.record_id for r in whole.records.rows]
+    assert paged.n_traces == len(store["prod"]["within"]) + 2
