@@ -319,3 +319,12 @@ def test_every_trace_is_read_page_by_page(store: dict[str, Any], monkeypatch: py
     paged = traces.records_from_experiment("support-bot-prod")
     assert [r.record_id for r in paged.records.rows] == [r.record_id for r in whole.records.rows]
     assert paged.n_traces == len(store["prod"]["within"]) + 2
+
+
+def test_a_filter_mlflow_refuses_is_a_usage_error_not_a_store_failure(store: dict[str, Any]) -> None:
+    os.chdir(store["folder"])
+    code, out, err = run_cli("score", "--from-mlflow-experiment", "support-bot-prod", "--out", "never.jsonl",
+                             "--filter-string", "tags.input_class === 'x'")
+    assert code == 2 and out == "" and not (store["folder"] / "never.jsonl").exists()
+    assert "--filter-string \"tags.input_class === 'x'\" is not a trace filter MLflow accepts" in err
+    assert "reachable" not in err and "Traceback" not in err

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -133,7 +134,7 @@ def _traces(client: Any, experiment_id: str, *, run_id: str | None, filter_strin
     token = None
     where = f"run {run_id!r}" if run_id else f"experiment {experiment_id!r}"
     while True:
-        with store_failing(f"search the traces of {where}", store_uri(client)):
+        with store_failing(f"search the traces of {where}", store_uri(client)), _bad_filter(filter_string):
             page = client.search_traces(locations=[experiment_id], run_id=run_id, filter_string=filter_string,
                                         max_results=_PAGE, order_by=["timestamp_ms ASC"], page_token=token,
                                         include_spans=True)
@@ -141,6 +142,21 @@ def _traces(client: Any, experiment_id: str, *, run_id: str | None, filter_strin
         token = page.token
         if not token or not len(page):
             return
+
+
+@contextmanager
+def _bad_filter(filter_string: str | None) -> Iterator[None]:
+    """A filter MLflow refuses is the user's to fix, not a store failure."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if filter_string is None or getattr(exc, "error_code", "") != "INVALID_PARAMETER_VALUE":
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"--filter-string {filter_string!r} is not a trace filter MLflow accepts: {first}. It takes "
+                         "the syntax of mlflow.search_traces, e.g. \"tags.input_class = 'refund_request'\"") from None
 
 
 def _runs_of(client: Any, experiment_id: str) -> Iterator[Any]:
