@@ -1,4 +1,4 @@
-"""Verdicts and sign-offs onto MLflow traces: the names, the store, and a reviewer's sign-off as a Feedback.
+"""Verdicts and sign-offs onto MLflow traces, as Feedback assessments; the names and the store they share.
 
 A record read from a trace (:mod:`conformance.mlflow.traces`) carries ``metadata = {"source": "mlflow_trace",
 "trace_id": ...}``; that is how :func:`conformance.api.signoff` finds the trace of the verdict it signs. This
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError
 
 if TYPE_CHECKING:
     from conformance.ledger import Ledger
+    from conformance.verdict import Verdict
 
 SOURCE = "mlflow_trace"
 """``metadata["source"]`` of a record read from a trace."""
@@ -29,6 +31,25 @@ SOURCE_ID = "conformance"
 class TraceStoreError(ConformanceError):
     """The tracking store cannot be read or written as asked (an experiment or run that is not there, a store
     that fails)."""
+
+
+@dataclass(frozen=True)
+class AssessmentReport:
+    """How many verdicts were logged onto their traces, and how many were there already."""
+
+    logged: int
+    already_there: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"logged": self.logged, "already_there": self.already_there}
+
+
+class AssessmentError(TraceStoreError):
+    """Logging verdicts onto traces failed after the ledger recorded them; a re-run logs the rest."""
+
+    def __init__(self, message: str, report: AssessmentReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 # -- the store -------------------------------------------------------------------------------------------------
@@ -80,6 +101,74 @@ def assessment_source() -> Any:
     return AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=SOURCE_ID)
 
 
+# -- verdicts onto traces ---------------------------------------------------------------------------------------
+
+def _ledger_places(book: Ledger, verdicts: Sequence[Verdict], run_id: str | None) -> dict[int, tuple[int, str]]:
+    """For each verdict (by position), the ledger entry that records it: (seq, run id)."""
+    from conformance.ledger.entry import prepare
+    from conformance.ledger.query import Filters
+
+    keys = [prepare(v).key for v in verdicts]
+    found: dict[str, tuple[int, str]] = {}
+    if run_id is not None:
+        found = {str(r["idem_key"]): (int(r["seq"]), str(r["run_id"])) for r in book.query_rows(Filters(run_id=run_id))}
+    for v, key in zip(verdicts, keys):
+        if key not in found and v.record_id:
+            found.update({str(r["idem_key"]): (int(r["seq"]), str(r["run_id"]))
+                          for r in book.query_rows(Filters(record_id=v.record_id))})
+    return {i: found[key] for i, key in enumerate(keys) if key in found}
+
+
+def log_verdicts(verdicts: Sequence[Verdict], *, book: Ledger, assessed: Mapping[str, set[str]],
+                 run_id: str | None = None, tracking_uri: str | None = None) -> AssessmentReport:
+    """Log each recorded verdict of a trace onto that trace as a Feedback named ``conformance``, once per
+    (trace, baseline URI): a trace whose existing assessments (``assessed``) already name that baseline is skipped.
+
+    Raises :class:`AssessmentError` (with what was done so far) when the store fails: the verdicts stay in the
+    ledger, and the same call again logs the rest.
+    """
+    import mlflow
+
+    from conformance.ledger.entry import target_of
+
+    try:
+        client = tracking_client(tracking_uri)
+    except ConformanceError as exc:
+        raise AssessmentError(f"the verdicts are recorded in the ledger, but none was logged onto its trace: {exc} "
+                              "Then run the same command again: the ledger skips what it recorded, and the traces "
+                              "get their verdicts", AssessmentReport(0, 0)) from exc
+    places = _ledger_places(book, verdicts, run_id)
+    logged = already = 0
+    done: dict[str, set[str]] = {k: set(v) for k, v in assessed.items()}
+    for i, v in enumerate(verdicts):
+        trace_id = trace_id_of(v.record)
+        if trace_id is None:
+            continue
+        target = target_of({"baseline": v.baseline, "verdict": v.verdict})
+        if target in done.get(trace_id, set()):
+            already += 1
+            continue
+        seq, ledger_run = places.get(i, (None, None))
+        metadata = {"baseline_uri": target, "alpha": "" if v.alpha is None else repr(v.alpha),
+                    "p_value": "" if v.p_value is None else repr(v.p_value),
+                    "ledger_seq": "" if seq is None else str(seq), "ledger_run_id": ledger_run or "",
+                    "ledger": book.display_url}
+        try:
+            mlflow.log_feedback(trace_id=trace_id, name=ASSESSMENT, value=v.verdict, rationale=v.reason or None,
+                                metadata=metadata, source=assessment_source())
+        except Exception as exc:  # MLflow's and the network's errors alike: the ledger already holds the verdicts
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            report = AssessmentReport(logged, already)
+            raise AssessmentError(
+                f"the verdicts are recorded in the ledger, but logging them onto their traces failed at trace "
+                f"{trace_id} ({logged} logged, {already} already there, {len(verdicts) - i} not yet): "
+                f"{type(exc).__name__}: {first}. Check the tracking store at {store_uri(client)} and run the same "
+                "command again: the ledger skips what it recorded, and the traces get the rest", report) from exc
+        done.setdefault(trace_id, set()).add(target)
+        logged += 1
+    return AssessmentReport(logged, already)
+
+
 # -- sign-offs onto traces -------------------------------------------------------------------------------------
 
 def log_signoff(book: Ledger, signoff: Mapping[str, Any], *, tracking_uri: str | None = None) -> bool | None:
@@ -122,5 +211,5 @@ def signoff_onto_trace(book: Ledger, signoff: Mapping[str, Any]) -> bool | None:
         return None
 
 
-__all__ = ["ASSESSMENT", "SIGNOFF_ASSESSMENT", "SOURCE", "TraceStoreError", "log_signoff", "signoff_onto_trace",
-           "trace_id_of"]
+__all__ = ["ASSESSMENT", "SIGNOFF_ASSESSMENT", "SOURCE", "AssessmentError", "AssessmentReport", "TraceStoreError",
+           "log_signoff", "log_verdicts", "signoff_onto_trace", "trace_id_of"]
