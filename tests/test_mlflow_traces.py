@@ -13,8 +13,11 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -213,13 +216,19 @@ def test_score_logs_each_verdict_onto_its_trace(store: dict[str, Any], scored: d
 
 
 def test_a_rerun_adds_no_second_assessment(store: dict[str, Any], scored: dict[str, Any]) -> None:
-    os.chdir(store["folder"])
-    code, out, err = run_cli("score", "--from-mlflow-experiment", "support-bot-prod", "--out", "again.jsonl",
-                             "--no-progress")
+    """Run as a person would, in a process of its own: stdout is the JSON and nothing else (MLflow's console lines
+    stay off it), and nothing is logged or recorded twice."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CONFORMANCE_LEDGER_URL")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", "import sys; from conformance.cli import main; sys.exit(main())",
+                          "score", "--from-mlflow-experiment", "support-bot-prod", "--out", "again.jsonl",
+                          "--no-progress", "--format", "json"],
+                         cwd=store["folder"], env=env, capture_output=True, text=True, timeout=600)
     n = len(store["prod"]["within"]) + 2
-    assert code == 1, err
-    assert f"assessments on traces: 0 logged, {n} already there" in out
-    assert f"0 new entries, {n} already recorded" in out
+    assert run.returncode == 1, run.stderr
+    said = json.loads(run.stdout)
+    assert said["assessments"] == {"logged": 0, "already_there": n}
+    assert said["ledger"]["added"] == 0 and said["ledger"]["already_recorded"] == n
     for trace_id in [*store["prod"]["within"], store["prod"]["off_policy"]]:
         assert len(_assessments(trace_id, "conformance")) == 1
 
