@@ -86,6 +86,18 @@ def _genai_evaluation(mlflow: Any, rows: list[dict[str, Any]], tags: dict[str, s
     return str(done.run_id)
 
 
+def _failed_call(mlflow: Any, question: str, tags: dict[str, str]) -> str:
+    """An error trace: the call raised, so the trace has no response."""
+    @mlflow.trace
+    def support_bot(question: str) -> dict[str, str]:
+        mlflow.update_current_trace(tags=tags)
+        raise TimeoutError("the model server did not answer")
+
+    with contextlib.suppress(TimeoutError):
+        support_bot(question)
+    return str(mlflow.get_last_active_trace_id())
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[dict[str, Any]]:
     """A working folder whose embedded store holds an evaluation experiment (one approved run, one unapproved),
@@ -124,7 +136,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[d
         mlflow.set_experiment("support-bot-prod")
         prod = {"within": [_log(mlflow, r["input"], r["output"], tags) for r in audited],
                 "off_policy": _log(mlflow, audited[0]["input"], OFF_POLICY, tags),
-                "no_tags": _log(mlflow, audited[1]["input"], audited[1]["output"], {"input_class": CELL[1]})}
+                "no_tags": _log(mlflow, audited[1]["input"], audited[1]["output"], {"input_class": CELL[1]}),
+                "error": _failed_call(mlflow, audited[2]["input"], tags)}
         mlflow.set_experiment("support-bot-prod-2")
         prod2 = [_log(mlflow, r["input"], r["output"], tags) for r in audited[:4]]
         mlflow.flush_trace_async_logging()
@@ -195,9 +208,9 @@ def test_score_logs_each_verdict_onto_its_trace(store: dict[str, Any], scored: d
     prod = store["prod"]
     result = scored["out"]
     assert scored["code"] == 1
-    assert result["counts"]["out_of_bounds"] >= 1 and result["counts"]["invalid"] == 1
-    assert sum(result["counts"].values()) == len(prod["within"]) + 2
-    assert result["assessments"] == {"logged": len(prod["within"]) + 2, "already_there": 0}
+    assert result["counts"]["out_of_bounds"] >= 1 and result["counts"]["invalid"] == 2
+    assert sum(result["counts"].values()) == len(prod["within"]) + 3
+    assert result["assessments"] == {"logged": len(prod["within"]) + 3, "already_there": 0}
     verdicts = {v["record_id"]: v for v in read_jsonl(store["folder"] / "verdicts.jsonl")}
     [off] = _assessments(prod["off_policy"], "conformance")
     assert off.value == "out_of_bounds" == verdicts[prod["off_policy"]]["verdict"]
@@ -213,6 +226,8 @@ def test_score_logs_each_verdict_onto_its_trace(store: dict[str, Any], scored: d
     [bad] = _assessments(prod["no_tags"], "conformance")
     assert bad.value == "invalid" and "no tag 'model_version'" in bad.rationale
     assert verdicts[prod["no_tags"]]["verdict"] == "invalid"
+    [failed] = _assessments(prod["error"], "conformance")
+    assert failed.value == "invalid" and "state is ERROR" in failed.rationale
 
 
 def test_a_rerun_adds_no_second_assessment(store: dict[str, Any], scored: dict[str, Any]) -> None:
@@ -224,7 +239,7 @@ def test_a_rerun_adds_no_second_assessment(store: dict[str, Any], scored: dict[s
                           "score", "--from-mlflow-experiment", "support-bot-prod", "--out", "again.jsonl",
                           "--no-progress", "--format", "json"],
                          cwd=store["folder"], env=env, capture_output=True, text=True, timeout=600)
-    n = len(store["prod"]["within"]) + 2
+    n = len(store["prod"]["within"]) + 3
     assert run.returncode == 1, run.stderr
     said = json.loads(run.stdout)
     assert said["assessments"] == {"logged": 0, "already_there": n}
@@ -324,10 +339,10 @@ def test_every_trace_is_read_page_by_page(store: dict[str, Any], monkeypatch: py
 
     os.chdir(store["folder"])
     whole = traces.records_from_experiment("support-bot-prod")
-    monkeypatch.setattr(traces, "_PAGE", 3)  # pages of 3: the 8 traces take 3 pages
+    monkeypatch.setattr(traces, "_PAGE", 3)  # pages of 3: the 9 traces take 3 pages
     paged = traces.records_from_experiment("support-bot-prod")
     assert [r.record_id for r in paged.records.rows] == [r.record_id for r in whole.records.rows]
-    assert paged.n_traces == len(store["prod"]["within"]) + 2
+    assert paged.n_traces == len(store["prod"]["within"]) + 3
 
 
 def test_a_filter_mlflow_refuses_is_a_usage_error_not_a_store_failure(store: dict[str, Any]) -> None:
