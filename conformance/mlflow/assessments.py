@@ -137,17 +137,24 @@ def log_verdicts(verdicts: Sequence[Verdict], *, book: Ledger, assessed: Mapping
         raise AssessmentError(f"the verdicts are recorded in the ledger, but none was logged onto its trace: {exc} "
                               "Then run the same command again: the ledger skips what it recorded, and the traces "
                               "get their verdicts", AssessmentReport(0, 0)) from exc
-    places = _ledger_places(book, verdicts, run_id)
-    logged = already = 0
-    done: dict[str, set[str]] = {k: set(v) for k, v in assessed.items()}
-    for i, v in enumerate(verdicts):
+    from mlflow.exceptions import MlflowException
+
+    already = 0
+    todo: list[tuple[Verdict, str, str]] = []
+    planned: dict[str, set[str]] = {k: set(v) for k, v in assessed.items()}
+    for v in verdicts:
         trace_id = trace_id_of(v.record)
         if trace_id is None:
             continue
         target = target_of({"baseline": v.baseline, "verdict": v.verdict})
-        if target in done.get(trace_id, set()):
+        if target in planned.get(trace_id, set()):
             already += 1
             continue
+        planned.setdefault(trace_id, set()).add(target)
+        todo.append((v, trace_id, target))
+    places = _ledger_places(book, [v for v, _, _ in todo], run_id)  # only for what is logged now
+    logged = 0
+    for i, (v, trace_id, target) in enumerate(todo):
         seq, ledger_run = places.get(i, (None, None))
         metadata = {"baseline_uri": target, "alpha": "" if v.alpha is None else repr(v.alpha),
                     "p_value": "" if v.p_value is None else repr(v.p_value),
@@ -156,15 +163,14 @@ def log_verdicts(verdicts: Sequence[Verdict], *, book: Ledger, assessed: Mapping
         try:
             mlflow.log_feedback(trace_id=trace_id, name=ASSESSMENT, value=v.verdict, rationale=v.reason or None,
                                 metadata=metadata, source=assessment_source())
-        except Exception as exc:  # MLflow's and the network's errors alike: the ledger already holds the verdicts
+        except (MlflowException, OSError) as exc:  # the store's and the network's errors: the ledger holds them
             first = (str(exc).strip().splitlines() or [""])[0][:300]
-            report = AssessmentReport(logged, already)
             raise AssessmentError(
                 f"the verdicts are recorded in the ledger, but logging them onto their traces failed at trace "
-                f"{trace_id} ({logged} logged, {already} already there, {len(verdicts) - i} not yet): "
+                f"{trace_id} ({logged} logged, {already} already there, {len(todo) - i} not yet): "
                 f"{type(exc).__name__}: {first}. Check the tracking store at {store_uri(client)} and run the same "
-                "command again: the ledger skips what it recorded, and the traces get the rest", report) from exc
-        done.setdefault(trace_id, set()).add(target)
+                "command again: the ledger skips what it recorded, and the traces get the rest",
+                AssessmentReport(logged, already)) from exc
         logged += 1
     return AssessmentReport(logged, already)
 
