@@ -100,11 +100,13 @@ def _failed_call(mlflow: Any, question: str, tags: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[dict[str, Any]]:
-    """A working folder whose embedded store holds an evaluation experiment (one approved run, one unapproved),
-    a run with an untagged trace, an experiment with no approved run, and production traces; the cell built
-    from the evaluation experiment and approved."""
+    """A working folder whose embedded store holds an evaluation experiment (two approved runs, one of them made
+    by mlflow.genai.evaluate; a draft run; a run with an untagged trace), an experiment with no approved run, and
+    two experiments of production traces; the cell built from the evaluation experiment and approved. MLflow's
+    current store is given back as it was."""
     import mlflow
 
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     folder = tmp_path_factory.mktemp("traces")
     saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "CONFORMANCE_LEDGER_URL")}
     old_cwd = os.getcwd()
@@ -124,7 +126,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[d
                 _log(mlflow, r["input"], r["output"], tags)
         evaluated = _genai_evaluation(mlflow, approved[12:], tags)
         mlflow.MlflowClient().set_tag(evaluated, "conformance.approved_by", "A. Approver")
-        with mlflow.start_run(run_name="draft-eval") as draft:
+        with mlflow.start_run(run_name="draft-eval"):
             _log(mlflow, approved[0]["input"] + " (draft)", approved[0]["output"], tags)
         with mlflow.start_run(run_name="untagged-eval") as untagged:  # its run carries the tags the trace lacks
             mlflow.set_tags({"model_version": CELL[0]})
@@ -145,12 +147,13 @@ def store(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[d
         code, out, err = run_cli("build", "--from-mlflow-experiment", "support-bot-evals", "--alpha", "0.2",
                                  "--approve", "--by", "A. Approver", "--format", "json", "--no-progress")
         assert code == 0, err
-        yield {"uri": uri, "run_ids": sorted([run.info.run_id, evaluated]), "draft_id": draft.info.run_id,
-               "untagged_run": untagged.info.run_id, "untagged_trace": untagged_trace, "prod": prod,
-               "prod2": prod2,
-               "built": json.loads(out), "build_err": err, "folder": folder}
+        yield {"uri": uri, "run_ids": sorted([run.info.run_id, evaluated]), "untagged_run": untagged.info.run_id,
+               "untagged_trace": untagged_trace, "prod": prod, "prod2": prod2, "built": json.loads(out),
+               "build_err": err, "folder": folder}
     finally:
         os.chdir(old_cwd)
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
