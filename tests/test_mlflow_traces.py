@@ -355,3 +355,25 @@ def test_a_filter_mlflow_refuses_is_a_usage_error_not_a_store_failure(store: dic
     assert code == 2 and out == "" and not (store["folder"] / "never.jsonl").exists()
     assert "--filter-string \"tags.input_class === 'x'\" is not a trace filter MLflow accepts" in err
     assert "reachable" not in err and "Traceback" not in err
+
+
+def test_fields_tags_and_since_choose_what_is_read(store: dict[str, Any]) -> None:
+    from conformance.mlflow.traces import TraceFields, records_from_experiment
+    from conformance.records import Record
+
+    os.chdir(store["folder"])
+    whole = records_from_experiment("support-bot-prod-2")
+    named = records_from_experiment("support-bot-prod-2", fields=TraceFields(input_field="question",
+                                                                             output_field="answer"))
+    assert [r.to_dict() for r in named.records.records] == [r.to_dict() for r in whole.records.records]
+    first = whole.records.records[0]
+    assert first.record_id == store["prod2"][0] and first.extras["metadata"]["trace_id"] == first.record_id
+    assert first.extras["timestamp"].endswith("+00:00") and "eval_run_id" not in first.extras  # logged under no run
+    missing = records_from_experiment("support-bot-prod-2", fields=TraceFields(output_field="text"))
+    assert not missing.records.records and len(missing.records.invalid) == len(store["prod2"])
+    assert "its response has no field 'text' (it holds answer)" in missing.records.invalid[0].reason
+    renamed = records_from_experiment("support-bot-prod-2", fields=TraceFields(input_class_tag="intent"))
+    assert all("no tag 'intent' on the trace" in bad.reason for bad in renamed.records.invalid)
+    since = records_from_experiment("support-bot-prod-2", since=first.extras["timestamp"][:19] + "Z")
+    assert all(isinstance(r, Record) for r in since.records.rows)
+    assert {r.record_id for r in since.records.rows} <= set(store["prod2"]) and since.n_traces >= 1
