@@ -650,6 +650,10 @@ def signoff(record_id: str, *, decision: str, by: str, comment: str | None = Non
             ledger: str | Ledger | None = None) -> dict[str, Any]:
     """Record a reviewer's decision about a recorded verdict, as a new ledger entry; the verdict never changes.
 
+    When the verdict's record was read from an MLflow trace, the sign-off is also logged onto that trace as a
+    Feedback named ``conformance.signoff`` (once); when the tracking store cannot be reached, a warning says so
+    and the sign-off stays recorded in the ledger.
+
     Parameters
     ----------
     record_id : str
@@ -695,6 +699,9 @@ def signoff(record_id: str, *, decision: str, by: str, comment: str | None = Non
     SignOffRequest.checked(record_id, decision=decision, by=by, comment=comment, seq=seq)  # before any connection
     with _existing_ledger(ledger) as book:
         entry, report = book.sign_off(record_id, decision=decision, by=by, comment=comment, seq=seq)
+        from conformance.mlflow.assessments import signoff_onto_trace  # a verdict of a trace: the sign-off onto it too
+
+        signoff_onto_trace(book, entry.to_dict())
     return entry.to_dict() | {"added": report.added == 1, "head_seq": report.head.seq,
                               "head_hash": report.head.entry_hash, "ledger": report.ledger}
 

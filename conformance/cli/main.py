@@ -14,6 +14,8 @@ from conformance._version import __version__
 from conformance.cli.table import table as _table
 from conformance import defaults
 from conformance.defaults import CALIBRATION_FRACTION, CALIBRATION_METHOD, CALIBRATION_METHODS
+from conformance.cli.traces import TRACES_HELP, add_build_options as add_trace_build_options
+from conformance.cli.traces import add_score_options as add_trace_score_options
 
 EXIT_CODES = """\
 exit codes:
@@ -88,12 +90,14 @@ def _parser() -> argparse.ArgumentParser:
             "prompt into a reference (fit) part and a disjoint calibration part. What counts is the\n"
             "number of distinct calibration prompts (n_calibration): alpha 0.05 needs at least 19,\n"
             "however many outputs each has; a cell with fewer is refused with the number needed.\n\n"
-            "example:\n  conformance build baselines/example/approved.jsonl --approve --by 'A. Reviewer'"
+            "example:\n  conformance build baselines/example/approved.jsonl --approve --by 'A. Reviewer'\n"
+            "  conformance build --from-mlflow-run 3f2a9c... --approve --by 'A. Reviewer'"
         ),
-        epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
+        epilog=RECORDS + "\n" + TRACES_HELP + "\n" + STORE + "\n" + EXIT_CODES,
     )
-    build.add_argument("approved_file", metavar="APPROVED_FILE",
-                       help="approved evaluation outputs (.jsonl, .csv, .parquet)")
+    build.add_argument("approved_file", metavar="APPROVED_FILE", nargs="?",
+                       help="approved evaluation outputs (.jsonl, .csv, .parquet); or read MLflow traces "
+                            "with --from-mlflow-run / --from-mlflow-experiment")
     build.add_argument("--alpha", type=float, default=defaults.ALPHA,
                        help="false-alarm rate: an approved-like output is flagged with probability <= alpha "
                             "(default %(default)s)")
@@ -152,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true",
                        help="no progress bars on a terminal, no progress lines in a log")
     build.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    add_trace_build_options(build)
 
     approve = verbs.add_parser(
         "approve", formatter_class=_formatter, help="approve registered baseline versions (a person's step)",
@@ -209,11 +214,14 @@ def _parser() -> argparse.ArgumentParser:
             "same command again: embeddings come from the cache, recorded verdicts are not recorded\n"
             "twice, and VERDICTS_FILE is written whole at the end.\n\n"
             "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
+            "\n"
+            "  conformance score --from-mlflow-experiment support-bot-prod --since 2026-06-01 --out verdicts.jsonl"
         ),
-        epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
+        epilog=RECORDS + "\n" + TRACES_HELP + "\n" + STORE + "\n" + EXIT_CODES,
     )
-    score.add_argument("audited_file", metavar="AUDITED_FILE",
-                       help="audited outputs (.jsonl, .csv, .parquet, or a folder of .parquet files)")
+    score.add_argument("audited_file", metavar="AUDITED_FILE", nargs="?",
+                       help="audited outputs (.jsonl, .csv, .parquet, or a folder of .parquet files); or read "
+                            "MLflow traces with --from-mlflow-experiment")
     score.add_argument("--out", required=True, metavar="VERDICTS_FILE",
                        help="where to write the verdicts; format from the extension (.jsonl, .csv, .parquet)")
     score.add_argument("--summary", metavar="SUMMARY_JSON", help="where to write the per-group batch summary (JSON)")
@@ -247,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
     for parser_ in (build, approve):
         parser_.add_argument("--ledger", metavar="URL", help="where approvals are recorded: " + LEDGER_HELP)
+    add_trace_score_options(score)
     add_parsers(verbs, _formatter, STORE)
     from conformance.cli.approvals import add_parsers as add_approval_parsers
 
@@ -280,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "build":
             if args.approve and not args.by:
                 parser.error("build --approve needs --by NAME (who approves)")
-            built = api.build(args.approved_file, alpha=args.alpha, approve_by=args.by if args.approve else None,
+            from conformance.cli.traces import build_source
+
+            approved = build_source(args, parser)
+            built = api.build(approved, alpha=args.alpha, approve_by=args.by if args.approve else None,
                               k=args.k, seed=args.seed, delta=args.delta, scorer=args.scorer,
                               calibration_fraction=args.calibration_fraction,
                               calibration_method=args.calibration_method,
@@ -315,7 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"by {row['approved_by']} at {row['approved_at']}")
             return 0
         if args.verb == "score":
-            if args.engine == "spark":
+            from conformance.cli.traces import score_from_traces
+
+            traced = score_from_traces(args, parser)
+            if traced is not None:
+                result = traced.result
+            elif args.engine == "spark":
                 if args.max_output_chars != defaults.MAX_TEXT_CHARS:
                     parser.error(f"--max-output-chars is not supported with --engine spark (its executors use "
                                  f"{defaults.MAX_TEXT_CHARS:,})")
@@ -335,9 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    raw_csv=args.csv_raw)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
+            assessed = traced.assessments.to_dict() if traced is not None else None
             if args.format == "json":
                 print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out,
-                                  "ledger": recorded}, indent=2))
+                                  "ledger": recorded} | ({"assessments": assessed} if assessed else {}), indent=2))
             else:
                 print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
                                          "no_baseline", "invalid", "p_value", "verdict")))
@@ -352,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = result.ledger
                     print(f"ledger {r.ledger}: {r.added} new entries, {r.already_recorded} already recorded; "
                           f"run {r.run_id}; head #{r.head.seq} {r.head.entry_hash}")
+                if assessed is not None:
+                    print(f"assessments on traces: {assessed['logged']} logged, {assessed['already_there']} "
+                          "already there")
             return 0 if result.all_within_bounds else 1
         if args.verb in LEDGER_VERBS:
             return run_ledger_verb(args)
