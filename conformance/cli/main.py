@@ -216,6 +216,15 @@ def _parser() -> argparse.ArgumentParser:
     from conformance.cli.ledger import LEDGER_HELP, add_parsers
 
     score.add_argument("--ledger", metavar="URL", help="where every verdict is recorded: " + LEDGER_HELP)
+    score.add_argument("--mlflow-experiment", metavar="NAME",
+                       help="the MLflow experiment of the scoring run (default: CONFORMANCE_MLFLOW_EXPERIMENT, else "
+                            "conformance-scoring), in the tracking store of the registry. The run holds the input's "
+                            "digest, the baselines used, the counts and batch p-values, VERDICTS_FILE, the summary "
+                            "and the ledger's head; its id is printed (docs/mlflow.md)")
+    score.add_argument("--no-mlflow-run", action="store_true",
+                       help="log no MLflow scoring run. Without it, a run is logged after the ledger committed and "
+                            "the files were written; if MLflow fails then, a warning says so and the exit code is "
+                            "the verdicts' (0 or 1): the verdicts stand")
     add_parsers(verbs, _formatter, STORE)
     from conformance.cli.report import add_parser as add_report_parser
 
@@ -282,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 result = spark.score_file(args.audited_file, out=args.out, summary=args.summary, ledger=args.ledger,
                                           fdr=args.fdr, master=args.spark_master, chunk_size=args.chunk_size)
+                if not args.no_mlflow_run:  # spark.score_file does not go through api.score: its run is logged here
+                    from conformance.mlflow.runs import experiment_name, file_digest
+
+                    result = api.log_scoring_run(result, registry=None, experiment=experiment_name(
+                        args.mlflow_experiment), source=args.audited_file, digest=file_digest(args.audited_file),
+                        engine="spark", chunk_size=args.chunk_size, fdr=args.fdr, out=args.out, summary=args.summary)
             else:
                 if args.spark_master != "local[*]":
                     parser.error("--spark-master needs --engine spark")
@@ -289,12 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    progress=False if args.no_progress else None, ledger=args.ledger,
                                    fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
                                    chunk_size=args.chunk_size, max_output_chars=args.max_output_chars,
-                                   raw_csv=args.csv_raw)
+                                   raw_csv=args.csv_raw, mlflow_run=not args.no_mlflow_run,
+                                   mlflow_experiment=args.mlflow_experiment)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             if args.format == "json":
                 print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out,
-                                  "ledger": recorded}, indent=2))
+                                  "ledger": recorded,
+                                  "mlflow_run": result.mlflow_run.to_dict() if result.mlflow_run else None,
+                                  "mlflow_run_error": result.mlflow_run_error}, indent=2))
             else:
                 print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
                                          "no_baseline", "invalid", "p_value", "verdict")))
@@ -309,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = result.ledger
                     print(f"ledger {r.ledger}: {r.added} new entries, {r.already_recorded} already recorded; "
                           f"run {r.run_id}; head #{r.head.seq} {r.head.entry_hash}")
+                if result.mlflow_run is not None:
+                    m = result.mlflow_run
+                    print(f"MLflow run {m.run_id} in experiment {m.experiment!r} ({m.tracking_uri})", file=sys.stderr)
             return 0 if result.all_within_bounds else 1
         if args.verb in LEDGER_VERBS:
             return run_ledger_verb(args)
