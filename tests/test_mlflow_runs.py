@@ -305,3 +305,31 @@ def test_the_scorer_refuses_half_a_cell() -> None:
 
     with pytest.raises(ValueError, match="both model_version and input_class"):
         conformance.mlflow.scorer(model_version="m")
+
+
+def test_on_a_real_mlflow_server_the_run_goes_there_and_no_mlflow_line_reaches_stdout(
+        built: list[dict], audited_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from conformance import api
+    from conformance.registry import Registry
+    from tests.test_registry_failures import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("runs-server"))
+    try:
+        baselines = [Registry().load_version(b["name"], b["version"])[1] for b in built]
+        rows = [r for r in read_jsonl(audited_subset) if (r.get("model_version"), r.get("input_class")) in E2E_CELLS]
+        server.wait_until_up()
+        remote = Registry(server.uri)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            result = api.score(rows[:4], baselines=baselines, ledger=False, progress=False, mlflow_run=True,
+                               registry=remote)
+        assert result.mlflow_run is not None, result.mlflow_run_error
+        assert out.getvalue() == ""
+        assert "View run" in err.getvalue()  # MLflow's own line, sent to stderr
+        logged = remote.client.get_run(result.mlflow_run.run_id)
+        assert logged.data.params["n_baselines"] == "2" and result.mlflow_run.tracking_uri == server.uri
+        assert {a.path for a in remote.client.list_artifacts(logged.info.run_id)} == {
+            "verdicts.jsonl", "summary.json", "baselines.json"}
+    finally:
+        server.stop()
+        _ = Registry().client  # MLflow's process-wide tracking URI back to the embedded store, for later tests
