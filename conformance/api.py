@@ -345,7 +345,8 @@ def score(
     mlflow_run : bool, optional
         Log this score as an MLflow run in the registry's tracking store (docs/mlflow.md, "Every score is a
         run"), after the ledger committed and the files were written. ``None`` (the default): when the
-        baselines come from the registry; never for baselines given in memory (no MLflow touched then).
+        baselines come from the registry (and at least one record reached it: a batch of invalid rows only
+        touches no MLflow); never for baselines given in memory (no MLflow touched then).
         If MLflow fails then, the verdicts stand: a warning says so, ``ScoreResult.mlflow_run_error`` holds
         why, and nothing is raised.
     mlflow_experiment : str, optional
@@ -440,8 +441,8 @@ def score(
         write_json([s.to_dict() for s in summaries], summary)
     result = ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
                          n_by_verdict=counts)
-    if experiment is None:
-        return result
+    if experiment is None or (mlflow_run is None and not scorer.resolved):
+        return result  # by default, a batch that never reached the registry (every row invalid) touches no MLflow
     from conformance.mlflow.runs import file_digest
 
     return log_scoring_run(result, registry=registry, experiment=experiment, source=stream.path,

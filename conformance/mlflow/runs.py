@@ -1,4 +1,4 @@
-"""Every ``score`` as an MLflow run; the build run's lineage.
+"""Every ``score`` as an MLflow run.
 
 A scoring run is logged in the experiment ``conformance-scoring`` (or ``CONFORMANCE_MLFLOW_EXPERIMENT``, or
 the name the caller gives) of the tracking store that holds the registry, *after* the ledger committed and
@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 from conformance.verdict import VERDICTS
 
 if TYPE_CHECKING:
-    from conformance.baseline.format import Baseline
     from conformance.ledger import AppendReport
     from conformance.records import InvalidRow, Record
     from conformance.registry import Registry
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "conformance-scoring"
 EXPERIMENT_ENV = "CONFORMANCE_MLFLOW_EXPERIMENT"
-#: MLflow keeps at most this many characters of a dataset's digest.
-DATASET_DIGEST_CHARS = 36
 
 
 def experiment_name(given: str | None = None) -> str:
@@ -267,46 +264,5 @@ def log_report(registry: Registry, run_ids: Iterable[str], report: str | Path) -
     return done
 
 
-# -- the build run's lineage --------------------------------------------------------------------------------------
-def log_build_lineage(baseline: Baseline, approved: Sequence[Record] | None) -> None:
-    """Inside the active build run: the approved records as an ``mlflow.data`` dataset input (digest: the
-    baseline's dataset digest, cut to MLflow's length; the whole one in the input's tags), the evaluation runs as
-    a tag, and the calibration scores as ``calibration_scores.svg`` and ``calibration_scores.json``."""
-    import mlflow
-    import pandas as pd
-    from mlflow.data.pandas_dataset import from_pandas
-
-    from conformance.registry import baseline_name
-    from conformance.report import strip_plot
-
-    lineage = baseline.lineage
-    digest = str(lineage.get("dataset_digest", ""))
-    name = baseline_name(baseline.model_version, baseline.input_class)
-    if approved:
-        frame = pd.DataFrame([{"record_id": r.record_id, "prompt_id": r.extras.get("prompt_id"),
-                               "model_version": r.model_version, "input_class": r.input_class,
-                               "input": r.input, "output": r.output} for r in approved])
-        source = str(lineage.get("source_file") or "")
-        hexdigest = digest.split(":", 1)[-1]
-        where = {"source": source} if source and Path(source).exists() else {}  # else MLflow names the code
-        dataset = from_pandas(frame, name=f"{name}.approved", digest=hexdigest[:DATASET_DIGEST_CHARS] or None,
-                              **where)
-        mlflow.log_input(dataset, context="approved",
-                         tags={"conformance.dataset_digest": digest, "conformance.source": source or "<memory>"})
-    runs = list(lineage.get("eval_run_ids") or [])
-    mlflow.set_tag("conformance.eval_run_ids", ",".join(runs) if runs else "none")
-    scores = [float(s) for s in baseline.calibration_scores.tolist()]
-    svg = strip_plot(scores, [])
-    with tempfile.TemporaryDirectory() as tmp:
-        plot = Path(tmp) / "calibration_scores.svg"
-        plot.write_text(svg, encoding="utf-8")
-        data = Path(tmp) / "calibration_scores.json"
-        data.write_text(json.dumps({"model_version": baseline.model_version, "input_class": baseline.input_class,
-                                    "alpha": baseline.alpha, "calibration_scores": scores}, indent=1) + "\n",
-                        encoding="utf-8")
-        mlflow.log_artifact(str(plot))
-        mlflow.log_artifact(str(data))
-
-
 __all__ = ["EXPERIMENT", "EXPERIMENT_ENV", "RowsDigest", "ScoringRun", "experiment_name", "file_digest",
-           "log_build_lineage", "log_report", "log_scoring_run", "scoring_runs_of"]
+           "log_report", "log_scoring_run", "scoring_runs_of"]

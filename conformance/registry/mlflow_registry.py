@@ -180,7 +180,7 @@ class Registry:
     def register(self, baseline: Baseline, approved: Sequence[Record] | None = None) -> RegisteredBaseline:
         """Log the baseline as a pyfunc model in a run and register a new version.
 
-        The build run also records the lineage (:func:`conformance.mlflow.runs.log_build_lineage`): the
+        The build run also records the lineage (:func:`conformance.registry.lineage.log_build_lineage`): the
         ``approved`` records of the cell, when given, as an ``mlflow.data`` dataset input, the evaluation runs,
         and the calibration scores as a plot; the model gets an ``input_example``.
 
@@ -245,9 +245,9 @@ class Registry:
                     mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
                     mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
                                         "n_calibration_prompts": baseline.n_calibration_prompts})
-                    from conformance.mlflow.runs import log_build_lineage
+                    from conformance.registry.lineage import log_build_lineage
 
-                    log_build_lineage(baseline, approved)
+                    log_build_lineage(baseline, approved, name=name)
                     info = mlflow.pyfunc.log_model(
                         name="baseline",
                         python_model=str(_MODEL_CODE),
