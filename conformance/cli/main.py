@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    progress=False if args.no_progress else None, ledger=args.ledger,
                                    fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
                                    chunk_size=args.chunk_size, max_output_chars=args.max_output_chars,
-                                   raw_csv=args.csv_raw, mlflow_run=not args.no_mlflow_run,
+                                   raw_csv=args.csv_raw, mlflow_run=False if args.no_mlflow_run else None,
                                    mlflow_experiment=args.mlflow_experiment)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
