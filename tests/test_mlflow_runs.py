@@ -333,3 +333,48 @@ def test_on_a_real_mlflow_server_the_run_goes_there_and_no_mlflow_line_reaches_s
     finally:
         server.stop()
         _ = Registry().client  # MLflow's process-wide tracking URI back to the embedded store, for later tests
+
+
+def test_the_scorer_takes_the_cell_from_trace_tags_or_from_its_arguments(built: list[dict],
+                                                                         audited_subset: Path) -> None:
+    import mlflow
+
+    import conformance.mlflow
+    from conformance import api
+
+    b = built[0]
+    rows = [r for r in read_jsonl(audited_subset)
+            if (r.get("model_version"), r.get("input_class")) == (b["model_version"], b["input_class"])][:2]
+    scored = api.score([{k: r[k] for k in ("record_id", "model_version", "input_class", "input", "output")}
+                        for r in rows], ledger=False, mlflow_run=False, progress=False).verdicts
+    expected, p_values = [v.verdict for v in scored], [v.p_value for v in scored]
+
+    mlflow.set_experiment(f"runs-traces-{uuid.uuid4().hex[:8]}")
+    for r in rows:  # production calls, traced with MLflow's own API, their cell in the trace's tags
+        with mlflow.start_span(name="answer") as span:
+            span.set_inputs({"question": r["input"]})
+            span.set_outputs(r["output"])
+            mlflow.update_current_trace(tags={"model_version": r["model_version"], "input_class": r["input_class"]})
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(return_type="pandas")
+    assert len(traces) == len(rows)
+    result = mlflow.genai.evaluate(data=traces, scorers=[conformance.mlflow.scorer()])
+    mlflow.flush_trace_async_logging()
+    by_input: dict[str, Any] = {}
+    for trace in mlflow.search_traces(run_id=result.run_id, return_type="list"):
+        feedback = [a for a in trace.info.assessments if a.name == "conformance"]
+        assert len(feedback) == 1
+        by_input[json.loads(trace.data.request)["question"]] = feedback[0]
+    assert [by_input[r["input"]].value for r in rows] == expected
+    assert [float(by_input[r["input"]].metadata["p_value"]) for r in rows] == pytest.approx(p_values)
+    assert {by_input[r["input"]].metadata["cell_from"] for r in rows} == {"the trace's tags"}
+
+    # The cell given to the scorer: plain rows, no expectations.
+    plain = [{"inputs": {"question": r["input"]}, "outputs": r["output"]} for r in rows]
+    result = mlflow.genai.evaluate(data=plain, scorers=[conformance.mlflow.scorer(
+        model_version=b["model_version"], input_class=b["input_class"])])
+    mlflow.flush_trace_async_logging()
+    values = {json.loads(t.data.request)["question"]: [a for a in t.info.assessments if a.name == "conformance"][0]
+              for t in mlflow.search_traces(run_id=result.run_id, return_type="list")}
+    assert [values[r["input"]].value for r in rows] == expected
+    assert {v.metadata["cell_from"] for v in values.values()} == {"the scorer's arguments"}
