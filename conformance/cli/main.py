@@ -179,6 +179,10 @@ def _parser() -> argparse.ArgumentParser:
             "verdict is recorded in the ledger once; after an interruption (even kill -9), run the\n"
             "same command again: embeddings come from the cache, recorded verdicts are not recorded\n"
             "twice, and VERDICTS_FILE is written whole at the end.\n\n"
+            "Then the scoring is logged as one MLflow run (experiment conformance-scoring, in the\n"
+            "registry's tracking store; its id on stderr, or in --format json): the input's digest,\n"
+            "the baselines used, counts and batch p-values, VERDICTS_FILE, the summary and the\n"
+            "ledger's head (--no-mlflow-run: none; docs/mlflow.md).\n\n"
             "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
         ),
         epilog=RECORDS + "\n" + STORE + "\n" + EXIT_CODES,
