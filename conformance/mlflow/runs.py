@@ -105,6 +105,19 @@ def _key(*parts: str) -> str:
     return "/".join(re.sub(r"[^A-Za-z0-9_.\- ]+", "-", p).strip() or "-" for p in parts)[:250]
 
 
+def cell_keys(cells: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``<model_version>/<input_class>`` of each cell as a key part; cells whose names differ only in characters
+    a key cannot hold (``a/b`` and ``a-b``, two names in another script) get a digest of the exact names, so two
+    cells never share a key."""
+    plain = {cell: _key(*cell) for cell in sorted(set(cells))}
+    taken: dict[str, int] = {}
+    for key in plain.values():
+        taken[key] = taken.get(key, 0) + 1
+    return {cell: key if taken[key] == 1 else
+            f"{key}~{hashlib.sha256(json.dumps(list(cell)).encode()).hexdigest()[:8]}"
+            for cell, key in plain.items()}
+
+
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
     """MLflow prints "View run ..." on stdout when a run ends on a tracking server; stdout is the command line's
@@ -158,8 +171,9 @@ def log_scoring_run(
                   "chunk_size": str(chunk_size), "fdr": "none" if fdr is None else str(fdr),
                   "alpha": ",".join(sorted({str(a) for *_, a in baselines})) or "none",
                   "n_baselines": str(len(baselines))}
+        keys = cell_keys([(s.model_version or "", s.input_class or "") for s in summaries])
         for mv, ic, uri, _ in baselines:
-            params[_key("baseline", mv, ic)] = str(uri)
+            params["baseline/" + keys[(mv, ic)]] = str(uri)
         n = sum(counts.values())
         metrics: dict[str, float] = {"n": float(n)}
         for name in VERDICTS:
@@ -167,7 +181,7 @@ def log_scoring_run(
             metrics[_key("share", name)] = counts.get(name, 0) / n if n else 0.0
         batch = [s for s in summaries if s.p_value is not None]
         for s in batch:
-            metrics[_key("batch_p_value", s.model_version or "", s.input_class or "")] = float(s.p_value or 0.0)
+            metrics["batch_p_value/" + keys[(s.model_version or "", s.input_class or "")]] = float(s.p_value or 0.0)
         if batch:
             metrics["min_batch_p_value"] = min(float(s.p_value or 0.0) for s in batch)
         tags = {"conformance.kind": "scoring", "conformance.engine": engine}
