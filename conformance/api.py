@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from conformance.baseline.format import Baseline
     from conformance.embedder import Embedder
     from conformance.ledger import AppendReport, Ledger
+    from conformance.mlflow.runs import ScoringRun
     from conformance.records import RecordsLike
     from conformance.scoring.run import Resolver
     from conformance.scoring.stream import BatchFlags
@@ -95,6 +96,10 @@ class ScoreResult:
     ledger: AppendReport | None = None
     #: How many records got each verdict (given when ``verdicts`` were not kept).
     n_by_verdict: dict[str, int] | None = None
+    #: The MLflow scoring run this score was logged as (``None`` when none was logged).
+    mlflow_run: ScoringRun | None = None
+    #: Why the MLflow scoring run could not be logged, when it could not (the verdicts stand).
+    mlflow_run_error: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -289,7 +294,7 @@ def build(
             continue
         baseline = with_digest(replaced_with(baseline, lineage=baseline.lineage | {"built_by": built_by,
                                                                                    "build_id": build_id}))
-        built.append(BuiltBaseline(baseline, registry.register(baseline)))
+        built.append(BuiltBaseline(baseline, registry.register(baseline, approved=cell_records)))
     lines.close()
     if approve_by is not None and registry is not None and book is not None:
         # Every cell is registered: now all are approved, or none (conformance.approvals says in which order).
@@ -396,6 +401,8 @@ def score(
     chunk_size: int | None = None,
     max_output_chars: int | None = defaults.MAX_TEXT_CHARS,
     raw_csv: bool = False,
+    mlflow_run: bool | None = None,
+    mlflow_experiment: str | None = None,
 ) -> ScoreResult:
     """Score every record against the baseline of its (model_version, input_class).
 
@@ -435,6 +442,15 @@ def score(
     raw_csv : bool, optional
         In a ``.csv`` verdicts file, keep texts that a spreadsheet would run as a formula (starting with ``=``,
         ``+``, ``-``, ``@``, a tab or a CR) as they are; by default they are prefixed with ``'``.
+    mlflow_run : bool, optional
+        Log this score as an MLflow run in the registry's tracking store (docs/mlflow.md, "Every score is a
+        run"), after the ledger committed and the files were written. ``None`` (the default): when the
+        baselines come from the registry (and at least one record reached it: a batch of invalid rows only
+        touches no MLflow); never for baselines given in memory (no MLflow touched then).
+        If MLflow fails then, the verdicts stand: a warning says so, ``ScoreResult.mlflow_run_error`` holds
+        why, and nothing is raised.
+    mlflow_experiment : str, optional
+        The scoring runs' experiment (default ``CONFORMANCE_MLFLOW_EXPERIMENT``, else ``conformance-scoring``).
 
     Re-running the same call after an interruption (even ``kill -9``) continues: the embedding cache
     holds what was embedded, the ledger skips what it already recorded, and the verdicts file is written
@@ -469,11 +485,19 @@ def score(
     from conformance.scoring.stream import StreamScorer
     from conformance.verdict_files import ColumnPlan, Spool, VerdictWriter
 
+    from conformance.mlflow.runs import RowsDigest, experiment_name
+
+    log_run = baselines is None if mlflow_run is None else bool(mlflow_run)
+    experiment = experiment_name(mlflow_experiment) if log_run else None
+    rows_digest = RowsDigest() if log_run and not isinstance(records, (str, Path)) else None
     approvals: dict[str, tuple[str | None, str | None]] = {}
     if baselines is not None:
         resolve = _given(baselines, approvals)
         book = _open_ledger(False if ledger is None else ledger)
     else:
+        from conformance.registry import Registry
+
+        registry = registry or Registry()
         book = _open_ledger(ledger)
         from conformance.approvals import ApprovalCheck
 
@@ -496,6 +520,8 @@ def score(
         counts = {name: 0 for name in VERDICTS}
         with Progress(desc="scoring", total=stream.total, enabled=progress) as bar:
             for rows in stream:
+                if rows_digest is not None:
+                    rows_digest.update(rows)
                 chunk = scorer.score_chunk(rows)
                 # Who approved the baseline version each verdict used, and when: evidence for the reviewer.
                 chunk = [v if v.baseline not in approvals else
@@ -525,8 +551,38 @@ def score(
             check.close()
     if summary is not None:
         write_json([s.to_dict() for s in summaries], summary)
-    return ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
-                       n_by_verdict=counts)
+    result = ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
+                         n_by_verdict=counts)
+    if experiment is None or (mlflow_run is None and not scorer.resolved):
+        return result  # by default, a batch that never reached the registry (every row invalid) touches no MLflow
+    from conformance.mlflow.runs import file_digest
+
+    return log_scoring_run(result, registry=registry, experiment=experiment, source=stream.path,
+                           digest=rows_digest.hexdigest() if rows_digest is not None else file_digest(records),
+                           engine="local", chunk_size=chunk_size or CHUNK_SIZE, fdr=fdr, out=out, summary=summary)
+
+
+def log_scoring_run(result: ScoreResult, *, registry: Registry | None, experiment: str, source: str, digest: str,
+                    engine: str, chunk_size: int, fdr: float | None, out: str | Path | None,
+                    summary: str | Path | None) -> ScoreResult:
+    """``result`` with the MLflow scoring run it was logged as; or, when MLflow failed, with why (a warning
+    too): the verdicts, the ledger and the files stand either way."""
+    import warnings
+
+    from conformance.mlflow.runs import log_scoring_run as log
+    from conformance.registry import Registry
+
+    try:
+        logged = log(registry or Registry(), experiment=experiment, input_digest=digest, input_source=source,
+                     summaries=result.summaries, counts=result.counts, ledger=result.ledger, engine=engine,
+                     chunk_size=chunk_size, fdr=fdr, out=out, summary=summary, verdicts=result.verdicts)
+    except Exception as exc:  # MLflow's own errors, the store's, the network's: none may undo a finished scoring
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        said = (f"the scoring run could not be logged to MLflow experiment {experiment!r}: {type(exc).__name__}: "
+                f"{first}. The verdicts stand: the ledger committed and the files were written")
+        warnings.warn(said, stacklevel=3)
+        return replace(result, mlflow_run_error=said)
+    return replace(result, mlflow_run=logged)
 
 
 def _record(chunks: Iterable[list[Verdict]], *, flags: BatchFlags | None, book: Ledger | None, run_id: str,

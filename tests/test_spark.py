@@ -242,3 +242,10 @@ def test_cli_engine_spark_gives_the_local_engines_verdicts_and_ledger(spark, bui
     for engine in ("local", "spark"):
         with Ledger(f"sqlite:///{workdir / f'cli-{engine}.db'}") as book:
             assert len(book.query_rows()) == len(rows)
+    # Each is an MLflow scoring run, the same but for the engine (docs/mlflow.md).
+    from conformance.registry import Registry
+
+    runs = [Registry().client.get_run(p["mlflow_run"]["run_id"]) for p in printed]
+    assert [r.data.params["engine"] for r in runs] == ["local", "spark"]
+    assert runs[0].data.params["input_digest"] == runs[1].data.params["input_digest"]
+    assert runs[0].data.metrics == runs[1].data.metrics

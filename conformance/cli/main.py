@@ -213,6 +213,10 @@ def _parser() -> argparse.ArgumentParser:
             "verdict is recorded in the ledger once; after an interruption (even kill -9), run the\n"
             "same command again: embeddings come from the cache, recorded verdicts are not recorded\n"
             "twice, and VERDICTS_FILE is written whole at the end.\n\n"
+            "Then the scoring is logged as one MLflow run (experiment conformance-scoring, in the\n"
+            "registry's tracking store; its id on stderr, or in --format json): the input's digest,\n"
+            "the baselines used, counts and batch p-values, VERDICTS_FILE, the summary and the\n"
+            "ledger's head (--no-mlflow-run: none; docs/mlflow.md).\n\n"
             "example:\n  conformance score baselines/example/audited.jsonl --out verdicts.jsonl --summary summary.json"
             "\n"
             "  conformance score --from-mlflow-experiment support-bot-prod --since 2026-06-01 --out verdicts.jsonl"
@@ -256,6 +260,15 @@ def _parser() -> argparse.ArgumentParser:
     for parser_ in (build, approve):
         parser_.add_argument("--ledger", metavar="URL", help="where approvals are recorded: " + LEDGER_HELP)
     add_trace_score_options(score)
+    score.add_argument("--mlflow-experiment", metavar="NAME",
+                       help="the MLflow experiment of the scoring run (default: CONFORMANCE_MLFLOW_EXPERIMENT, else "
+                            "conformance-scoring), in the tracking store of the registry. The run holds the input's "
+                            "digest, the baselines used, the counts and batch p-values, VERDICTS_FILE, the summary "
+                            "and the ledger's head; its id is printed (docs/mlflow.md)")
+    score.add_argument("--no-mlflow-run", action="store_true",
+                       help="log no MLflow scoring run. Without it, a run is logged after the ledger committed and "
+                            "the files were written; if MLflow fails then, a warning says so and the exit code is "
+                            "the verdicts' (0 or 1): the verdicts stand")
     add_parsers(verbs, _formatter, STORE)
     from conformance.cli.approvals import add_parsers as add_approval_parsers
 
@@ -342,6 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 result = spark.score_file(args.audited_file, out=args.out, summary=args.summary, ledger=args.ledger,
                                           fdr=args.fdr, master=args.spark_master, chunk_size=args.chunk_size)
+                if not args.no_mlflow_run:  # spark.score_file does not go through api.score: its run is logged here
+                    from conformance.mlflow.runs import experiment_name, file_digest
+
+                    result = api.log_scoring_run(result, registry=None, experiment=experiment_name(
+                        args.mlflow_experiment), source=args.audited_file, digest=file_digest(args.audited_file),
+                        engine="spark", chunk_size=args.chunk_size, fdr=args.fdr, out=args.out, summary=args.summary)
             else:
                 if args.spark_master != "local[*]":
                     parser.error("--spark-master needs --engine spark")
@@ -349,13 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    progress=False if args.no_progress else None, ledger=args.ledger,
                                    fdr=args.fdr, cache=not args.no_cache, keep_verdicts=False,
                                    chunk_size=args.chunk_size, max_output_chars=args.max_output_chars,
-                                   raw_csv=args.csv_raw)
+                                   raw_csv=args.csv_raw, mlflow_run=False if args.no_mlflow_run else None,
+                                   mlflow_experiment=args.mlflow_experiment)
             summaries = [s.to_dict() for s in result.summaries]
             recorded = result.ledger.to_dict() if result.ledger is not None else None
             assessed = traced.assessments.to_dict() if traced is not None else None
             if args.format == "json":
                 print(json.dumps({"counts": result.counts, "groups": summaries, "verdicts_file": args.out,
-                                  "ledger": recorded} | ({"assessments": assessed} if assessed else {}), indent=2))
+                                  "ledger": recorded,
+                                  "mlflow_run": result.mlflow_run.to_dict() if result.mlflow_run else None,
+                                  "mlflow_run_error": result.mlflow_run_error}
+                                 | ({"assessments": assessed} if assessed else {}), indent=2))
             else:
                 print(_table(summaries, ("model_version", "input_class", "n", "within_bounds", "out_of_bounds",
                                          "no_baseline", "invalid", "p_value", "verdict")))
@@ -373,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if assessed is not None:
                     print(f"assessments on traces: {assessed['logged']} logged, {assessed['already_there']} "
                           "already there")
+                if result.mlflow_run is not None:
+                    m = result.mlflow_run
+                    print(f"MLflow run {m.run_id} in experiment {m.experiment!r} ({m.tracking_uri})", file=sys.stderr)
             return 0 if result.all_within_bounds else 1
         if args.verb in LEDGER_VERBS:
             return run_ledger_verb(args)

@@ -12,7 +12,9 @@ DESCRIPTION = (
     "guarantee), how many outputs and batches fell out of bounds, each group's batch verdict in\n"
     "words that match its tests with a plot of the audited scores against the approved ones, and\n"
     "each out-of-bounds output with its input, its output and the nearest approved outputs as text.\n"
-    "The file runs no script and loads nothing; model text in it is always shown as text.\n\n"
+    "The file runs no script and loads nothing; model text in it is always shown as text.\n"
+    "When the verdicts have a scoring run in MLflow (score logs one), the report is also logged\n"
+    "there as an artifact, and the command says so.\n\n"
     "examples:\n"
     "  conformance report verdicts.jsonl --summary summary.json --out report.html\n"
     "  conformance report --run 20261203T073330Z-e5f319d6e27c --out report.html --pdf\n"
@@ -40,7 +42,8 @@ def add_parser(verbs: Any, formatter: Callable[[str], argparse.HelpFormatter], e
     report.add_argument("--ledger", metavar="URL", help="with --run or --since: the ledger to read: " + LEDGER_HELP)
     report.add_argument("--no-registry", action="store_true",
                         help="do not read the baselines from the MLflow registry (the nearest approved outputs are "
-                             "then shown by id, without their texts, and no plot is drawn)")
+                             "then shown by id, without their texts, and no plot is drawn), and do not log the report "
+                             "to its scoring run: MLflow is not touched")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +73,36 @@ def run(args: argparse.Namespace) -> int:
     written = report.write_report(built, out)
     counts = built.counts
     print(f"report of {len(rows)} verdicts ({counts['out_of_bounds']} out of bounds) written to {written}")
+    if not args.no_registry:
+        _log_to_scoring_runs(rows, written, args.verdicts_file)
     if args.pdf is not None:
         pdf = Path(args.pdf) if args.pdf else written.with_suffix(".pdf")
         report.print_pdf(written, pdf)
         print(f"PDF written to {pdf}")
     return 0
+
+
+def _log_to_scoring_runs(rows: list[dict[str, Any]], written: Any, verdicts_file: str | None) -> None:
+    """Log the report to the MLflow scoring runs of its verdicts (found by the ledger run id, or by the verdicts
+    file's digest); none found is no failure, and neither is an MLflow that fails: the report is written."""
+    import sys
+    from pathlib import Path
+
+    from conformance.mlflow.runs import file_digest, log_report, scoring_runs_of
+    from conformance.registry import Registry
+
+    ledger_runs = {str(r["run_id"]) for r in rows if r.get("run_id")}
+    registry = Registry()
+    if registry.embedded and not Path(registry.uri[len("sqlite:///"):]).exists():
+        return  # no store here: nothing to log to, and none is created for it
+    try:
+        found = scoring_runs_of(registry, ledger_run_ids=ledger_runs,
+                                verdicts_sha256=file_digest(verdicts_file) if verdicts_file else None)
+        logged = log_report(registry, found, written)
+    except Exception as exc:  # the report is written; MLflow is a second home for it
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"warning: the report could not be logged to its MLflow scoring run: {type(exc).__name__}: {first}",
+              file=sys.stderr)
+        return
+    for run_id in logged:
+        print(f"report logged to MLflow run {run_id}")

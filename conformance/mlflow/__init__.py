@@ -3,7 +3,8 @@
 * :mod:`conformance.mlflow.traces` — approved and audited records from MLflow traces (of evaluation runs or
   of an experiment), and verdicts logged back onto their traces as Feedback assessments.
 * :mod:`conformance.mlflow.assessments` — verdicts and reviewers' sign-offs logged onto their traces.
-* :mod:`conformance.mlflow.runs` — every ``score`` as an MLflow run; the build run's lineage.
+* :mod:`conformance.mlflow.runs` — every ``score`` as an MLflow run (the build run's lineage is the registry's:
+  :mod:`conformance.registry.lineage`).
 * :mod:`conformance.mlflow.genai_scorer` — :func:`scorer`, for ``mlflow.genai.evaluate``.
 
 The baselines themselves live in MLflow's model registry (:mod:`conformance.registry`). Importing this

@@ -22,17 +22,20 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from conformance.baseline.format import Baseline, load_baseline, save_baseline
 from conformance.defaults import STORE_DIR, default_store_dir
 from conformance.errors import BaselineError, BaselineVersionNotFoundError, RegistryError
+
+if TYPE_CHECKING:
+    from conformance.records import Record
 
 APPROVED_ALIAS = "approved"
 EXPERIMENT_NAME = "conformance-baselines"
@@ -184,8 +187,12 @@ class Registry:
                 EXPERIMENT_NAME, artifact_location=None if location is None else location.as_uri()))
 
     # -- register -----------------------------------------------------------
-    def register(self, baseline: Baseline) -> RegisteredBaseline:
+    def register(self, baseline: Baseline, approved: Sequence[Record] | None = None) -> RegisteredBaseline:
         """Log the baseline as a pyfunc model in a run and register a new version.
+
+        The build run also records the lineage (:func:`conformance.registry.lineage.log_build_lineage`): the
+        ``approved`` records of the cell, when given, as an ``mlflow.data`` dataset input, the evaluation runs,
+        and the calibration scores as a plot; the model gets an ``input_example``.
 
         The model is logged from code (``_mlflow_model.py``; nothing is pickled) and
         carries the code it loads, so that it does not depend on what the loading
@@ -248,11 +255,15 @@ class Registry:
                     mlflow.log_params({"alpha": baseline.alpha, "k": baseline.spec.k, "scorer": baseline.spec.name})
                     mlflow.log_metrics({"n_fit": baseline.n_fit, "n_calibration": baseline.n_calibration,
                                         "n_calibration_prompts": baseline.n_calibration_prompts})
+                    from conformance.registry.lineage import log_build_lineage
+
+                    log_build_lineage(baseline, approved, name=name)
                     info = mlflow.pyfunc.log_model(
                         name="baseline",
                         python_model=str(_MODEL_CODE),
                         artifacts={"baseline": str(folder)},
                         signature=signature,
+                        input_example=example,
                         code_paths=[str(package), str(wheel)],
                         pip_requirements=requirements,
                     )
