@@ -656,7 +656,7 @@ def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | N
     """A resolver over the approved versions in the MLflow registry, each checked against its ledger approval
     (by ``check``; default: against the default ledger)."""
     from conformance.approvals import ApprovalCheck
-    from conformance.registry import Registry, baseline_name
+    from conformance.registry import Registry
 
     reg = registry or Registry()
     check = check or ApprovalCheck(None)
@@ -664,7 +664,7 @@ def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | N
     def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
         found = reg.resolve_approved(model_version, input_class)
         if isinstance(found, str):
-            revoked = check.revoked(baseline_name(model_version, input_class))
+            revoked = check.revoked(reg.name_of(model_version, input_class))
             return found if revoked is None else f"{found}; {revoked}"
         registered, baseline = found
         check.check(registered, baseline)

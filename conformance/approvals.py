@@ -113,9 +113,7 @@ def cell_of(registry: Registry, name: str) -> tuple[str, str]:
 
 def target(registry: Registry, model_version: str, input_class: str, version: int | None) -> Target:
     """Load the version (default the newest) of a cell's baseline to approve."""
-    from conformance.registry import baseline_name
-
-    name = baseline_name(model_version, input_class)
+    name = registry.name_of(model_version, input_class)
     versions = registry._versions(name, model_version, input_class)
     if version is None:
         version = max(versions)

@@ -211,16 +211,28 @@ def test_cells_whose_registry_names_collide_are_refused_before_anything_is_regis
     monkeypatch.chdir(tmp_path)  # the embedded store would be created here, had anything been registered
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = tmp_path / "approved.jsonl"
-    cells = [("a/b", "c"), ("a-b", "c"), ("モデル", "c"), ("模型", "c"), ("fine", "c")]
+    cells = [("a.b", "c"), ("a", "b.c"), ("fine", "c")]
     path.write_text("".join(json.dumps({"record_id": f"{i}-{mv}", "model_version": mv, "input_class": ic,
                                         "input": "q", "output": "o", "prompt_id": str(i)}) + "\n"
                             for i, (mv, ic) in enumerate(cells)), encoding="utf-8")
     code, err = _cli("build", str(path), "--approve", "--by", "A. Reviewer")
     assert code == 2 and "registry names collide" in err and "Nothing was built or registered" in err
-    assert "conformance.a-b.c would be the name of (model_version 'a/b', input_class 'c') and (model_version " \
-           "'a-b', input_class 'c')" in err
-    assert "conformance.x.c would be the name of (model_version 'モデル'" in err
+    assert "conformance.a.b.c would be the name of (model_version 'a.b', input_class 'c') and (model_version " \
+           "'a', input_class 'b.c')" in err
     assert not (tmp_path / "conformance_store").exists()  # refused before the registry was touched
+
+
+def test_cells_that_differ_only_in_characters_a_name_cannot_hold_keep_names_of_their_own() -> None:
+    from conformance.registry.mlflow_registry import baseline_name, legacy_baseline_name
+
+    pairs = [("a/b", "c"), ("a-b", "c"), ("モデル", "c"), ("模型", "c"), ("", "c"), ("bot", "c"), ("bot ", "c"),
+             ("bot\u200b", "c")]
+    names = [baseline_name(*pair) for pair in pairs]
+    assert len(set(names)) == len(pairs), names
+    assert baseline_name("a-b", "c") == "conformance.a-b.c"  # a name that needs no change keeps its plain form
+    assert baseline_name("a/b", "c").startswith("conformance.a-b.c-") and len(baseline_name("a/b", "c")) == 26
+    assert baseline_name("モデル", "c") == baseline_name("モデル", "c")  # stable: a cell keeps its name
+    assert legacy_baseline_name("モデル", "c") == legacy_baseline_name("模型", "c") == "conformance.x.c"
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised_unless_asked(tmp_path: Path) -> None:

@@ -71,18 +71,40 @@ def test_a_model_without_approved_version_is_no_baseline(sqlite_registry: Regist
     assert sqlite_registry.approved_version("bot-1", "refund_request") == 2
 
 
-def test_cells_that_differ_only_in_white_space_are_told_apart(sqlite_registry: Registry) -> None:
-    """'bot-1' and 'bot-1 ' share a registry name; the messages show both exactly (repr), not as the same text."""
-    name = baseline_name("bot-1", "refund_request")
-    assert baseline_name("bot-1 ", "refund_request") == name
+def test_cells_that_share_a_name_are_told_apart_exactly(sqlite_registry: Registry) -> None:
+    """'bot-1' and 'bot-1 ' have names of their own; 'a.b'/'c' and 'a'/'b.c' share one, and the messages show both
+    cells exactly (repr), so that values differing in white space could never read the same."""
+    assert baseline_name("bot-1 ", "refund_request") != baseline_name("bot-1", "refund_request")
+    name = baseline_name("a.b", "c")
+    assert baseline_name("a", "b.c") == name
     sqlite_registry.client.create_registered_model(
-        name, tags={"conformance.model_version": "bot-1", "conformance.input_class": "refund_request"})
-    reason = sqlite_registry.resolve_approved("bot-1 ", "refund_request")
+        name, tags={"conformance.model_version": "a.b", "conformance.input_class": "c"})
+    reason = sqlite_registry.resolve_approved("a", "b.c")
     assert isinstance(reason, str)
-    assert "belongs to (model_version 'bot-1', input_class 'refund_request')" in reason
-    assert "not to (model_version 'bot-1 ', input_class 'refund_request')" in reason
-    with pytest.raises(RegistryError, match=r"not \(model_version 'bot-1 ', input_class 'refund_request'\)"):
-        sqlite_registry._check_name_owner(name, "bot-1 ", "refund_request")
+    assert "belongs to (model_version 'a.b', input_class 'c')" in reason
+    assert "not to (model_version 'a', input_class 'b.c')" in reason
+    with pytest.raises(RegistryError, match=r"not \(model_version 'a', input_class 'b.c'\)"):
+        sqlite_registry._check_name_owner(name, "a", "b.c")
+
+
+def test_a_cell_registered_under_its_old_name_keeps_it(sqlite_registry: Registry, tmp_path: Path) -> None:
+    """A cell registered before names kept a digest suffix ('my bot' as conformance.my-bot.refund) is still found
+    there, and new versions go there too; a cell whose old name another cell holds gets its new name."""
+    from conformance.registry.mlflow_registry import legacy_baseline_name
+
+    client = sqlite_registry.client
+    old = legacy_baseline_name("my bot", "refund")
+    assert old == "conformance.my-bot.refund" and baseline_name("my bot", "refund") != old
+    assert sqlite_registry.name_of("my bot", "refund") == baseline_name("my bot", "refund")  # nothing registered yet
+    client.create_registered_model(old, tags={"conformance.model_version": "my bot",
+                                              "conformance.input_class": "refund"})
+    client.create_model_version(old, source=tmp_path.as_uri())
+    client.set_registered_model_alias(old, "approved", "1")
+    assert sqlite_registry.name_of("my bot", "refund") == old
+    assert sqlite_registry.approved_version("my bot", "refund") == 1
+    # 'my/bot' slugs to the same old name, which 'my bot' owns: it gets a name of its own
+    assert sqlite_registry.name_of("my/bot", "refund") == baseline_name("my/bot", "refund") != old
+    assert sqlite_registry.approved_version("my/bot", "refund") is None
 
 
 def test_a_broken_store_is_an_error_not_a_missing_baseline(sqlite_registry: Registry, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ where it is now (see ``load_version``) and builds into its new place (``_experim
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -54,17 +55,30 @@ def tracking_uri() -> str:
     return "sqlite:///" + str(default_store_dir() / "mlflow.db")
 
 
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-") or "x"
+
+
 def baseline_name(model_version: str, input_class: str) -> str:
     """The registered model name for a cell: ``conformance.<model_version>.<input_class>``.
 
-    Characters outside ``[A-Za-z0-9._-]`` become ``-``; the exact values are
-    kept in tags and checked on use, so two cells can never share a name silently.
+    Characters outside ``[A-Za-z0-9._-]`` become ``-`` (a value with none left becomes ``x``). When that
+    changes either value, the name ends in ``-`` and 8 hex digits of the SHA-256 of the exact pair, so that
+    cells which differ only in such characters keep names of their own: ``a/b`` and ``a-b``, ``bot`` and
+    ``bot ``, モデル and 模型. The exact values are also kept in tags and checked on use, so two cells can never
+    share a name silently (``a.b``/``c`` and ``a``/``b.c`` still would: ``build`` refuses such a pair).
     """
+    name = legacy_baseline_name(model_version, input_class)
+    if _slug(model_version) == model_version and _slug(input_class) == input_class:
+        return name
+    digest = hashlib.sha256(f"{model_version}\0{input_class}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{name}-{digest[:8]}"
 
-    def slug(value: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-") or "x"
 
-    return f"conformance.{slug(model_version)}.{slug(input_class)}"
+def legacy_baseline_name(model_version: str, input_class: str) -> str:
+    """The name a cell had before names kept a digest suffix (:func:`baseline_name`); a registered model of this
+    name owned by the cell is still found (:meth:`Registry.name_of`)."""
+    return f"conformance.{_slug(model_version)}.{_slug(input_class)}"
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,7 @@ class Registry:
         )
         from conformance.registry.signature import example_input, example_output
 
-        name = baseline_name(baseline.model_version, baseline.input_class)
+        name = self.name_of(baseline.model_version, baseline.input_class)
         self._check_name_owner(name, baseline.model_version, baseline.input_class)
         tags = baseline_tags(baseline)
         example = example_input(baseline.model_version, baseline.input_class)
@@ -285,6 +299,19 @@ class Registry:
         return RegisteredBaseline(name, int(version.version), baseline.model_version, baseline.input_class,
                                   tags | {"run_id": run_id})
 
+    def name_of(self, model_version: str, input_class: str) -> str:
+        """The registered model name of a cell in this registry: :func:`baseline_name`, or the cell's
+        :func:`legacy_baseline_name` when a model of that name is registered, owned by this very cell, and none of
+        the new name is (a cell registered before names kept a digest suffix keeps its name and its versions)."""
+        name = baseline_name(model_version, input_class)
+        legacy = legacy_baseline_name(model_version, input_class)
+        if legacy == name or self._registered_model(name) is not None:
+            return name
+        old = self._registered_model(legacy)
+        if old is not None and _owner(old) == (model_version, input_class):
+            return legacy
+        return name
+
     def _check_name_owner(self, name: str, model_version: str, input_class: str) -> None:
         model = self._registered_model(name)
         if model is None:
@@ -308,7 +335,7 @@ class Registry:
         """
         if not by or not by.strip():
             raise RegistryError("an approval needs the approver's name: pass --by NAME")
-        name = baseline_name(model_version, input_class)
+        name = self.name_of(model_version, input_class)
         versions = self._versions(name, model_version, input_class)
         if version is None:
             version = max(versions)
@@ -343,7 +370,7 @@ class Registry:
 
         Raises :class:`RegistryError` when the store cannot be read.
         """
-        model = self._registered_model(baseline_name(model_version, input_class))
+        model = self._registered_model(self.name_of(model_version, input_class))
         return None if model is None else _approved(model)
 
     # -- resolve ------------------------------------------------------------
@@ -356,7 +383,7 @@ class Registry:
         stopped tracking server that happens once MLflow's client has given up retrying (see the
         module docstring).
         """
-        name = baseline_name(model_version, input_class)
+        name = self.name_of(model_version, input_class)
         model = self._registered_model(name)
         if model is None:
             return (f"no baseline is registered for model_version {model_version!r} and input_class "
@@ -469,6 +496,11 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an error: a database error goes on with its SQL; the whole error stays chained."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
+
+
+def _owner(model: Any) -> tuple[str | None, str | None]:
+    """The cell a registered model's tags say it belongs to."""
+    return model.tags.get("conformance.model_version"), model.tags.get("conformance.input_class")
 
 
 def _approved(model: Any) -> int | None:
