@@ -252,7 +252,7 @@ def record(ledger: Ledger, requests: Iterable[ApprovalRequest]) -> list[Approval
         if rows:
             conn.execute(insert(table), rows)
     if rows:
-        record_head(ledger.witness_path, seq, prev)
+        record_head(ledger.witness_path, seq, prev, ledger.signer)
     return done
 
 
