@@ -252,6 +252,14 @@ class ApprovalCheck:
                 return found, book
         return None, None
 
+    def _approved_elsewhere(self, name: str, version: int, digest: str) -> bool:
+        """Whether a ledger holds an approval of this very content under this name and version: the newest entry
+        of the version may be another registry's (two stores' ``conformance.a.b`` version 1 approved into one
+        ledger); a swapped artifact has no approval of its own."""
+        from conformance.ledger.approval import approval_of
+
+        return any(approval_of(book, name, version, digest) is not None for book in self.books)
+
     def revoked(self, name: str) -> str | None:
         """Who revoked the newest revocation of ``name``, when and why, in words, when its newest entry is one."""
         from conformance.ledger.approval import REVOCATION, history
@@ -286,7 +294,7 @@ class ApprovalCheck:
                 f"{registered.uri} is approved in the registry, but the ledger {book.display_url} says it was revoked "
                 f"by {rec.by} at {rec.at} (entry #{rec.seq}: {rec.reason}); a revocation was interrupted: run "
                 f"`conformance revoke {name} --by NAME --reason TEXT` again to finish it. {again}")
-        if rec.digest != baseline.digest:
+        if rec.digest != baseline.digest and not self._approved_elsewhere(name, version, str(baseline.digest)):
             raise BaselineError(
                 f"{registered.uri}: the baseline as loaded has content digest {baseline.digest}, but the ledger "
                 f"{book.display_url} approved digest {rec.digest} for it (entry #{rec.seq}, by {rec.by} at {rec.at}): "

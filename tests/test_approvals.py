@@ -63,6 +63,31 @@ def test_approvals_are_chained_entries_that_verify_and_are_no_verdicts(ledger_ur
         assert report.ok and report.count == 5 and report.approvals == 4, report.problem
 
 
+def test_two_registries_approving_one_name_into_one_ledger_both_score_and_a_swap_is_still_refused(
+        tmp_path: Path) -> None:
+    """Version 1 of conformance.bot-1.refund in two stores (two digests), both approved into one ledger: each store's
+    content is approved; a third content under that name and version is not."""
+    from types import SimpleNamespace
+
+    from conformance.approvals import ApprovalCheck
+    from conformance.errors import BaselineError
+    from conformance.ledger import Ledger
+    from conformance.ledger.approval import record
+
+    first, second, swapped = ("sha256:" + c * 64 for c in "abc")
+    with Ledger(sqlite_url(tmp_path / "ledger.db")) as book:
+        record(book, [_request(digest=first)])
+        record(book, [_request(digest=second)])  # the newest entry of version 1 is the other store's
+        check = ApprovalCheck(book)
+        registered = SimpleNamespace(name="conformance.bot-1.refund", version=1, model_version="bot-1",
+                                     input_class="refund", uri="models:/conformance.bot-1.refund/1", tags={})
+        for digest in (first, second):
+            check.check(registered, SimpleNamespace(digest=digest))  # type: ignore[arg-type]
+        with pytest.raises(BaselineError, match="changed after it was approved"):
+            check.check(registered, SimpleNamespace(digest=swapped))  # type: ignore[arg-type]
+        check.close()
+
+
 def test_a_malformed_approval_is_refused_before_anything_is_recorded(tmp_path: Path) -> None:
     from conformance.ledger import Ledger, LedgerError
     from conformance.ledger.approval import record

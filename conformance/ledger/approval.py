@@ -267,6 +267,14 @@ def history(ledger: Ledger, name: str | None = None) -> list[ApprovalRecord]:
     return [ApprovalRecord.from_entry(Entry(int(r[0]), str(r[1]), str(r[2]))) for r in found]
 
 
+def approval_of(ledger: Ledger, name: str, version: int, digest: str) -> ApprovalRecord | None:
+    """The newest approval of one registered version with this content digest, or ``None``."""
+    for rec in reversed(history(ledger, name)):
+        if rec.action != REVOCATION and rec.version == version and rec.digest == digest:
+            return rec
+    return None
+
+
 def standing(ledger: Ledger, name: str, version: int) -> ApprovalRecord | None:
     """The newest approval or revocation entry of one registered version, or ``None`` when there is none."""
     t = schema.entries
