@@ -220,7 +220,8 @@ def test_build_in_one_folder_score_in_another_through_the_server(
                           scorer, team)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     verified = json.loads(checked.stdout)
-    assert verified["count"] == len(audited) and verified["ok"] is True
+    assert verified["count"] == len(audited) + len(E2E_CELLS) and verified["ok"] is True  # verdicts, approvals
+    assert verified["approvals"] == len(E2E_CELLS)
     assert verified["witnessed"] >= 1 and verified["signed_by"] == json.loads(made.stdout)["key_id"]
     assert [p.name for p in witness.iterdir()] == [Path(verified["witness"]).name]
     print(f"build {build_seconds:.1f} s, score {score_seconds:.1f} s (each a fresh process that loads the "
