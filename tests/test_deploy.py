@@ -4,7 +4,9 @@ The test runs what docs/deploy.md tells a team to run: a tracking server whose b
 database and whose artifacts it serves itself (``--artifacts-destination``, ``--serve-artifacts``); one
 working folder builds and approves baselines through it, another scores through it, with the verdict ledger
 on PostgreSQL and its heads witnessed in a folder of their own. Nothing of MLflow's lands in either working
-folder, and MLflow's console lines never reach stdout (``--format json`` stays parseable).
+folder, and MLflow's console lines never reach stdout (``--format json`` stays parseable). A second test runs the
+MLflow user's journey through the same server: traces made with MLflow's tracing API, a baseline built from the
+approved run, verdicts read back as assessments with ``mlflow.get_trace``, the scoring run, approvals, a revocation.
 """
 
 from __future__ import annotations
@@ -220,8 +222,95 @@ def test_build_in_one_folder_score_in_another_through_the_server(
                           scorer, team)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     verified = json.loads(checked.stdout)
-    assert verified["count"] == len(audited) and verified["ok"] is True
+    assert verified["count"] == len(audited) + len(E2E_CELLS) and verified["ok"] is True  # verdicts, approvals
+    assert verified["approvals"] == len(E2E_CELLS)
     assert verified["witnessed"] >= 1 and verified["signed_by"] == json.loads(made.stdout)["key_id"]
     assert [p.name for p in witness.iterdir()] == [Path(verified["witness"]).name]
     print(f"build {build_seconds:.1f} s, score {score_seconds:.1f} s (each a fresh process that loads the "
           f"embedder)", file=sys.stderr)
+
+
+def test_the_mlflow_journey_through_the_server(server: Server, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traces made by MLflow's tracing API on the server, a baseline built from the approved run, production
+    traces scored with their verdicts read back as assessments, the scoring run, approvals listed, a revocation."""
+    import mlflow
+
+    from tests.test_mlflow_traces import CELL, OFF_POLICY, _cell_rows, _log
+
+    builder, scorer, books = (tmp_path / name for name in ("builder", "scorer", "books"))
+    for folder in (builder, scorer, books):
+        folder.mkdir()
+    team = {"MLFLOW_TRACKING_URI": server.uri, "CONFORMANCE_LEDGER_URL": f"sqlite:///{books / 'ledger.db'}",
+            "CONFORMANCE_LEDGER_WITNESS": str(books / "witness")}
+    started = time.monotonic()
+    approved, audited = _cell_rows()
+    cell = ("journey-bot-1", CELL[1])  # a cell of its own: the other test's cells are on the same server
+    tags = {"model_version": cell[0], "input_class": cell[1]}
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server.uri)
+    try:
+        mlflow.set_experiment("journey-evals")
+        with mlflow.start_run(run_name="approved-eval"):
+            mlflow.set_tag("conformance.approved_by", "J. Approver")
+            for r in approved:
+                _log(mlflow, r["input"], r["output"], tags)
+        mlflow.set_experiment("journey-prod")
+        within = [_log(mlflow, r["input"], r["output"], tags) for r in audited[:4]]
+        off_policy = _log(mlflow, audited[0]["input"], OFF_POLICY, tags)
+        mlflow.set_experiment("journey-prod-after-revocation")
+        later = [_log(mlflow, r["input"], r["output"], tags) for r in audited[4:6]]
+        mlflow.flush_trace_async_logging()
+
+        built = conformance(["build", "--from-mlflow-experiment", "journey-evals", "--approve", "--by", "J. Approver",
+                             "--alpha", "0.2", "--format", "json", "--no-progress"], builder, team)
+        assert built.returncode == 0, built.stderr
+        [baseline] = json.loads(built.stdout)
+        assert (baseline["model_version"], baseline["input_class"]) == cell
+        assert baseline["approved_by"] == "J. Approver" and baseline["version"] == 1
+
+        scored = conformance(["score", "--from-mlflow-experiment", "journey-prod", "--out", "v.jsonl",
+                              "--format", "json", "--no-progress"], scorer, team)
+        assert scored.returncode == 1, scored.stderr  # the off-policy answer is out of bounds
+        summary = json.loads(scored.stdout)
+        assert summary["assessments"] == {"logged": 5, "already_there": 0}
+        verdicts = {v["record_id"]: v for v in read_jsonl(scorer / "v.jsonl")}
+        assert verdicts[off_policy]["verdict"] == "out_of_bounds"
+        for trace_id in [*within, off_policy]:
+            [assessed] = [a for a in mlflow.get_trace(trace_id).info.assessments if a.name == "conformance"]
+            assert assessed.value == verdicts[trace_id]["verdict"]
+            assert assessed.metadata["ledger_run_id"] == summary["ledger"]["run_id"]
+        client = mlflow.MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name("conformance-scoring")
+        assert experiment is not None
+        [run] = client.search_runs([experiment.experiment_id],
+                                   f"tags.`conformance.ledger_run_id` = '{summary['ledger']['run_id']}'")
+        assert run.data.tags["conformance.ledger_head_seq"] == str(summary["ledger"]["last_seq"])
+        assert run.data.tags["conformance.ledger_head_hash"] == summary["ledger"]["head_hash"]
+
+        again = conformance(["score", "--from-mlflow-experiment", "journey-prod", "--out", "again.jsonl",
+                             "--format", "json", "--no-progress"], scorer, team)
+        assert again.returncode == 1, again.stderr
+        assert json.loads(again.stdout)["assessments"] == {"logged": 0, "already_there": 5}
+        assert len([a for a in mlflow.get_trace(off_policy).info.assessments if a.name == "conformance"]) == 1
+
+        listed = conformance(["baselines", "list", "--format", "json"], scorer, team)
+        assert listed.returncode == 0, listed.stderr
+        assert {r["name"]: r["approved_by"] for r in json.loads(listed.stdout)}[baseline["name"]] == "J. Approver"
+        history = conformance(["baselines", "history", baseline["name"]], scorer, team)
+        assert history.returncode == 0 and "approval" in history.stdout and "J. Approver" in history.stdout
+
+        revoked = conformance(["revoke", baseline["name"], "--by", "R. Auditor", "--reason", "policy retracted"],
+                              scorer, team)
+        assert revoked.returncode == 0, revoked.stderr
+        after = conformance(["score", "--from-mlflow-experiment", "journey-prod-after-revocation", "--out",
+                             "after.jsonl", "--format", "json", "--no-progress"], scorer, team)
+        assert after.returncode == 1, after.stderr
+        rows = read_jsonl(scorer / "after.jsonl")
+        assert sorted(r["record_id"] for r in rows) == sorted(later)
+        assert {r["verdict"] for r in rows} == {"no_baseline"} and "revoked by R. Auditor" in rows[0]["reason"]
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert made_by_mlflow(builder) == [] and made_by_mlflow(scorer) == []
+    print(f"\nthe MLflow journey through the server took {time.monotonic() - started:.1f} s", file=sys.stderr)
