@@ -23,7 +23,6 @@ out with 1, 2 and 4 intra-op threads (docs/pipelines.md).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from conformance.defaults import default_store_dir
 from conformance import embedder_bert
 from conformance.embedder_core import DEFAULT_MODEL, Embedder
 from conformance.errors import ConformanceError
+from conformance.files import file_sha256
 
 #: The environment variable that names the folder of the exported ONNX files.
 ONNX_DIR_ENV = "CONFORMANCE_ONNX_DIR"
@@ -64,13 +64,6 @@ def _need_onnxruntime() -> Any:
         ) from exc
     return onnxruntime
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:

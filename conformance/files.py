@@ -63,16 +63,18 @@ def check_output_targets(inputs: list[str | Path], outputs: dict[str, str | Path
         seen[where] = name
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file's bytes as stored, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_sha256(files: list[Path]) -> str:
     """The SHA-256 of a file's bytes as stored (a .gz file's compressed bytes); of a folder of Parquet files, the
     SHA-256 of each file's name and SHA-256, in name order."""
-    def of(file: Path) -> str:
-        h = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-
     if len(files) == 1:
-        return of(files[0])
-    return hashlib.sha256("".join(f"{f.name}\0{of(f)}\n" for f in files).encode("utf-8")).hexdigest()
+        return file_sha256(files[0])
+    return hashlib.sha256("".join(f"{f.name}\0{file_sha256(f)}\n" for f in files).encode("utf-8")).hexdigest()

@@ -33,7 +33,7 @@ from conformance.ledger import schema
 from conformance.ledger.canonical import canonical_json, idempotency_key, sha256_hex
 from conformance.ledger.entry import APPROVAL, REVOCATION, Entry, Prepared, chain, target_of
 from conformance.ledger.errors import LedgerError
-from conformance.ledger.signoff import reviewer_problem
+from conformance.ledger.signoff import reviewer_problem, utc_time
 from conformance.ledger.store import Ledger, new_run_id
 from conformance.ledger.witness import record_head
 
@@ -147,7 +147,7 @@ def _fields_problem(a: Mapping[str, Any]) -> str | None:
         return "is a revocation without a reason"
     if a["action"] == APPROVAL and reason is not None:
         return "is an approval with a reason (only a revocation has one)"
-    if not _utc_time(a.get("at")):
+    if not utc_time(a.get("at")):
         return f"its time (at) {a.get('at')!r} is not a UTC time (ISO 8601)"
     return None
 
@@ -187,15 +187,6 @@ def approval_link_problem(seq: int, content: Mapping[str, Any],
     return None
 
 
-def _utc_time(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    offset = parsed.utcoffset()
-    return offset is not None and offset.total_seconds() == 0
 
 
 def _same(entry: Entry, request: ApprovalRequest) -> bool:

@@ -128,7 +128,7 @@ def signoff_problem(content: Mapping[str, Any]) -> str | None:
         return f"is a sign-off whose reviewer's name {trouble}"
     if signoff["comment"] is not None and not isinstance(signoff["comment"], str):
         return f"is a sign-off whose comment is not text but {type(signoff['comment']).__name__}"
-    if not _utc_time(signoff["signed_at"]):
+    if not utc_time(signoff["signed_at"]):
         return f"is a sign-off whose signed_at {signoff['signed_at']!r} is not a UTC time (ISO 8601)"
     if content.get("previous_seq") != signed:
         return f"is a sign-off of entry #{signed} but its previous_seq says {content.get('previous_seq')!r}"
@@ -137,7 +137,8 @@ def signoff_problem(content: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _utc_time(value: Any) -> bool:
+def utc_time(value: Any) -> bool:
+    """Whether ``value`` is an ISO 8601 time in UTC (offset zero), as entries record their times."""
     if not isinstance(value, str):
         return False
     try:

@@ -54,17 +54,13 @@ def experiment_name(given: str | None = None) -> str:
 
 def file_digest(path: str | Path) -> str:
     """``sha256:<hex>`` of a file's bytes; of a folder's ``.parquet`` files (each name and digest, in name order)."""
+    from conformance.files import source_sha256
+
     path = Path(path)
     if path.is_dir():
-        outer = hashlib.sha256()
-        for part in sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq") and p.is_file()):
-            outer.update(f"{part.name}\0{file_digest(part)}\n".encode())
-        return "sha256:" + outer.hexdigest()
-    inner = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            inner.update(block)
-    return "sha256:" + inner.hexdigest()
+        return "sha256:" + source_sha256(sorted(p for p in path.iterdir()
+                                                if p.suffix.lower() in (".parquet", ".pq") and p.is_file()))
+    return "sha256:" + source_sha256([path])
 
 
 class RowsDigest:
