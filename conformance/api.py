@@ -16,124 +16,36 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance import defaults
 from conformance.errors import BaselineError, InputFileError
 from conformance.files import check_output_targets
-from conformance.verdict import VERDICTS, WITHIN, GroupSummary, Verdict
+from conformance.results import BuiltBaseline, ScoreResult
+from conformance.verdict import VERDICTS
+from conformance.wiring import (
+    cached,
+    embedder_chooser,
+    existing_ledger,
+    existing_or_new_ledger,
+    given_resolver,
+    log_scoring_run,
+    merge_reports,
+    open_ledger,
+    record_chunks,
+    registry_resolver,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
 
-    from conformance.approvals import ApprovalCheck
     from conformance.baseline.format import Baseline
     from conformance.embedder import Embedder
-    from conformance.ledger import AppendReport, Ledger
-    from conformance.mlflow.runs import ScoringRun
+    from conformance.ledger import Ledger
     from conformance.records import RecordsLike
-    from conformance.scoring.run import Resolver
-    from conformance.scoring.stream import BatchFlags
-    from conformance.verdict_files import VerdictWriter
     from conformance.registry import RegisteredBaseline, Registry
-
-
-def p_value_rule(baseline: Baseline) -> str:
-    """``sample``, ``weighted`` (see ``build --calibration-method``), or ``output`` for a baseline calibrated
-    before prompts counted (every calibration output one exchangeable unit)."""
-    return {"prompt_sample": "sample", "prompt_weighted": "weighted", "output": "output"}[baseline.spec.p_value_rule]
-
-
-@dataclass(frozen=True)
-class BuiltBaseline:
-    """A baseline as built; with its registry entry when it was registered (and who approved it, if asked)."""
-
-    baseline: Baseline
-    registered: RegisteredBaseline | None = None
-    approved_by: str | None = None
-
-    @property
-    def uri(self) -> str:
-        """The registry URI (``models:/<name>/<version>``), or the content digest of an unregistered baseline."""
-        return self.registered.uri if self.registered is not None else str(self.baseline.digest)
-
-    def to_dict(self) -> dict[str, object]:
-        support = self.baseline.descriptors["calibration_support"]
-        scorer = self.baseline.scorer
-        return {
-            "model_version": self.baseline.model_version,
-            "input_class": self.baseline.input_class,
-            "name": self.registered.name if self.registered is not None else None,
-            "version": self.registered.version if self.registered is not None else None,
-            "uri": self.uri,
-            "n_fit": self.baseline.n_fit,
-            "n_calibration": self.baseline.n_calibration_prompts,
-            "n_calibration_outputs": scorer.get("n_calibration_outputs", self.baseline.n_calibration),
-            "n_calibration_from_fraction": (scorer.get("calibration_rounding") or {}).get("prompts_from_fraction"),
-            "p_value_rule": p_value_rule(self.baseline),
-            "alpha": self.baseline.alpha,
-            "smallest_alpha": support["smallest_alpha"],
-            "false_alarm_rate_95th": support["false_alarm_rate_95th"],
-            "expected_false_alarm_rate": support["expected_false_alarm_rate"],
-            "conditional_threshold": self.baseline.spec.conditional_threshold,
-            "digest": self.baseline.digest,
-            "approved_by": self.approved_by,
-        }
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """What :func:`score` returns: verdicts in input order (empty when ``keep_verdicts=False``), one
-    summary per (model_version, input_class) group, and what the ledger recorded (``None`` when nothing
-    was recorded)."""
-
-    verdicts: list[Verdict]
-    summaries: list[GroupSummary]
-    ledger: AppendReport | None = None
-    #: How many records got each verdict (given when ``verdicts`` were not kept).
-    n_by_verdict: dict[str, int] | None = None
-    #: The MLflow scoring run this score was logged as (``None`` when none was logged).
-    mlflow_run: ScoringRun | None = None
-    #: Why the MLflow scoring run could not be logged, when it could not (the verdicts stand).
-    mlflow_run_error: str | None = None
-
-    @property
-    def counts(self) -> dict[str, int]:
-        if self.n_by_verdict is not None:
-            return {name: self.n_by_verdict.get(name, 0) for name in VERDICTS}
-        out = {name: 0 for name in VERDICTS}
-        for v in self.verdicts:
-            out[v.verdict] += 1
-        return out
-
-    @property
-    def n(self) -> int:
-        """The number of records scored."""
-        return sum(self.counts.values())
-
-    @property
-    def all_within_bounds(self) -> bool:
-        return self.counts[WITHIN] == self.n
-
-    def to_pandas(self) -> pd.DataFrame:
-        """One row per record, in input order, with the columns of the verdicts file (``score --out``)."""
-        import pandas as pd
-
-        rows = [v.to_dict() for v in self.verdicts]
-        columns: list[str] = []
-        for row in rows:
-            columns.extend(c for c in row if c not in columns)
-        return pd.DataFrame(rows, columns=columns)
-
-    def summaries_to_pandas(self) -> pd.DataFrame:
-        """One row per group: the batch verdict, its p-value and the counts (``score --summary``)."""
-        import pandas as pd
-
-        return pd.DataFrame([s.to_dict() for s in self.summaries])
 
 
 def build(
@@ -261,7 +173,7 @@ def build(
 
         registry = registry or Registry()
         _ = registry.client  # fail on an unreachable store before the slow part
-    book = _open_ledger(True if ledger is None else ledger) if approve_by is not None else None
+    book = open_ledger(True if ledger is None else ledger) if approve_by is not None else None
     if embedder is None:
         from conformance.embedder import get_embedder
 
@@ -269,7 +181,7 @@ def build(
     elif backend != defaults.EMBEDDER_BACKEND and embedder.backend != backend:
         raise ValueError(f"backend {backend!r} and an embedder of backend {embedder.backend!r} were both given; "
                          "give one of them")
-    embedder = _cached(embedder, register if cache is None else cache)
+    embedder = cached(embedder, register if cache is None else cache)
     built = []
     from dataclasses import replace as replaced_with
 
@@ -350,7 +262,7 @@ def approve_many(
     if not targets:
         raise ValueError("nothing to approve: name the versions (cells, names or a build)")
     approvals.check(targets, by=by, require_distinct=distinct)  # before the ledger is opened
-    with _existing_or_new_ledger(ledger) as book:
+    with existing_or_new_ledger(ledger) as book:
         return [registered for registered, _ in approvals.approve(reg, book, targets, by=by,
                                                                     require_distinct=distinct)]
 
@@ -368,20 +280,8 @@ def revoke(name: str, *, by: str, reason: str, registry: Registry | None = None,
     if not isinstance(reason, str) or not reason.strip():
         raise ValueError("a revocation needs a reason: pass --reason TEXT (why it is revoked, in your words)")
     reg = registry or Registry()
-    with _existing_or_new_ledger(ledger) as book:
+    with existing_or_new_ledger(ledger) as book:
         return approvals.revoke(reg, book, name, by=by, reason=reason).to_dict()
-
-
-@contextmanager
-def _existing_or_new_ledger(ledger: str | Ledger | None) -> Iterator[Ledger]:
-    """The ledger (created when absent); one opened here is closed on leaving."""
-    from conformance.ledger import Ledger
-
-    if isinstance(ledger, Ledger):
-        yield ledger
-        return
-    with Ledger(ledger) as book:
-        yield book
 
 
 def score(
@@ -492,13 +392,13 @@ def score(
     rows_digest = RowsDigest() if log_run and not isinstance(records, (str, Path)) else None
     approvals: dict[str, tuple[str | None, str | None]] = {}
     if baselines is not None:
-        resolve = _given(baselines, approvals)
-        book = _open_ledger(False if ledger is None else ledger)
+        resolve = given_resolver(baselines, approvals)
+        book = open_ledger(False if ledger is None else ledger)
     else:
         from conformance.registry import Registry
 
         registry = registry or Registry()
-        book = _open_ledger(ledger)
+        book = open_ledger(ledger)
         from conformance.approvals import ApprovalCheck
 
         try:
@@ -507,7 +407,7 @@ def score(
             if book is not None and not hasattr(ledger, "append"):
                 book.close()
             raise
-        resolve = _from_registry(registry, approvals, check)
+        resolve = registry_resolver(registry, approvals, check)
     run_id = run_id or new_run_id()
     spool = Spool(in_memory=keep_verdicts, folder=None if out is None else Path(out).parent)
     writer = None
@@ -515,7 +415,7 @@ def score(
         # Pass 1: judge every record, chunk by chunk; the batch tests need the whole batch.
         keep = baselines is None if cache is None else cache
         scorer = StreamScorer(resolve, fdr=fdr, progress=False,
-                              embedder=embedder_chooser(keep) if embedder is None else _cached(embedder, keep))
+                              embedder=embedder_chooser(keep) if embedder is None else cached(embedder, keep))
         plan = ColumnPlan(fdr=fdr is not None)
         counts = {name: 0 for name in VERDICTS}
         with Progress(desc="scoring", total=stream.total, enabled=progress) as bar:
@@ -536,7 +436,7 @@ def score(
         summaries, flags = scorer.finish()
         # Pass 2: each chunk into the ledger (one transaction each, exactly once) and into the verdicts file.
         writer = None if out is None else VerdictWriter(out, plan, raw_csv=raw_csv)
-        reports, kept = _record(spool.chunks(chunk_size or CHUNK_SIZE), flags=flags, book=book, run_id=run_id,
+        reports, kept = record_chunks(spool.chunks(chunk_size or CHUNK_SIZE), flags=flags, book=book, run_id=run_id,
                                 summaries=summaries, writer=writer, keep_verdicts=keep_verdicts)
         if writer is not None:
             writer.commit()
@@ -551,7 +451,7 @@ def score(
             check.close()
     if summary is not None:
         write_json([s.to_dict() for s in summaries], summary)
-    result = ScoreResult(verdicts=kept, summaries=summaries, ledger=_merge_reports(reports, run_id, book),
+    result = ScoreResult(verdicts=kept, summaries=summaries, ledger=merge_reports(reports, run_id, book),
                          n_by_verdict=counts)
     if experiment is None or (mlflow_run is None and not scorer.resolved):
         return result  # by default, a batch that never reached the registry (every row invalid) touches no MLflow
@@ -560,146 +460,6 @@ def score(
     return log_scoring_run(result, registry=registry, experiment=experiment, source=stream.path,
                            digest=rows_digest.hexdigest() if rows_digest is not None else file_digest(records),
                            engine="local", chunk_size=chunk_size or CHUNK_SIZE, fdr=fdr, out=out, summary=summary)
-
-
-def log_scoring_run(result: ScoreResult, *, registry: Registry | None, experiment: str, source: str, digest: str,
-                    engine: str, chunk_size: int, fdr: float | None, out: str | Path | None,
-                    summary: str | Path | None) -> ScoreResult:
-    """``result`` with the MLflow scoring run it was logged as; or, when MLflow failed, with why (a warning
-    too): the verdicts, the ledger and the files stand either way."""
-    import warnings
-
-    from conformance.mlflow.runs import log_scoring_run as log
-    from conformance.registry import Registry
-
-    try:
-        logged = log(registry or Registry(), experiment=experiment, input_digest=digest, input_source=source,
-                     summaries=result.summaries, counts=result.counts, ledger=result.ledger, engine=engine,
-                     chunk_size=chunk_size, fdr=fdr, out=out, summary=summary, verdicts=result.verdicts)
-    except Exception as exc:  # MLflow's own errors, the store's, the network's: none may undo a finished scoring
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        said = (f"the scoring run could not be logged to MLflow experiment {experiment!r}: {type(exc).__name__}: "
-                f"{first}. The verdicts stand: the ledger committed and the files were written")
-        warnings.warn(said, stacklevel=3)
-        return replace(result, mlflow_run_error=said)
-    return replace(result, mlflow_run=logged)
-
-
-def _record(chunks: Iterable[list[Verdict]], *, flags: BatchFlags | None, book: Ledger | None, run_id: str,
-            summaries: list[GroupSummary], writer: VerdictWriter | None, keep_verdicts: bool,
-            ) -> tuple[list[AppendReport], list[Verdict]]:
-    """Pass 2 of a scoring run: chunks of verdicts in input order get their BH flags, go into the ledger (one
-    transaction each, exactly once) and into the verdicts file; the ledger's reports, and the verdicts if kept."""
-    reports: list[AppendReport] = []
-    kept: list[Verdict] = []
-    next_flag = 0
-    for chunk in chunks:
-        if flags is not None:
-            chunk, next_flag = flags.apply(chunk, next_flag)
-        if book is not None:
-            reports.append(book.append(chunk, run_id=run_id, summaries=summaries))
-        if writer is not None:
-            writer.write(chunk)
-        if keep_verdicts:
-            kept.extend(chunk)
-    return reports, kept
-
-
-def _merge_reports(reports: list[AppendReport], run_id: str, book: Ledger | None) -> AppendReport | None:
-    """One report for the chunks of a run."""
-    if book is None:
-        return None
-    from conformance.ledger import AppendReport
-
-    if not reports:
-        head = book.head()
-        return AppendReport(run_id, 0, 0, None, None, head, book.display_url)
-    firsts = [r.first_seq for r in reports if r.first_seq is not None]
-    lasts = [r.last_seq for r in reports if r.last_seq is not None]
-    return AppendReport(run_id, sum(r.added for r in reports), sum(r.already_recorded for r in reports),
-                        firsts[0] if firsts else None, lasts[-1] if lasts else None, reports[-1].head,
-                        reports[-1].ledger)
-
-
-def _given(baselines: Iterable[Baseline | BuiltBaseline],
-           approvals: dict[str, tuple[str | None, str | None]]) -> Resolver:
-    """A resolver over baselines given in memory, one per cell."""
-    from conformance.baseline.format import Baseline
-    table: dict[tuple[str, str], tuple[str, Baseline]] = {}
-    for item in baselines:
-        if isinstance(item, BuiltBaseline):
-            baseline, uri = item.baseline, item.uri
-            if item.registered is not None:
-                approvals[uri] = (item.registered.tags.get("approved_by"), item.registered.tags.get("approved_at"))
-        elif isinstance(item, Baseline):
-            baseline, uri = item, str(item.digest)
-        else:
-            raise TypeError(f"baselines must hold Baseline or BuiltBaseline objects, got {type(item).__name__}")
-        cell = (baseline.model_version, baseline.input_class)
-        if cell in table and table[cell][1].digest != baseline.digest:
-            raise ValueError(f"two different baselines were given for model_version {cell[0]!r}, input_class "
-                             f"{cell[1]!r}; give one per (model_version, input_class)")
-        table[cell] = (uri, baseline)
-
-    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
-        found = table.get((model_version, input_class))
-        if found is not None:
-            return found
-        return (f"no baseline was given for model_version {model_version!r} and input_class {input_class!r} "
-                f"(given: {', '.join(f'({m}, {c})' for m, c in sorted(table)) or 'none'})")
-
-    return resolve
-
-
-def _from_registry(registry: Registry | None, approvals: dict[str, tuple[str | None, str | None]],
-                   check: ApprovalCheck | None = None) -> Resolver:
-    """A resolver over the approved versions in the MLflow registry, each checked against its ledger approval
-    (by ``check``; default: against the default ledger)."""
-    from conformance.approvals import ApprovalCheck
-    from conformance.registry import Registry
-
-    reg = registry or Registry()
-    check = check or ApprovalCheck(None)
-
-    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline] | str:
-        found = reg.resolve_approved(model_version, input_class)
-        if isinstance(found, str):
-            revoked = check.revoked(reg.name_of(model_version, input_class))
-            return found if revoked is None else f"{found}; {revoked}"
-        registered, baseline = found
-        check.check(registered, baseline)
-        approvals[registered.uri] = (registered.tags.get("approved_by"), registered.tags.get("approved_at"))
-        return registered.uri, baseline
-
-    return resolve
-
-
-def embedder_chooser(keep: bool) -> Callable[[dict[str, Any]], Embedder]:
-    """For each baseline, the process-wide embedder of its backend (:func:`conformance.embedder.embedder_for`)
-    behind the embedding cache, one wrapper per backend."""
-    from conformance.embedder import backend_of, embedder_for
-
-    wrappers: dict[str, Embedder] = {}
-
-    def choose(fingerprint: dict[str, Any]) -> Embedder:
-        backend = backend_of(fingerprint)
-        if backend not in wrappers:
-            wrappers[backend] = _cached(embedder_for(fingerprint), keep)
-        return wrappers[backend]
-
-    return choose
-
-
-def _cached(embedder: Embedder | None, keep: bool) -> Embedder:
-    """``embedder`` (default the process-wide one) behind the embedding cache: with the store's file when
-    ``keep``, else remembering only within a call. An embedder already behind a cache is used as it is."""
-    from conformance.embedder import get_embedder
-    from conformance.embedding_cache import CachedEmbedder, default_cache_path
-
-    embedder = embedder or get_embedder()
-    if isinstance(embedder, CachedEmbedder):
-        return embedder
-    return CachedEmbedder(embedder, path=default_cache_path() if keep else None)
 
 
 def signoff(record_id: str, *, decision: str, by: str, comment: str | None = None, seq: int | None = None,
@@ -753,7 +513,7 @@ def signoff(record_id: str, *, decision: str, by: str, comment: str | None = Non
     from conformance.ledger.signoff import SignOffRequest
 
     SignOffRequest.checked(record_id, decision=decision, by=by, comment=comment, seq=seq)  # before any connection
-    with _existing_ledger(ledger) as book:
+    with existing_ledger(ledger) as book:
         entry, report = book.sign_off(record_id, decision=decision, by=by, comment=comment, seq=seq)
         from conformance.mlflow.assessments import signoff_onto_trace  # a verdict of a trace: the sign-off onto it too
 
@@ -768,31 +528,9 @@ def signoffs_of(record_id: str, *, ledger: str | Ledger | None = None) -> list[d
     Each is a dict as :func:`signoff` returns it, without ``added`` and the head: ``signed_seq`` says which
     verdict entry it signs. Raises ``EntryNotFoundError`` when the ledger holds no verdict of ``record_id``.
     """
-    with _existing_ledger(ledger) as book:
+    with existing_ledger(ledger) as book:
         book.verdict_entry(record_id)
         return [s.to_dict() for s in book.signoffs([record_id])]
-
-
-@contextmanager
-def _existing_ledger(ledger: str | Ledger | None) -> Iterator[Ledger]:
-    """An open ledger that must exist already; one opened here is closed on leaving."""
-    from conformance.ledger import Ledger
-
-    if isinstance(ledger, Ledger):
-        yield ledger
-        return
-    with Ledger(ledger, create=False) as book:
-        yield book
-
-
-def _open_ledger(ledger: str | Ledger | bool | None) -> Ledger | None:
-    if ledger is False:
-        return None
-    from conformance.ledger import Ledger
-
-    if isinstance(ledger, Ledger):
-        return ledger
-    return Ledger(None if ledger is True else ledger)
 
 
 __all__: Sequence[str] = ["BuiltBaseline", "ScoreResult", "approve", "approve_many", "build", "revoke", "score",

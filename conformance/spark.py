@@ -114,7 +114,7 @@ def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, 
     ``files_read``: the file(s) it was read from, whose SHA-256 every invalid row keeps as evidence."""
     from pyspark import StorageLevel
 
-    from conformance import api
+    from conformance import wiring
     from conformance.params import check_fdr
     from conformance.records import REQUIRED_FIELDS
     from conformance.scoring.stream import StreamScorer
@@ -145,11 +145,11 @@ def _run(indexed: Any, *, baselines: Iterable[Baseline | BuiltBaseline] | None, 
     # The baselines, resolved once on the driver, their files sent to every executor.
     approvals: dict[str, tuple[str | None, str | None]] = {}
     if baselines is not None:
-        resolve = api._given(baselines, approvals)
+        resolve = wiring.given_resolver(baselines, approvals)
     else:  # each approved version checked against its approval in the run's ledger, or the default one
         from conformance.approvals import ApprovalCheck
 
-        resolve = api._from_registry(registry, approvals, ApprovalCheck(book))
+        resolve = wiring.registry_resolver(registry, approvals, ApprovalCheck(book))
     resolved: dict[tuple[str, str], Any] = {}
     table: dict[tuple[str, str], tuple[str, str] | str] = {}
     files: dict[str, dict[str, bytes]] = {}
@@ -327,7 +327,7 @@ def score_file(
     scored on Spark (``master``), the ledger appended and the verdicts file written from the driver, chunk by
     chunk in input order (one ledger transaction per chunk: a re-run records nothing twice). ``partitions``:
     the least number of partitions a JSON Lines file is cut into (Spark's default otherwise)."""
-    from conformance import api
+    from conformance import api, wiring
     from conformance.ledger.store import new_run_id
     from conformance.verdict import write_json
     from conformance.verdict_files import VerdictWriter
@@ -340,7 +340,7 @@ def score_file(
         raise InputFileError(f"{path}: no such file")
     _require_pyspark()
     spark = session(master)
-    book = api._open_ledger((False if ledger is None else ledger) if baselines is not None else ledger)
+    book = wiring.open_ledger((False if ledger is None else ledger) if baselines is not None else ledger)
     run_id = run_id or new_run_id()
     writer = None
     run = None
@@ -351,7 +351,7 @@ def score_file(
         run = _run(indexed, baselines=baselines, registry=registry, fdr=fdr, embedder=embedder,
                    chunk_size=chunk_size, where=str(path), jsonl=jsonl, files_read=read, book=book)
         writer = None if out is None else VerdictWriter(out, run.plan)
-        reports, kept = api._record(_chunks(run.verdicts(), chunk_size), flags=run.flags, book=book,
+        reports, kept = wiring.record_chunks(_chunks(run.verdicts(), chunk_size), flags=run.flags, book=book,
                                     run_id=run_id, summaries=run.summaries, writer=writer,
                                     keep_verdicts=keep_verdicts)
         if writer is not None:
@@ -366,7 +366,7 @@ def score_file(
             book.close()
     if summary is not None:
         write_json([s.to_dict() for s in run.summaries], summary)
-    return api.ScoreResult(verdicts=kept, summaries=run.summaries, ledger=api._merge_reports(reports, run_id, book),
+    return api.ScoreResult(verdicts=kept, summaries=run.summaries, ledger=wiring.merge_reports(reports, run_id, book),
                            n_by_verdict=run.counts)
 
 

@@ -179,7 +179,7 @@ def score_partition(partition: int, items: Iterable[tuple[Any, int]], context: C
         scorer = StreamScorer(resolve, embedder=CachedEmbedder(embedder_from(context.embedder), path=None),
                               scored_at=context.scored_at, progress=False)
     else:
-        from conformance.api import embedder_chooser
+        from conformance.wiring import embedder_chooser
 
         choose = embedder_chooser(False)
         scorer = StreamScorer(resolve, embedder=choose, scored_at=context.scored_at, progress=False)

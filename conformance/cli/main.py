@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    from conformance import api
+    from conformance import api, wiring
     from conformance.errors import ConformanceError
     from conformance.cli.ledger import LEDGER_VERBS
     from conformance.cli.ledger import run as run_ledger_verb
@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not args.no_mlflow_run:  # spark.score_file does not go through api.score: its run is logged here
                     from conformance.mlflow.runs import experiment_name, file_digest
 
-                    result = api.log_scoring_run(result, registry=None, experiment=experiment_name(
+                    result = wiring.log_scoring_run(result, registry=None, experiment=experiment_name(
                         args.mlflow_experiment), source=args.audited_file, digest=file_digest(args.audited_file),
                         engine="spark", chunk_size=args.chunk_size, fdr=args.fdr, out=args.out, summary=args.summary)
             else:

@@ -94,12 +94,12 @@ def scorer(
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer as make_scorer
 
-    from conformance.api import _from_registry, _given, embedder_chooser
     from conformance.scoring.stream import StreamScorer
+    from conformance.wiring import embedder_chooser, given_resolver, registry_resolver
 
     approvals: dict[str, tuple[str | None, str | None]] = {}
-    resolve_any: Resolver = _given(baselines, approvals) if baselines is not None else _from_registry(registry,
-                                                                                                      approvals)
+    resolve_any: Resolver = (given_resolver(baselines, approvals) if baselines is not None
+                             else registry_resolver(registry, approvals))
     resolved: dict[tuple[str, str], Any] = {}
 
     def resolve(mv: str, ic: str) -> Any:
