@@ -233,7 +233,8 @@ def test_build_in_one_folder_score_in_another_through_the_server(
 def test_the_mlflow_journey_through_the_server(server: Server, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Traces made by MLflow's tracing API on the server, a baseline built from the approved run, production
-    traces scored with their verdicts read back as assessments, the scoring run, approvals listed, a revocation."""
+    traces scored with their verdicts read back as assessments, the scoring run, a sign-off on a trace, the
+    mlflow.genai scorer, approvals listed, a revocation."""
     import mlflow
 
     from tests.test_mlflow_traces import CELL, OFF_POLICY, _cell_rows, _log
@@ -294,6 +295,35 @@ def test_the_mlflow_journey_through_the_server(server: Server, tmp_path: Path,
         assert again.returncode == 1, again.stderr
         assert json.loads(again.stdout)["assessments"] == {"logged": 0, "already_there": 5}
         assert len([a for a in mlflow.get_trace(off_policy).info.assessments if a.name == "conformance"]) == 1
+
+        # A reviewer's sign-off of a trace's verdict lands on that trace too.
+        signed = conformance(["signoff", off_policy, "--decision", "confirmed", "--by", "R. Viewer",
+                              "--comment", "an off-topic poem"], scorer, team)
+        assert signed.returncode == 0, signed.stderr
+        [decided] = [a for a in mlflow.get_trace(off_policy).info.assessments if a.name == "conformance.signoff"]
+        assert decided.value == "confirmed" and decided.rationale == "an off-topic poem"
+
+        # The scorer inside mlflow.genai.evaluate, against the approved baseline read through the server: the
+        # off-policy answer gets the p-value `score` gave it.
+        import pandas as pd
+
+        from conformance.mlflow import scorer as conformance_scorer
+        from conformance.registry import Registry
+
+        for key in ("CONFORMANCE_LEDGER_URL", "CONFORMANCE_LEDGER_WITNESS"):  # where the approval was recorded
+            monkeypatch.setenv(key, team[key])
+        mlflow.set_experiment("journey-genai")
+        rows = [{"inputs": {"question": r["input"]}, "outputs": r["output"]} for r in audited[:2]]
+        rows.append({"inputs": {"question": audited[0]["input"]}, "outputs": OFF_POLICY})
+        evaluated = mlflow.genai.evaluate(data=pd.DataFrame(rows), scorers=[conformance_scorer(
+            model_version=cell[0], input_class=cell[1], registry=Registry(server.uri))])
+        mlflow.flush_trace_async_logging()
+        judged = [[a for a in t.info.assessments if a.name == "conformance"]
+                  for t in mlflow.search_traces(run_id=evaluated.run_id, return_type="list")]
+        assert len(judged) == 3 and all(len(found) == 1 for found in judged)
+        [flagged] = [found[0] for found in judged if found[0].value == "out_of_bounds"]
+        assert float(flagged.metadata["p_value"]) == pytest.approx(verdicts[off_policy]["p_value"])
+        assert flagged.metadata["baseline"] == verdicts[off_policy]["baseline"]
 
         listed = conformance(["baselines", "list", "--format", "json"], scorer, team)
         assert listed.returncode == 0, listed.stderr
