@@ -250,6 +250,9 @@ def test_the_mlflow_journey_through_the_server(server: Server, tmp_path: Path,
     tags = {"model_version": cell[0], "input_class": cell[1]}
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     before = mlflow.get_tracking_uri()
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; monkeypatch gives the environment back as it was, so that
+    # the session's later tests keep their embedded store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     mlflow.set_tracking_uri(server.uri)
     try:
         mlflow.set_experiment("journey-evals")
