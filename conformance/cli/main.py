@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
             "  2. conformance approve ... --by NAME    a person approves a baseline version\n"
             "     conformance baselines list | show | history   what is registered and approved; revoke NAME\n"
             "  3. conformance score AUDITED_FILE ...   one verdict per audited output, recorded in the ledger\n"
+            "     (build and score read MLflow traces with --from-mlflow-experiment; docs/mlflow.md)\n"
             "  4. conformance verdicts / reconstruct / ledger verify   query, re-derive, check the ledger\n"
             "  5. conformance signoff RECORD_ID ...   a reviewer records a decision about a verdict\n"
             "  6. conformance report VERDICTS_FILE --out report.html   a report for reviewers\n"
