@@ -134,7 +134,9 @@ def _prepare(conn: Connection, shown: str, owner: str, writer: str, created: lis
                     conn.execute(text(f'ALTER TABLE "{target}"."{table}" OWNER TO "{owner}"'))
                 conn.execute(text(f'ALTER FUNCTION "{target}".{TRIGGER_FUNCTION} OWNER TO "{owner}"'))
             if writer in owners.values():
-                raise LedgerError(f"the writer role {writer!r} owns the ledger's tables")
+                raise LedgerError(f"the writer role {writer!r} owns the ledger's tables, and a writer must own "
+                                  "nothing: name it as --owner-role, or another role as --writer-role; nothing was "
+                                  "changed")
     except DBAPIError as exc:
         raise _refused(shown, "create the roles of", exc) from exc
     return target

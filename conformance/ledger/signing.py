@@ -166,5 +166,6 @@ def load_public_key(path: str | Path) -> PublicKey:
         raise LedgerError(f"{where} is not a PEM public key ({exc}); pass the .pub file `conformance ledger "
                           "keygen` wrote") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise LedgerError(f"the public key {where} is not an Ed25519 key")
+        raise LedgerError(f"the public key {where} is not an Ed25519 key; pass the .pub file that "
+                          "`conformance ledger keygen` wrote beside the signing key")
     return PublicKey(key, key_id(key), str(where))
