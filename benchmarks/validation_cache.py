@@ -4,12 +4,13 @@ Measures nothing itself. Embedding is the slow part of the study (about 30 texts
 cores), so the study embeds every distinct text once with the package's own embedder and keeps
 the chunk embeddings in ``.npz`` shards under ``--cache DIR``, keyed by the text's SHA-256 and the
 embedder's fingerprint digest. Run on its own, it warms the cache with every MT-bench input and
-output (../shared/data, see ``python -m benchmarks.data``); ``validation_package`` uses the same
-folder given as its ``--cache`` and embeds whatever is missing.
+output (../shared/data, see ``python -m benchmarks.data``), or with ``--arena`` every arena input and
+output; ``validation_package`` and ``validation_arena`` use the same folder given as their ``--cache``
+and embed whatever is missing.
 
 Cost: about 5-8 minutes on two cores for the 5,120 MT-bench rows the first time; seconds after.
 
-    python -m benchmarks.validation_cache --cache results/embedding_cache
+    python -m benchmarks.validation_cache --cache results/embedding_cache [--arena]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data import mt_bench_rows
+from benchmarks.data import arena_rows, mt_bench_rows
 from conformance.embedder import EmbeddedTexts, get_embedder
 
 
@@ -75,8 +76,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, metavar="DIR",
                         help="folder of the embedding shards (created if absent; reused by later runs)")
+    parser.add_argument("--arena", action="store_true",
+                        help="warm it with the arena answers (../shared/data/arena_answers.jsonl.gz) instead")
     args = parser.parse_args()
-    rows = mt_bench_rows()
+    rows = arena_rows() if args.arena else mt_bench_rows()
     cache = EmbeddingCache(args.cache)
     cache.embed(sorted({r["input"] for r in rows}))
     cache.embed([r["output"] for r in rows])

@@ -7,7 +7,10 @@ files the results folder holds and skipped where they are absent:
   class) and validation_pvalues.png (flag rate against alpha);
 * ``package_classcell_inject.json`` (the same with ``--injections ... --tag inject``):
   validation_injection_classcell.png;
-* ``package_blockswaps[_N].json`` (``--parts swaps --batch-conversations N``): validation_batchsize.png.
+* ``package_blockswaps[_N].json`` (``--parts swaps --batch-conversations N``): validation_batchsize.png;
+* ``arena_swaps_*.json`` (``benchmarks.validation_arena --parts swaps``): validation_arena_swaps.png (every swap's
+  detection against the batch size);
+* ``arena_cells*.json`` (``benchmarks.validation_arena --parts cells``): validation_arena_injection.png.
 
     python -m benchmarks.validation_plots results/validation --out docs/img
 """
@@ -140,6 +143,72 @@ def batchsize_plot(runs: dict[int, dict], out: Path) -> Path:
     return out / "validation_batchsize.png"
 
 
+def arena_swaps_plot(runs: list[dict], out: Path) -> Path:
+    """Batch detection of every swap of the arena sets against the batch size, with the pooled null."""
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    null_k: dict[int, int] = {}
+    null_n: dict[int, int] = {}
+    for run in runs:
+        for label, by_size in run.items():
+            if not isinstance(by_size, dict) or not all(k.isdigit() for k in by_size):
+                continue
+            sizes = sorted(int(k) for k in by_size)
+            if "(null" in label:
+                for n in sizes:
+                    null_k[n] = null_k.get(n, 0) + by_size[str(n)]["batch"]["k"]
+                    null_n[n] = null_n.get(n, 0) + by_size[str(n)]["batch"]["n"]
+                continue
+            if len(sizes) < 2:
+                continue
+            rates = [by_size[str(n)]["batch"]["rate"] for n in sizes]
+            style = ":" if label.endswith("llama-13b") else "-"
+            ax.plot(sizes, rates, marker="o", ls=style, lw=1.2, ms=3, label=label.replace("arena-", ""))
+    if null_n:
+        sizes = sorted(null_n)
+        ax.plot(sizes, [null_k[n] / null_n[n] for n in sizes], color="k", marker="x",
+                label="null: own held-out answers")
+        ax.axhline(0.05, color="k", lw=0.8, ls=":")
+    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ticks = sorted({int(k) for run in runs for v in run.values() if isinstance(v, dict) for k in v if k.isdigit()})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("outputs in the batch (one per held-out prompt)")
+    ax.set_ylabel("batches flagged at alpha 0.05")
+    ax.legend(fontsize=5.5, loc="lower right")
+    ax.set_title("Silent model swaps as a batch, through the package (conditional test); the approved model's "
+                 "other prompts build the baseline", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "validation_arena_swaps.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_arena_swaps.png"
+
+
+def arena_injection_plot(cells: dict, out: Path) -> Path:
+    """Per-output detection of injected off-policy sentences by number and position, one-model one-class cells."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for where in ("start", "middle", "end"):
+        ns = [n for n in (1, 3, 6) if f"inject_{where}_{n}" in cells]
+        if not ns:
+            continue
+        got = [cells[f"inject_{where}_{n}"]["detect"] for n in ns]
+        ax.errorbar(ns, [g["rate"] for g in got],
+                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
+                    marker="o", capsize=2, label=where)
+    ax.axhline(cells["null"]["detect"]["rate"], color="k", lw=0.8, ls=":", label="approved answers (null)")
+    ax.set_xticks([1, 3, 6])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("off-policy sentences injected")
+    ax.set_ylabel("outputs flagged at alpha 0.05")
+    ax.legend(fontsize=7)
+    ax.set_title("One model, one class (arena-hard-v2.0): injected sentences by position", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "validation_arena_injection.png", dpi=90)
+    plt.close(fig)
+    return out / "validation_arena_injection.png"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.validation_plots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +233,12 @@ def main() -> None:
     swaps = {int(run["batch_conversations"]): run for run in runs}
     if swaps:
         drawn.append(batchsize_plot(swaps, args.out))
+    arena = [json.loads(f.read_text()) for f in sorted(folder.glob("arena_swaps*.json"))]
+    if arena:
+        drawn.append(arena_swaps_plot(arena, args.out))
+    cells = sorted(folder.glob("arena_cells*.json"))
+    if cells:
+        drawn.append(arena_injection_plot(json.loads(cells[0].read_text()), args.out))
     if not drawn:
         print(f"nothing to draw: {folder} holds none of the files listed in --help")
     for png in drawn:

@@ -51,11 +51,17 @@ GLOSSARY = (
     ("No baseline", "No approved baseline exists for this model version and input class, so the output could not "
                     "be judged."),
     ("Invalid", "The record could not be read as an audited output (for example, its text was missing)."),
-    ("Batch verdict", "The outputs of one model version and input class, tested together against the approved "
-                      "calibration outputs. It can find a change too small to show in any single output."),
+    ("Batch verdict", "The outputs of one model version and input class, tested together against approved "
+                      "outputs. It can find a change too small to show in any single output."),
     ("Mann-Whitney test", "Do the batch's scores run higher than the approved outputs' scores?"),
     ("Kolmogorov-Smirnov test", "Are the batch's scores distributed differently (higher, lower, narrower, wider)?"),
     ("MMD and energy-distance tests", "Has what the outputs say moved away from what the approved outputs say?"),
+    ("Conditional batch test", "How baselines built since 0.6.0 test a batch: each output is reduced to what it says "
+                               "and how it is written beyond what its input predicts, and the batch is compared with "
+                               "every approved output of the baseline by three tests (MMD) of those features."),
+    ("minP combination", "The conditional batch test's three p-values are combined by asking how often, over the "
+                         "same reshufflings of whole prompts, the smallest of them is as small as observed: exact, "
+                         "and one strong test is not watered down by the others."),
     ("Bonferroni combination", "The batch is out of bounds when one test's p-value, times the number of tests, is "
                                "at or below alpha; so looking at several tests does not raise the false-alarm rate."),
     ("Nearest approved outputs", "The approved outputs most similar to this output: what the model said for "
@@ -254,10 +260,18 @@ def compared_phrase(row: Mapping[str, Any], view: BaselineView | None) -> str | 
 def batch_words(batch: Mapping[str, Any], shift: str | None = None) -> str:
     """The batch verdict as one sentence that matches its tests (which rejected, and in which direction), from
     the tests' p-values; ``shift`` is how the batch's scores differ from the calibration scores."""
-    from conformance.scoring.reasons import batch_conclusion
+    from conformance.scoring.reasons import batch_conclusion, conditional_conclusion
 
-    p_values = (batch.get("tests") or {}).get("p_values") if isinstance(batch.get("tests"), dict) else None
+    tests: Mapping[str, Any] = batch["tests"] if isinstance(batch.get("tests"), dict) else {}
+    p_values = tests.get("p_values")
     alpha = batch.get("alpha")
+    if (tests.get("test") == "conditional" and isinstance(p_values, dict) and alpha is not None
+            and batch.get("p_value") is not None):
+        moved = tests.get("descriptor_shifts")
+        shifts: Mapping[str, Any] = moved if isinstance(moved, dict) else {}
+        sentence = conditional_conclusion(float(batch["p_value"]), {str(k): float(v) for k, v in p_values.items()},
+                                          {str(k): float(v) for k, v in shifts.items()}, float(alpha))
+        return sentence[0].upper() + sentence[1:]
     if isinstance(p_values, dict) and p_values and alpha is not None:
         sentence = batch_conclusion({str(k): float(v) for k, v in p_values.items()}, float(alpha), shift=shift)
         return sentence[0].upper() + sentence[1:]

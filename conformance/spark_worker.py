@@ -240,7 +240,8 @@ def encode_state(scorer: Any, plan: Any) -> bytes:
             "reservoir": {"max_outputs": res.max_outputs, "seed": res.seed, "n_kept": res.n_kept,
                           "n_seen": res.n_seen, "cut": None if res.cut is None else str(res.cut),
                           "items": [[key, [{"score": i.score, "batch_score": i.batch_score,
-                                            "embedding": _array(i.embedding), "residual": _array(i.residual)}
+                                            "embedding": _array(i.embedding), "residual": _array(i.residual),
+                                            "features": _array(i.features)}
                                            for i in items]] for key, items in res.items.items()]},
         })
     state = {
@@ -271,7 +272,8 @@ def decode_state(data: bytes, scorer: Any, plan: Any) -> int:
         res.n_kept, res.n_seen = r["n_kept"], r["n_seen"]
         res.cut = None if r["cut"] is None else int(r["cut"])
         for key, items in r["items"]:
-            res.items[key] = [_Item(i["score"], i["batch_score"], _unarray(i["embedding"]), _unarray(i["residual"]))
+            res.items[key] = [_Item(i["score"], i["batch_score"], _unarray(i["embedding"]), _unarray(i["residual"]),
+                                    _unarray(i.get("features")))
                               for i in items]
             heapq.heappush(res._heap, (-priority(res.seed, key), key))
         scorer.groups[cell] = acc

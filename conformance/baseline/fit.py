@@ -39,6 +39,7 @@ from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer
 from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
+from conformance.stats.two_sample import _whole_groups_up_to
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
 SCORERS = defaults.SCORERS
@@ -299,8 +300,9 @@ def build_baseline(
     state: dict[str, np.ndarray] = {}
     batch_cal_scores: np.ndarray | None = None
     cal_residuals: np.ndarray | None = None
+    conditional_reference: dict[str, object] = {}
     if scorer == "combined":
-        cal_scores, batch_cal_scores, cal_residuals, scorer_meta, state = _fit_combined(
+        cal_scores, batch_cal_scores, cal_residuals, scorer_meta, state, conditional_reference = _fit_combined(
             split, used, fit_emb, cal_emb, embedder, k=int(k_used), seed=seed, sampled=chosen == "sample",
             progress=progress)
     else:
@@ -339,7 +341,9 @@ def build_baseline(
                               "delta": None if delta is None else float(delta), "conditional_threshold": conditional,
                               "batch_unit": "prompt",
                               "batch_score": "score" if batch_cal_scores is None else "batch_rule",
-                              "batch_embedding": "pooled" if cal_residuals is None else "residual"},
+                              "batch_embedding": "pooled" if cal_residuals is None else "residual",
+                              "batch_test": "conditional" if conditional_reference else "calibration",
+                              **({"batch_descriptors": list(DESCRIPTORS)} if conditional_reference else {})},
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
         calibration_scores=np.sort(cal_scores[used] if chosen == "sample" else cal_scores),
@@ -355,6 +359,7 @@ def build_baseline(
         lineage=_lineage(records, source),
         scorer_state=state,
         calibration_residuals=cal_residuals,
+        **conditional_reference,  # type: ignore[arg-type]
     )
     return with_digest(baseline)
 
@@ -362,10 +367,11 @@ def build_baseline(
 def _fit_combined(
     split: Split, used: np.ndarray, fit_emb: EmbeddedTexts, cal_emb: EmbeddedTexts, embedder: Embedder, *,
     k: int, seed: int, sampled: bool, progress: bool | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object], dict[str, np.ndarray], dict[str, object]]:
     """Fit the input-conditional combined score on the fit part; score the calibration part with it (and
     with the batch tests' rule, :data:`conformance.stats.combined.BATCH_COMBINATION`) and give its residual
-    embeddings (for the batch MMD and energy tests)."""
+    embeddings, and the reference of the conditional batch test: every approved output's pooled input and
+    output embedding, descriptors and prompt key (:func:`conditional_reference`)."""
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit], progress=progress)
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration], progress=progress)
@@ -401,4 +407,26 @@ def _fit_combined(
             for j, name in enumerate(text.facet_names)}
     meta["batch_embeddings"] = ("the batch MMD and energy tests compare residual embeddings: each pooled output "
                                 "embedding minus what the ridge regression predicts from its input")
-    return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state()
+    reference = conditional_reference(
+        [r.prompt_key for r in [*split.fit, *split.calibration]], np.vstack([fit_in, cal_in]),
+        np.vstack([fit_emb.pooled(), cal_emb.pooled()]), np.vstack([fit_desc, cal_desc]), seed=seed)
+    return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state(), reference
+
+
+#: The conditional batch test's reference holds at most this many approved outputs (whole prompts, a seeded
+#: choice that sees no content), so that a baseline and the test's pooled matrices stay bounded.
+MAX_CONDITIONAL_REFERENCE = 2000
+
+
+def conditional_reference(
+    prompt_keys: Sequence[str], inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, *, seed: int,
+) -> dict[str, object]:
+    """The arrays a baseline keeps for the conditional batch test
+    (:mod:`conformance.stats.conditional_batch`): every approved output, fit and calibration parts alike, up to
+    :data:`MAX_CONDITIONAL_REFERENCE` outputs of whole prompts taken in a seeded order."""
+    keys = np.array([str(k) for k in prompt_keys], dtype=object)
+    keep = _whole_groups_up_to(keys, MAX_CONDITIONAL_REFERENCE, [seed, 3])
+    return {"batch_reference_prompt_keys": [str(k) for k in keys[keep]],
+            "batch_reference_inputs": np.asarray(inputs, dtype=np.float32)[keep],
+            "batch_reference_outputs": np.asarray(outputs, dtype=np.float32)[keep],
+            "batch_reference_descriptors": np.asarray(descriptors, dtype=np.float64)[keep]}

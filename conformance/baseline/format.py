@@ -35,7 +35,8 @@ META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
 #: Arrays a format 2 baseline may carry beyond ``_ARRAYS`` and the scorer state.
-_OPTIONAL_ARRAYS = ("calibration_residuals",)
+_OPTIONAL_ARRAYS = ("calibration_residuals", "batch_reference_inputs", "batch_reference_outputs",
+                    "batch_reference_descriptors")
 _STATE_PREFIX = "scorer__"
 
 
@@ -93,6 +94,14 @@ class Baseline:
     #: built since the batch MMD and energy tests run on them). ``None`` for older baselines, whose batch
     #: tests compare the pooled output embeddings themselves.
     calibration_residuals: np.ndarray | None = None
+    #: The reference of the conditional batch test (scorer ``batch_test`` ``conditional``): every approved output
+    #: of the cell (fit and calibration parts, up to a bound of whole prompts), its prompt key, the pooled
+    #: embeddings of its input and output, and its descriptors (:data:`conformance.stats.descriptors.DESCRIPTORS`).
+    #: ``None`` for baselines built before, whose batch tests compare with the calibration part only.
+    batch_reference_prompt_keys: list[str] | None = None
+    batch_reference_inputs: np.ndarray | None = None
+    batch_reference_outputs: np.ndarray | None = None
+    batch_reference_descriptors: np.ndarray | None = None
     #: The format the baseline was stored in, when it was older than :data:`FORMAT_VERSION` and migrated on
     #: load (``None`` otherwise). Its ``digest`` stays the stored one: the approved artifact's identity.
     migrated_from: int | None = None
@@ -155,7 +164,7 @@ class Baseline:
         } | {
             name: getattr(self, name)
             for name in ("calibration_prompt_keys", "calibration_scores_by_record", "calibration_used",
-                         "batch_calibration_scores_by_record")
+                         "batch_calibration_scores_by_record", "batch_reference_prompt_keys")
             if getattr(self, name) is not None
         }
 

@@ -27,6 +27,10 @@ BATCH_SCORES = ("score", "batch_rule")
 #: What the batch MMD and energy tests compare: pooled output embeddings, or the combined scorer's
 #: residual embeddings (what an output says beyond what its input predicts).
 BATCH_EMBEDDINGS = ("pooled", "residual")
+#: Which batch test decides a group's batch verdict: the four tests against the calibration part, combined by
+#: Bonferroni (``calibration``; baselines built before 0.6.0, which store no ``batch_test``), or the conditional
+#: test against every approved output, combined by minP (``conditional``; :mod:`conformance.stats.conditional_batch`).
+BATCH_TESTS = ("calibration", "conditional")
 
 #: The keys every stored scorer holds since format 3.
 REQUIRED_KEYS = ("name", "k", "calibration_method", "delta", "conditional_threshold", "batch_unit", "batch_score",
@@ -50,6 +54,10 @@ class ScorerSpec:
     batch_unit: str
     batch_score: str
     batch_embedding: str
+    #: One of :data:`BATCH_TESTS`.
+    batch_test: str = "calibration"
+    #: For ``conditional``: the descriptor columns of its reference, in order.
+    batch_descriptors: tuple[str, ...] = ()
     #: For ``combined``: the :class:`~conformance.stats.combined.CombinedScorer` parameters.
     combined_params: Mapping[str, Any] | None = None
     #: For ``combined``: the components, in the order they were fitted.
@@ -86,7 +94,8 @@ class ScorerSpec:
                                     ("calibration_method", scorer["calibration_method"], P_VALUE_RULES),
                                     ("batch_unit", scorer["batch_unit"], BATCH_UNITS),
                                     ("batch_score", scorer["batch_score"], BATCH_SCORES),
-                                    ("batch_embedding", scorer["batch_embedding"], BATCH_EMBEDDINGS)):
+                                    ("batch_embedding", scorer["batch_embedding"], BATCH_EMBEDDINGS),
+                                    ("batch_test", scorer.get("batch_test", "calibration"), BATCH_TESTS)):
             if value not in allowed:
                 raise BaselineError(f"the baseline's scorer {key} must be one of {', '.join(allowed)}, "
                                     f"got {value!r}")
@@ -101,6 +110,8 @@ class ScorerSpec:
             batch_unit=str(scorer["batch_unit"]),
             batch_score=str(scorer["batch_score"]),
             batch_embedding=str(scorer["batch_embedding"]),
+            batch_test=str(scorer.get("batch_test", "calibration")),
+            batch_descriptors=tuple(scorer.get("batch_descriptors", ())),
             combined_params={key: scorer[key] for key in COMBINED_PARAMS} if combined else None,
             components=tuple(scorer["components"]) if combined else (),
             facet_calibration=scorer["facet_calibration"] if combined else None,

@@ -11,9 +11,10 @@ import numpy as np
 from conformance.baseline.format import Baseline
 from conformance.defaults import BATCH_SEED, PERMUTATIONS
 from conformance.records import prompt_key_of
-from conformance.scoring.reasons import batch_conclusion, score_shift
+from conformance.scoring.reasons import batch_conclusion, conditional_conclusion, score_shift
 from conformance.scoring.reservoir import PromptReservoir, priority
 from conformance.stats.block_ranks import streamed_batch_tests
+from conformance.stats.conditional_batch import conditional_batch_test
 from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
@@ -26,6 +27,8 @@ class _Item:
     batch_score: float | None
     embedding: np.ndarray | None
     residual: np.ndarray | None
+    #: The input's pooled embedding and the output's descriptors, one row (the conditional batch test's).
+    features: np.ndarray | None = None
 
 
 class GroupAccumulator:
@@ -48,10 +51,10 @@ class GroupAccumulator:
         self.scores = array("d")
         self.keys = array("I")
         self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
-        self.missing = {"embedding": 0, "batch_score": 0, "residual": 0}
+        self.missing = {"embedding": 0, "batch_score": 0, "residual": 0, "features": 0}
 
     def add(self, verdict: Verdict, *, embedding: np.ndarray | None = None, batch_score: float | None = None,
-            residual: np.ndarray | None = None) -> None:
+            residual: np.ndarray | None = None, features: np.ndarray | None = None) -> None:
         self.n += 1
         self.counts[verdict.verdict] += 1
         if verdict.score is None:
@@ -59,12 +62,14 @@ class GroupAccumulator:
         self.scores.append(float(verdict.score if batch_score is None else batch_score))
         key = _prompt_key(verdict)
         self.keys.append(priority(self.reservoir.seed, key) >> 32)
-        for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual)):
+        for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual),
+                            ("features", features)):
             self.missing[name] += value is None
         # Copies: a row of a chunk's array would keep the whole array alive while the row is in the reservoir.
         self.reservoir.add(key, _Item(
             float(verdict.score), batch_score, None if embedding is None else np.array(embedding, copy=True),
-            None if residual is None else np.array(residual, copy=True)))
+            None if residual is None else np.array(residual, copy=True),
+            None if features is None else np.array(features, copy=True)))
 
     def merge(self, other: GroupAccumulator) -> None:
         """Add the verdicts ``other`` was fed (the same group, rows that come after this one's): the result
@@ -92,6 +97,9 @@ class GroupAccumulator:
         if not self.scores:
             return GroupSummary(mv, ic, self.n, counts, None, INVALID, None, uri, baseline.alpha,
                                 "no record of this group could be scored")
+        if (baseline.spec.batch_test == "conditional" and baseline.batch_reference_inputs is not None
+                and self.missing["features"] == 0 and self.missing["embedding"] == 0):
+            return self._conditional_summary(uri, baseline, n_permutations=n_permutations, seed=seed)
         kept = self.reservoir.kept()
         items = [item for _, item in kept]
         n_scored = len(self.scores)
@@ -174,6 +182,44 @@ class GroupAccumulator:
             tests["embeddings"] = embedding_kind
         return GroupSummary(mv, ic, self.n, counts, p, verdict, result.description, uri, baseline.alpha, reason,
                             tests=tests)
+
+
+    def _conditional_summary(self, uri: str, baseline: Baseline, *, n_permutations: int, seed: int) -> GroupSummary:
+        """The batch verdict of the conditional test (:mod:`conformance.stats.conditional_batch`): the reservoir's
+        whole prompts against every approved output the baseline keeps."""
+        assert (baseline.batch_reference_inputs is not None and baseline.batch_reference_outputs is not None
+                and baseline.batch_reference_descriptors is not None
+                and baseline.batch_reference_prompt_keys is not None)
+        kept = self.reservoir.kept()
+        keys = [key for key, _ in kept]
+        dim = int(baseline.batch_reference_inputs.shape[1])
+        features = np.stack([item.features for _, item in kept])  # type: ignore[misc]
+        outputs = np.stack([item.embedding for _, item in kept])  # type: ignore[misc]
+        result = conditional_batch_test(
+            features[:, :dim], outputs, features[:, dim:], keys, baseline.batch_reference_inputs,
+            baseline.batch_reference_outputs, baseline.batch_reference_descriptors,
+            baseline.batch_reference_prompt_keys, n_permutations=n_permutations, seed=seed,
+            descriptor_names=baseline.spec.batch_descriptors)
+        p, alpha, n_scored = result.p_value, baseline.alpha, len(self.scores)
+        verdict = OUT if p <= alpha else WITHIN
+        each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
+        sampled = ("" if self.reservoir.complete else
+                   f" (a seeded sample of whole prompts: {self.reservoir.n_kept} of the {n_scored} outputs)")
+        reason = (
+            f"The {n_scored} scored outputs{sampled}, {result.n_batch_prompts} prompts, were compared as a batch "
+            f"with every approved output the baseline keeps ({result.n_reference_prompts} prompts, "
+            f"{result.n_reference} outputs), each reduced to what it says and how it is written beyond what its "
+            f"input predicts, by {len(result.p_values)} statistics ({each}; permutations of whole prompts, "
+            f"B={result.n_permutations}, seed {result.seed}), combined by minP: p-value {p:.4g} "
+            + ("<= alpha: " if verdict == OUT else f"> alpha {alpha:g}: ")
+            + conditional_conclusion(p, result.p_values, result.shifts, alpha))
+        tests = result.to_dict() | {"test": "conditional", "n_batch": n_scored, "n_tested": result.n_batch,
+                                    "reservoir": self.reservoir.to_dict()}
+        description = ("minP combination of 3 MMD permutation tests on input-conditional features (residual "
+                       "embeddings, descriptor residuals, both) against every approved output the baseline keeps, "
+                       "whole prompts permuted")
+        return GroupSummary(self.model_version, self.input_class, self.n, dict(self.counts), p, verdict, description,
+                            uri, alpha, reason, tests=tests)
 
 
 #: The rank tests of a large group use every output up to this many; beyond, the whole prompts of smallest

@@ -35,12 +35,14 @@ def judge(
     inputs: np.ndarray | None = None,
     batch_scores: dict[int, float] | None = None,
     batch_residuals: dict[int, np.ndarray] | None = None,
+    batch_features: dict[int, np.ndarray] | None = None,
 ) -> list[Verdict]:
     """Verdicts for records of the baseline's cell, given their embeddings (and, for the
     combined score, one pooled embedding per record's input). For a baseline that carries
     batch calibration scores, each record's score under the batch tests' rule goes into
     ``batch_scores`` (by row), if given; for one that carries calibration residuals, each
-    record's residual embedding goes into ``batch_residuals``."""
+    record's residual embedding goes into ``batch_residuals``; for one whose batch test is ``conditional``, each
+    record's input embedding and descriptors (one row) go into ``batch_features``."""
     spec = baseline.spec
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference,
                                              spec.k)
@@ -65,6 +67,11 @@ def judge(
         if batch_residuals is not None and spec.batch_embedding == "residual":
             batch_residuals.update(zip((r.row for r in records), model.residual_embeddings(embedded.pooled(), inputs)))
         input_p = [float(p) for p in model.input_p_values(inputs)]
+        if batch_features is not None and spec.batch_test == "conditional":
+            described = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window,
+                                 names=spec.batch_descriptors)
+            batch_features.update(zip((r.row for r in records),
+                                      np.hstack([np.asarray(inputs, dtype=np.float64), described])))
     p_values = baseline.p_values(scores)
     cut = flag_threshold(baseline)
     embedder_digest = fingerprint_digest(baseline.embedder)

@@ -163,3 +163,39 @@ def batch_conclusion(p_values: dict[str, float], alpha: float, *, shift: str | N
         found.setdefault(text, []).append(test)
     words = [f"{text} ({' and '.join(tests)} test{'s' if len(tests) > 1 else ''})" for text, tests in found.items()]
     return "as a batch, they differ from approved outputs. They are " + "; and ".join(words) + "."
+
+
+#: What each statistic of the conditional batch test sees when it rejects, in plain words.
+_CONDITIONAL_WORDS = {
+    "residual_mmd": "what they say, beyond what their inputs predict, is distributed differently",
+    "descriptor_mmd": "how they are written (length, format, refusals, language, relevance) differs from what is "
+                      "usual for their inputs",
+    "joint_mmd": "what they say and how they are written, taken together, differ from approved outputs",
+}
+#: How a descriptor's shift reads (positive, negative), for descriptors whose shift names a direction.
+_DESCRIPTOR_DIRECTIONS = {
+    "log_tokens": ("longer", "shorter"),
+    "list_lines": ("more list lines", "fewer list lines"),
+    "heading_lines": ("more headings", "fewer headings"),
+    "code_blocks": ("more code blocks", "fewer code blocks"),
+    "refusal_markers": ("more refusal phrases", "fewer refusal phrases"),
+    "non_ascii_letters": ("more letters outside ASCII", "fewer letters outside ASCII"),
+    "foreign_function_words": ("more words of other European languages", "fewer words of other European languages"),
+    "relevance": ("less about their inputs", "more about their inputs"),
+}
+
+
+def conditional_conclusion(p_value: float, p_values: dict[str, float], shifts: dict[str, float], alpha: float) -> str:
+    """The end of a conditional batch verdict's reason: whether the minP combination rejected, which statistics are
+    at or below alpha on their own, and the properties that moved most (by half a pooled spread or more)."""
+    moved = sorted(((abs(v), name, v) for name, v in shifts.items() if name in _DESCRIPTOR_DIRECTIONS
+                    and abs(v) >= 0.5), reverse=True)[:3]
+    how = ", ".join(f"{_DESCRIPTOR_DIRECTIONS[name][0 if v > 0 else 1]} ({v:+.1f} spreads)" for _, name, v in moved)
+    if p_value > alpha:
+        said = "as a batch, no difference from approved outputs is found"
+        return said + (f" (the largest shifts, too small to count: {how})." if how else ".")
+    strong = [name for name, p in p_values.items() if p <= alpha]
+    words = list(dict.fromkeys(_CONDITIONAL_WORDS.get(name, name.replace("_", " ")) for name in strong))
+    text = "as a batch, they differ from approved outputs: " + ("; ".join(words) if words else
+                                                                 "several statistics point the same way")
+    return text + (f". For their inputs they are {how}." if how else ".")

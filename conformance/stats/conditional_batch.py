@@ -1,0 +1,249 @@
+"""The batch test of a group: what its outputs say beyond what their inputs predict, against every approved prompt.
+
+A silent model update changes *how* a model answers (longer, more headings, another tone), not what its answers
+are about, and that is set by the questions. So each output is reduced to **input-conditional features**:
+
+``residual``     its pooled embedding minus what a ridge regression on its input's embedding predicts;
+``descriptors``  its text descriptors (length, list lines, headings, code blocks, refusal phrases, other
+                 scripts and languages) and its input relevance, each minus what the regression predicts for its
+                 input.
+
+The regressions are fitted **label-blind** on the pooled sample (the batch and every approved reference output),
+cross-fitted over folds of whole prompts chosen by a hash of the prompt key: each output's features come from
+regressions fitted on the other folds. No feature depends on which side an output is on, so the pooled outputs
+stay exchangeable under the null and a permutation test over whole prompts is exact, while the reference holds
+every approved prompt the baseline kept, not only its calibration part.
+
+Three statistics compare the batch's features with the reference's, each for the observed labelling and ``B``
+random labellings that move whole prompts, each a Gaussian-kernel MMD (Gretton et al. 2012; bandwidth the median
+pairwise distance of the pooled sample, which no labelling changes) of one view of the outputs:
+
+``residual_mmd``     the residual embeddings: what the outputs say beyond what their inputs predict;
+``descriptor_mmd``   the descriptor residuals: how they are written, for their inputs;
+``joint_mmd``        both, each view scaled to a median norm of one, so that neither drowns the other.
+
+They are combined by **minP** (Westfall & Young 1993): each labelling's smallest per-statistic permutation
+p-value, compared across the ``B + 1`` labellings. The observed labelling and the random ones are exchangeable
+under the null, so the combined p-value is exact, and a single strong statistic is not diluted by the others as
+it is by Bonferroni (the combination pays only for how far the statistics disagree). The family was chosen on the
+design swaps of arena-hard-v0.1 before the arena-bench-v1 swaps were looked at (docs/validation.md, section 10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from conformance.stats.components import unit_rows
+
+#: The statistics of :func:`conditional_batch_test`, in the order they are reported.
+STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd")
+#: Folds of whole prompts over which the pooled regressions are cross-fitted.
+FOLDS = 5
+#: Ridge penalty of the pooled regressions (unit-norm embeddings, as the per-output score's).
+RIDGE = 1.0
+#: Descriptor scales are at least this (after robust scaling a constant descriptor would divide by zero).
+SCALE_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class ConditionalBatchResult:
+    """The combined (minP) p-value, each statistic's own permutation p-value, and what was compared."""
+
+    p_value: float
+    p_values: dict[str, float]
+    n_batch: int
+    n_reference: int
+    n_batch_prompts: int
+    n_reference_prompts: int
+    n_permutations: int
+    seed: int
+    shifts: dict[str, float]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "p_value": self.p_value, "p_values": dict(self.p_values), "combination": "minP",
+            "n_batch": self.n_batch, "n_reference": self.n_reference, "n_batch_prompts": self.n_batch_prompts,
+            "n_reference_prompts": self.n_reference_prompts, "n_permutations": self.n_permutations,
+            "seed": self.seed, "permutation_unit": "prompt", "descriptor_shifts": dict(self.shifts),
+        }
+
+
+def fold_of(key: str, folds: int = FOLDS) -> int:
+    """The cross-fitting fold of a prompt: a hash of its key, so the same on either side of the test."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % folds
+
+
+def _cross_fitted_residuals(x: np.ndarray, targets: np.ndarray, folds: np.ndarray, ridge: float) -> np.ndarray:
+    """Each row's target minus the prediction of a ridge regression on ``x`` fitted on the other folds."""
+    out = np.empty_like(targets)
+    present = np.unique(folds)
+    for f in present:
+        test = folds == f
+        train = ~test if present.size > 1 else test
+        xm, tm = x[train].mean(axis=0), targets[train].mean(axis=0)
+        xc = x[train] - xm
+        gram = xc @ xc.T + ridge * np.eye(xc.shape[0])
+        coef = xc.T @ np.linalg.solve(gram, targets[train] - tm)
+        out[test] = (targets[test] - tm) - (x[test] - xm) @ coef
+    return out
+
+
+def conditional_features(
+    inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, prompt_keys: Sequence[str], *,
+    folds: int = FOLDS, ridge: float = RIDGE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residual embeddings and scaled descriptor residuals of the pooled rows, cross-fitted label-blind.
+
+    ``inputs`` and ``outputs`` are pooled embeddings, one row per output; ``descriptors`` the descriptor columns
+    to compare (the relevance ``1 - cos(input, output)`` is added as one more). Each descriptor residual is
+    divided by its pooled scale (the larger of its MAD and standard deviation). Nothing here sees which rows are
+    the batch.
+    """
+    x = unit_rows(np.asarray(inputs, dtype=np.float64))
+    y = unit_rows(np.asarray(outputs, dtype=np.float64))
+    d = np.asarray(descriptors, dtype=np.float64)
+    if not (x.shape[0] == y.shape[0] == d.shape[0] == len(prompt_keys)):
+        raise ValueError(f"inputs, outputs, descriptors and prompt_keys must have one row per output, got "
+                         f"{x.shape[0]}, {y.shape[0]}, {d.shape[0]} and {len(prompt_keys)}")
+    relevance = 1.0 - np.einsum("ij,ij->i", x, y)
+    d = np.column_stack([d, relevance])
+    fold = np.array([fold_of(str(k), folds) for k in prompt_keys])
+    residual = _cross_fitted_residuals(x, y, fold, ridge)
+    d_res = _cross_fitted_residuals(x, d, fold, ridge)
+    centre = np.median(d_res, axis=0)
+    mad = 1.4826 * np.median(np.abs(d_res - centre), axis=0)
+    scale = np.maximum(np.maximum(mad, d_res.std(axis=0)), SCALE_FLOOR)
+    return residual, (d_res - centre) / scale
+
+
+def _labellings(
+    keys_x: Sequence[str], keys_y: Sequence[str], n_permutations: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row 0 the observed labelling, then ``n_permutations`` random ones, each putting as many whole prompts on
+    the batch's side as observed. Returns boolean ``on_x`` per (labelling, prompt) and each row's prompt index."""
+    names = sorted({("x", str(k)) for k in keys_x} | {("y", str(k)) for k in keys_y})
+    index = {name: i for i, name in enumerate(names)}
+    member = np.array([index[("x", str(k))] for k in keys_x] + [index[("y", str(k))] for k in keys_y])
+    observed = np.array([name[0] == "x" for name in names])
+    k_x = int(observed.sum())
+    on_x = np.zeros((n_permutations + 1, len(names)), dtype=bool)
+    on_x[0] = observed
+    picks = np.argsort(rng.random((n_permutations, len(names))), axis=1)[:, :k_x]
+    np.put_along_axis(on_x[1:], picks, True, axis=1)
+    return on_x, member
+
+
+def _sign_matrix(on_x: np.ndarray, member: np.ndarray) -> np.ndarray:
+    labels = on_x[:, member]
+    n_x = labels.sum(axis=1, keepdims=True)
+    return np.where(labels, 1.0 / n_x, -1.0 / (labels.shape[1] - n_x))
+
+
+def _quadratic(signs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    return np.einsum("bi,bi->b", signs @ matrix, signs)
+
+
+def _median_kernel(z: np.ndarray) -> np.ndarray:
+    """The Gaussian kernel matrix of the rows of ``z``, its bandwidth the median pairwise distance."""
+    sq = np.einsum("ij,ij->i", z, z)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0)
+    np.fill_diagonal(d2, 0.0)
+    off = d2[np.triu_indices_from(d2, k=1)]
+    median = float(np.median(off)) if off.size else 0.0
+    return np.exp(-d2 / (2.0 * (median if median > 0 else 1.0)))
+
+
+def _unit_median_norm(z: np.ndarray) -> np.ndarray:
+    norm = float(np.median(np.linalg.norm(z, axis=1)))
+    return z / (norm if norm > 0 else 1.0)
+
+
+def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
+    """Each statistic of :data:`STATISTICS` (a biased MMD², ``a^T K a``) for every labelling, one row of ``signs``
+    each."""
+    joint = np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])
+    return np.column_stack([_quadratic(signs, _median_kernel(view)) for view in (residual, descriptors, joint)])
+
+
+def _column_p_values(stats_: np.ndarray) -> np.ndarray:
+    """For every labelling and statistic, the share of the ``B + 1`` labellings at least as extreme (ties count,
+    with a relative tolerance so float rounding of an equal statistic is a tie)."""
+    n = stats_.shape[0]
+    out = np.empty_like(stats_)
+    for j in range(stats_.shape[1]):
+        column = stats_[:, j]
+        tol = 1e-12 * np.maximum(1.0, np.abs(column))
+        ordered = np.sort(column)
+        out[:, j] = (n - np.searchsorted(ordered, column - tol, side="left")) / n
+    return out
+
+
+def min_p_combination(stats_: np.ndarray) -> tuple[float, np.ndarray]:
+    """The minP combined p-value of row 0 (the observed labelling) against all ``B + 1`` rows, and row 0's
+    per-statistic p-values ``#{b: T_b >= T_0} / (B + 1)`` (the observed labelling counted, as is usual)."""
+    p = _column_p_values(stats_)
+    smallest = p.min(axis=1)
+    combined = float(np.sum(smallest <= smallest[0] * (1 + 1e-12)) / stats_.shape[0])
+    return combined, p[0]
+
+
+def conditional_batch_test(
+    inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, prompt_keys: Sequence[str],
+    reference_inputs: np.ndarray, reference_outputs: np.ndarray, reference_descriptors: np.ndarray,
+    reference_prompt_keys: Sequence[str], *, n_permutations: int = 1000, seed: int = 0, folds: int = FOLDS,
+    descriptor_names: Sequence[str] | None = None,
+) -> ConditionalBatchResult:
+    """Test a batch of outputs against the approved reference outputs of its cell, whole prompts permuted.
+
+    Parameters
+    ----------
+    inputs, outputs : ndarray of shape (n, dim)
+        The batch's pooled input and output embeddings, one row per output.
+    descriptors : ndarray of shape (n, q)
+        Their text descriptors (:func:`conformance.stats.descriptors.describe`).
+    prompt_keys : sequence of str
+        Each output's prompt (or conversation): outputs of one prompt move together.
+    reference_inputs, reference_outputs, reference_descriptors, reference_prompt_keys
+        The same of the approved reference outputs.
+    n_permutations : int, default 1000
+        ``B``, at least 1000.
+    seed : int, default 0
+        Seed of the random labellings.
+    folds : int, default 5
+        Folds of whole prompts for the cross-fitted regressions.
+    descriptor_names : sequence of str, optional
+        Names of the descriptor columns, for :attr:`ConditionalBatchResult.shifts`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> def part(n, shift=0.0):
+    ...     x = rng.normal(size=(n, 8)); y = x + rng.normal(size=(n, 8)); y[:, 0] += shift
+    ...     return x, y, rng.normal(size=(n, 2)), [f"p{i}" for i in range(n)]
+    >>> a, r = part(40, shift=3.0), part(200)
+    >>> conditional_batch_test(*a, *[r[0], r[1], r[2], [f"q{i}" for i in range(200)]]).p_value < 0.01
+    True
+    """
+    if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1000:
+        raise ValueError(f"n_permutations must be an integer >= 1000, got {n_permutations!r}")
+    n_x, n_y = len(prompt_keys), len(reference_prompt_keys)
+    if n_x == 0 or n_y == 0:
+        raise ValueError("the batch and the reference must each hold at least one output")
+    keys = [str(k) for k in prompt_keys] + [str(k) for k in reference_prompt_keys]
+    residual, scaled = conditional_features(
+        np.vstack([inputs, reference_inputs]), np.vstack([outputs, reference_outputs]),
+        np.vstack([descriptors, reference_descriptors]), keys, folds=folds)
+    on_x, member = _labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
+    signs = _sign_matrix(on_x, member)
+    combined, each = min_p_combination(_statistics(signs, residual, scaled))
+    names = list(descriptor_names or [f"descriptor_{j}" for j in range(scaled.shape[1] - 1)]) + ["relevance"]
+    diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)
+    return ConditionalBatchResult(
+        p_value=combined, p_values={name: float(p) for name, p in zip(STATISTICS, each)}, n_batch=n_x,
+        n_reference=n_y, n_batch_prompts=len(set(keys[:n_x])), n_reference_prompts=len(set(keys[n_x:])),
+        n_permutations=int(n_permutations), seed=int(seed),
+        shifts={name: float(v) for name, v in zip(names, diff)})

@@ -1,0 +1,260 @@
+"""The conditional batch test: exact level with whole prompts permuted, minP without dilution, and power.
+
+The level checks would fail if the features saw which side an output is on (a regression fitted on the reference
+alone), if single outputs were permuted where a prompt has several alike outputs, or if the minP combination were
+computed against anything but the same labellings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conformance.stats.conditional_batch import (
+    STATISTICS,
+    _labellings,
+    _sign_matrix,
+    _statistics,
+    conditional_batch_test,
+    fold_of,
+    min_p_combination,
+)
+from conformance.stats.components import unit_rows
+
+DIM = 16
+ALPHA = 0.05
+
+
+def _interval(k: int, n: int, level: float = 0.999) -> tuple[float, float]:
+    lo = 0.0 if k == 0 else float(stats.beta.ppf((1 - level) / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - (1 - level) / 2, k + 1, n - k))
+    return lo, hi
+
+
+def _prompts(rng: np.random.Generator, n_prompts: int, coef: np.ndarray, tag: str, *, shift: float = 0.0,
+             per_prompt: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Outputs of ``n_prompts`` prompts, 1 to ``per_prompt`` each; outputs of one prompt are much alike (a shared
+    prompt effect), as a model's answers to one question are."""
+    xs, ys, ds, keys = [], [], [], []
+    for p in range(n_prompts):
+        x = rng.normal(size=DIM)
+        effect = x @ coef + 0.8 * rng.normal(size=DIM)
+        for _ in range(int(rng.integers(1, per_prompt + 1))):
+            y = effect + 0.2 * rng.normal(size=DIM)
+            y[0] += shift
+            xs.append(x)
+            ys.append(y)
+            ds.append([np.log1p(rng.poisson(50)), rng.poisson(0.2), abs(effect[1]) + 0.1 * rng.normal()])
+            keys.append(f"{tag}{p}")
+    return np.array(xs), np.array(ys), np.array(ds), keys
+
+
+def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int, int]:
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    flagged = 0
+    for i in range(draws):
+        batch = _prompts(rng, 15, coef, "b")
+        reference = _prompts(rng, 60, coef, "r")
+        if broken is None:
+            p = conditional_batch_test(*batch, *reference, n_permutations=1000, seed=i).p_value
+        else:
+            p = _broken_p_value(batch, reference, broken, seed=i)
+        flagged += p <= ALPHA
+    return flagged, draws
+
+
+def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type: ignore[no-untyped-def]
+    """The test with one of its safeguards removed."""
+    x = np.vstack([batch[0], reference[0]])
+    y = np.vstack([batch[1], reference[1]])
+    d = np.vstack([batch[2], reference[2]])
+    keys = list(batch[3]) + list(reference[3])
+    n_x = len(batch[3])
+    if how == "reference_fit":
+        # The regression fitted on the reference alone: its residuals are in-sample there, out of sample in the batch.
+        xr, yr = unit_rows(reference[0]), unit_rows(reference[1])
+        xm, ym = xr.mean(axis=0), yr.mean(axis=0)
+        coef = np.linalg.solve((xr - xm).T @ (xr - xm) + 0.1 * np.eye(DIM), (xr - xm).T @ (yr - ym))
+        residual = (unit_rows(y) - ym) - (unit_rows(x) - xm) @ coef
+        on_x, member = _labellings(keys[:n_x], keys[n_x:], 1000, np.random.default_rng(seed))
+    elif how == "single_outputs":
+        # Every output its own unit: outputs of one prompt, alike, are treated as independent.
+        from conformance.stats.conditional_batch import conditional_features
+        residual, _ = conditional_features(x, y, d, keys)
+        ids = [f"{k}#{i}" for i, k in enumerate(keys)]
+        on_x, member = _labellings(ids[:n_x], ids[n_x:], 1000, np.random.default_rng(seed))
+    else:
+        raise ValueError(how)
+    scaled = (d - d.mean(axis=0)) / d.std(axis=0)
+    return min_p_combination(_statistics(_sign_matrix(on_x, member), residual, scaled))[0]
+
+
+@pytest.mark.slow
+def test_null_batches_are_flagged_at_the_level() -> None:
+    """Under the null (batch and reference prompts alike, 1-2 alike outputs per prompt) the combined p-value is
+    exact: its rate is inside the 99.9 % interval around alpha, not only below it."""
+    k, n = _null_rate(300, 7)
+    lo, hi = _interval(k, n)
+    assert lo <= ALPHA <= hi, k / n
+
+
+@pytest.mark.slow
+def test_a_regression_fitted_on_the_reference_alone_breaks_the_level() -> None:
+    """Why the features are fitted on the pooled sample: fitted on the reference alone, its residuals are smaller
+    than the batch's and null batches are flagged far above alpha."""
+    k, n = _null_rate(60, 8, broken="reference_fit")
+    assert _interval(k, n)[0] > 2 * ALPHA, k / n
+
+
+@pytest.mark.slow
+def test_permuting_single_outputs_breaks_the_level() -> None:
+    """Why whole prompts move: with several alike outputs per prompt, permuting outputs flags null batches more
+    often than alpha."""
+    rng_seed = 9
+    k, n = _null_rate(150, rng_seed, broken="single_outputs")
+    assert _interval(k, n)[0] > ALPHA, k / n
+
+
+def test_min_p_is_exact_and_not_diluted() -> None:
+    rng = np.random.default_rng(0)
+    # Exchangeable rows (every labelling alike): P(p <= alpha) is alpha, up to the grid of 1/(B + 1).
+    hits = sum(min_p_combination(rng.normal(size=(1000, 5)))[0] <= ALPHA for _ in range(1500))
+    lo, hi = _interval(hits, 1500)
+    assert lo <= ALPHA <= hi
+    # Five copies of one statistic: the combination costs nothing (Bonferroni would multiply by five).
+    column = rng.normal(size=(1000, 1))
+    column[0] = 2.5
+    combined, each = min_p_combination(np.repeat(column, 5, axis=1))
+    assert combined == pytest.approx(each[0])
+    assert combined < min(1.0, 5 * each[0])
+
+
+def test_power_against_a_change_in_how_outputs_are_written() -> None:
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    reference = _prompts(rng, 80, coef, "r")
+    shifted = conditional_batch_test(*_prompts(rng, 20, coef, "b", shift=1.0), *reference)
+    assert shifted.p_value <= 0.01
+    assert set(shifted.p_values) == set(STATISTICS)
+    assert shifted.n_batch_prompts == 20 and shifted.n_reference_prompts == 80
+    same = conditional_batch_test(*_prompts(rng, 20, coef, "b"), *reference)
+    assert same.p_value > shifted.p_value
+
+
+def test_the_order_of_the_rows_changes_nothing() -> None:
+    rng = np.random.default_rng(2)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    batch, reference = _prompts(rng, 12, coef, "b", shift=0.3), _prompts(rng, 40, coef, "r")
+    first = conditional_batch_test(*batch, *reference, seed=3)
+    order = rng.permutation(len(batch[3]))
+    shuffled = (batch[0][order], batch[1][order], batch[2][order], [batch[3][i] for i in order])
+    second = conditional_batch_test(*shuffled, *reference, seed=3)
+    assert second.p_values == pytest.approx(first.p_values, abs=1e-12)
+    assert second.p_value == first.p_value
+
+
+def test_folds_follow_the_prompt_key_only() -> None:
+    assert fold_of("prompt-1") == fold_of("prompt-1")
+    assert {fold_of(f"p{i}") for i in range(100)} == set(range(5))
+
+
+def test_errors() -> None:
+    rng = np.random.default_rng(3)
+    coef = np.eye(DIM)
+    batch, reference = _prompts(rng, 5, coef, "b"), _prompts(rng, 20, coef, "r")
+    with pytest.raises(ValueError, match="n_permutations"):
+        conditional_batch_test(*batch, *reference, n_permutations=10)
+    with pytest.raises(ValueError, match="one row per output"):
+        conditional_batch_test(batch[0][:-1], *batch[1:], *reference)
+
+
+# -- through the package: build keeps the reference, score runs the test --------------------------------------------
+
+def _approved_records(n: int):  # type: ignore[no-untyped-def]
+    from conformance.records import Record
+
+    return [Record(row=i + 1, record_id=f"a{i}", model_version="m", input_class="c", input=f"0:{50000 + i % 60}",
+                   output=f"0:{1000 + i}", extras={"prompt_id": f"p{i % 60}"}) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def built_baseline():  # type: ignore[no-untyped-def]
+    from conformance.baseline.fit import build_baseline
+    from tests.test_stat_format import WindowedFakeEmbedder
+
+    return build_baseline(_approved_records(240), alpha=0.1, scorer="combined", embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+
+
+def _audited(shift: int, n: int = 40):  # type: ignore[no-untyped-def]
+    from conformance.records import Record, RecordSet
+
+    rows = tuple(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=f"0:{60000 + i % 20}",
+                        output=f"{shift}:{3000 + i}", extras={"prompt_id": f"q{i % 20}"}) for i in range(n))
+    return RecordSet(path="<test>", rows=rows)
+
+
+def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baseline, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from conformance.baseline.format import load_baseline, save_baseline
+    from conformance.errors import BaselineError
+
+    b = built_baseline
+    assert b.spec.batch_test == "conditional" and b.spec.batch_descriptors
+    assert b.batch_reference_inputs is not None and b.batch_reference_outputs is not None
+    assert b.batch_reference_descriptors is not None and b.batch_reference_prompt_keys is not None
+    # Fit and calibration parts alike: every one of the 240 approved outputs, 60 prompts.
+    assert b.batch_reference_inputs.shape[0] == 240 == len(b.batch_reference_prompt_keys)
+    assert len(set(b.batch_reference_prompt_keys)) == 60
+    assert b.batch_reference_descriptors.shape[1] == len(b.spec.batch_descriptors)
+    folder = save_baseline(b, tmp_path / "b")
+    loaded = load_baseline(folder)
+    assert loaded.digest == b.digest and np.array_equal(loaded.batch_reference_outputs, b.batch_reference_outputs)
+    assert loaded.batch_reference_prompt_keys == b.batch_reference_prompt_keys
+    # The reference is part of the approved artifact: changing one value of it is refused.
+    altered = tmp_path / "altered"
+    shutil.copytree(folder, altered)
+    arrays = dict(np.load(altered / "arrays.npz", allow_pickle=False))
+    arrays["batch_reference_outputs"] = arrays["batch_reference_outputs"].copy()
+    arrays["batch_reference_outputs"][0, 0] += 0.5
+    np.savez(altered / "arrays.npz", **arrays)
+    with pytest.raises(BaselineError, match="does not match its digest"):
+        load_baseline(altered)
+
+
+def test_score_runs_the_conditional_test_and_says_what_it_did(built_baseline) -> None:  # type: ignore[no-untyped-def]
+    from conformance.scoring import score_record_set
+    from tests.test_stat_format import WindowedFakeEmbedder
+
+    def run(shift: int):  # type: ignore[no-untyped-def]
+        return score_record_set(_audited(shift), lambda mv, ic: ("models:/m-c/1", built_baseline),
+                                embedder=WindowedFakeEmbedder())  # type: ignore[arg-type]
+
+    same, moved = run(0).summaries[0], run(1).summaries[0]
+    for summary in (same, moved):
+        assert summary.tests is not None and summary.tests["test"] == "conditional"
+        assert set(summary.tests["p_values"]) == set(STATISTICS)
+        assert summary.tests["n_reference"] == 240 and summary.tests["n_batch_prompts"] == 20
+        assert "combined by minP" in summary.reason and "every approved output" in summary.reason
+    assert same.verdict == "within_bounds", same.reason
+    assert moved.verdict == "out_of_bounds" and moved.p_value is not None and moved.p_value <= 0.01, moved.reason
+    assert "as a batch, they differ from approved outputs" in moved.reason
+
+
+def test_a_baseline_built_before_keeps_its_calibration_tests(built_baseline) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from conformance.scoring import score_record_set
+    from tests.test_stat_format import WindowedFakeEmbedder
+
+    scorer = {k: v for k, v in built_baseline.scorer.items() if k not in ("batch_test", "batch_descriptors")}
+    older = replace(built_baseline, scorer=scorer, batch_reference_inputs=None, batch_reference_outputs=None,
+                    batch_reference_descriptors=None, batch_reference_prompt_keys=None)
+    assert older.spec.batch_test == "calibration"
+    summary = score_record_set(_audited(1), lambda mv, ic: ("models:/m-c/1", older),
+                               embedder=WindowedFakeEmbedder()).summaries[0]  # type: ignore[arg-type]
+    assert summary.tests is not None and set(summary.tests["p_values"]) == {
+        "mann_whitney", "kolmogorov_smirnov", "mmd", "energy"}
+    assert "combined by Bonferroni" in summary.reason
