@@ -80,3 +80,46 @@ def test_answers_to_another_input_class_are_flagged(embedder, scorer: str) -> No
     # Markdown outline form (headings no fit-part answer has) score far above everything else.
     assert flag_same <= 0.2, flag_same
     assert flag_other >= 0.4, flag_other
+
+
+ARENA = SHARED_DATA.parent / "arena_answers.jsonl.gz"
+
+
+@pytest.mark.skipif(not ARENA.is_file(), reason=f"arena answers not found at {ARENA}")
+@pytest.mark.filterwarnings("ignore::conformance.baseline.fit.SmallCalibrationWarning")  # 59 calibration prompts
+def test_a_base_model_behind_a_chat_model_s_label_is_caught_as_a_batch(embedder) -> None:
+    """arena-bench-v1: gpt-4-0314's baseline from 120 of its answers; a batch of 25 held-out prompts answered by
+    llama-13b (a base model) under gpt-4-0314's label is out of bounds through the conditional batch test (caught
+    in every batch of 10 or more in docs/validation.md, section 10), and gpt-4-0314's own answers to those prompts,
+    scored the same way, are not flagged as a batch on this split."""
+    from conformance.records import RecordSet
+    from conformance.scoring import score_record_set
+
+    with gzip.open(ARENA, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    bench = [r for r in rows if r["source"] == "arena-bench-v1" and r["output"].strip()]
+    own = {r["prompt_id"]: r for r in bench if r["model"] == "gpt-4-0314"}
+    base = {r["prompt_id"]: r for r in bench if r["model"] == "llama-13b"}
+    prompts = sorted(set(own) & set(base))
+    order = np.random.default_rng(21).permutation(len(prompts))
+    held, approved = [prompts[i] for i in order[:25]], [prompts[i] for i in order[25:145]]
+
+    def records(answers: dict, keys: list[str], prefix: str) -> list[Record]:
+        return [Record(row=i + 1, record_id=f"{prefix}{k}", model_version="gpt-4-0314", input_class="arena",
+                       input=answers[k]["input"], output=answers[k]["output"], extras={"prompt_id": k})
+                for i, k in enumerate(keys)]
+
+    baseline = build_baseline(records(own, approved, "a:"), alpha=0.05, embedder=embedder)
+    assert baseline.spec.batch_test == "conditional" and len(baseline.batch_reference_prompt_keys or []) == 120
+
+    def batch(answers: dict, prefix: str):  # type: ignore[no-untyped-def]
+        return score_record_set(RecordSet(path="<arena>", rows=tuple(records(answers, held, prefix))),
+                                lambda mv, ic: ("models:/gpt-4-0314/1", baseline), embedder=embedder,
+                                progress=False).summaries[0]
+
+    swapped, same = batch(base, "llama:"), batch(own, "own:")
+    assert swapped.tests is not None and swapped.tests["test"] == "conditional"
+    assert swapped.verdict == "out_of_bounds" and swapped.p_value is not None and swapped.p_value <= 0.01, \
+        swapped.reason
+    assert "shorter" in swapped.reason or "less about their inputs" in swapped.reason, swapped.reason
+    assert same.verdict == "within_bounds", same.reason
