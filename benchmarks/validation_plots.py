@@ -145,7 +145,7 @@ def batchsize_plot(runs: dict[int, dict], out: Path) -> Path:
 
 def arena_swaps_plot(runs: list[dict], out: Path) -> Path:
     """Batch detection of every swap of the arena sets against the batch size, with the pooled null."""
-    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    fig, ax = plt.subplots(figsize=(9.6, 4.4))
     null_k: dict[int, int] = {}
     null_n: dict[int, int] = {}
     for run in runs:
@@ -176,7 +176,7 @@ def arena_swaps_plot(runs: list[dict], out: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("outputs in the batch (one per held-out prompt)")
     ax.set_ylabel("batches flagged at alpha 0.05")
-    ax.legend(fontsize=5.5, loc="lower right")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Silent model swaps as a batch, through the package (conditional test); the approved model's "
                  "other prompts build the baseline", fontsize=7)
     fig.tight_layout()
