@@ -249,7 +249,9 @@ def test_a_baseline_built_before_keeps_its_calibration_tests(built_baseline) -> 
     from conformance.scoring import score_record_set
     from tests.test_stat_format import WindowedFakeEmbedder
 
-    scorer = {k: v for k, v in built_baseline.scorer.items() if k not in ("batch_test", "batch_descriptors")}
+    # As a baseline stored in format 3 (before 0.6.0) loads: its migration says which batch test it was built with.
+    scorer = {k: v for k, v in built_baseline.scorer.items() if k != "batch_descriptors"}
+    scorer["batch_test"] = "calibration"
     older = replace(built_baseline, scorer=scorer, batch_reference_inputs=None, batch_reference_outputs=None,
                     batch_reference_descriptors=None, batch_reference_prompt_keys=None)
     assert older.spec.batch_test == "calibration"
@@ -258,3 +260,13 @@ def test_a_baseline_built_before_keeps_its_calibration_tests(built_baseline) -> 
     assert summary.tests is not None and set(summary.tests["p_values"]) == {
         "mann_whitney", "kolmogorov_smirnov", "mmd", "energy"}
     assert "combined by Bonferroni" in summary.reason
+
+
+def test_stored_baselines_of_earlier_formats_keep_their_batch_tests() -> None:
+    from pathlib import Path
+
+    from conformance.baseline.format import load_baseline
+
+    for name in ("baseline_format1", "baseline_format2_output_unit"):
+        loaded = load_baseline(Path(__file__).parent / "data" / name)
+        assert loaded.spec.batch_test == "calibration" and loaded.batch_reference_inputs is None

@@ -28,9 +28,10 @@ from conformance.files import atomic_write_bytes
 #: The stored format's history (each change bumps it and adds a migration to :data:`MIGRATIONS`):
 #: 1, the kNN bank and calibration scores; 2 added ``scorer_state`` (the arrays of a fitted combined
 #: scorer, stored as ``scorer__<name>`` in the npz) and optional per-record calibration fields;
-#: 3 stores every field of the scorer specification explicitly (:mod:`conformance.baseline.spec`).
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+#: 3 stores every field of the scorer specification explicitly (:mod:`conformance.baseline.spec`);
+#: 4 adds the scorer's ``batch_test`` and, for the conditional batch test, the ``batch_reference_*`` fields.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
@@ -315,8 +316,15 @@ def _migrate_2_to_3(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tupl
     return meta | {"format_version": 3, "scorer": scorer}, arrays
 
 
+def _migrate_3_to_4(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A baseline built before the conditional batch test keeps the batch tests it was built with: the four
+    tests against its calibration part."""
+    return meta | {"format_version": 4, "scorer": meta["scorer"] | {"batch_test": "calibration"}}, arrays
+
+
 #: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[dict[str, Any], dict[str, Any]]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }

@@ -28,13 +28,13 @@ BATCH_SCORES = ("score", "batch_rule")
 #: residual embeddings (what an output says beyond what its input predicts).
 BATCH_EMBEDDINGS = ("pooled", "residual")
 #: Which batch test decides a group's batch verdict: the four tests against the calibration part, combined by
-#: Bonferroni (``calibration``; baselines built before 0.6.0, which store no ``batch_test``), or the conditional
+#: Bonferroni (``calibration``; baselines built before 0.6.0, stored in formats 1-3), or the conditional
 #: test against every approved output, combined by minP (``conditional``; :mod:`conformance.stats.conditional_batch`).
 BATCH_TESTS = ("calibration", "conditional")
 
 #: The keys every stored scorer holds since format 3.
 REQUIRED_KEYS = ("name", "k", "calibration_method", "delta", "conditional_threshold", "batch_unit", "batch_score",
-                 "batch_embedding")
+                 "batch_embedding", "batch_test")
 #: The keys a combined scorer holds besides (its constructor's parameters, components, facet spread).
 COMBINED_KEYS = ("ridge", "seed", "use_descriptors", "combination", "relevance_neighbours", "descriptor_names",
                  "components", "facet_calibration")
@@ -95,7 +95,7 @@ class ScorerSpec:
                                     ("batch_unit", scorer["batch_unit"], BATCH_UNITS),
                                     ("batch_score", scorer["batch_score"], BATCH_SCORES),
                                     ("batch_embedding", scorer["batch_embedding"], BATCH_EMBEDDINGS),
-                                    ("batch_test", scorer.get("batch_test", "calibration"), BATCH_TESTS)):
+                                    ("batch_test", scorer["batch_test"], BATCH_TESTS)):
             if value not in allowed:
                 raise BaselineError(f"the baseline's scorer {key} must be one of {', '.join(allowed)}, "
                                     f"got {value!r}")
@@ -110,7 +110,7 @@ class ScorerSpec:
             batch_unit=str(scorer["batch_unit"]),
             batch_score=str(scorer["batch_score"]),
             batch_embedding=str(scorer["batch_embedding"]),
-            batch_test=str(scorer.get("batch_test", "calibration")),
+            batch_test=str(scorer["batch_test"]),
             batch_descriptors=tuple(scorer.get("batch_descriptors", ())),
             combined_params={key: scorer[key] for key in COMBINED_PARAMS} if combined else None,
             components=tuple(scorer["components"]) if combined else (),
@@ -133,6 +133,7 @@ def explicit_scorer(scorer: Mapping[str, Any], *, calibration_method: str = "out
     out.setdefault("batch_unit", batch_unit)
     out.setdefault("batch_score", batch_score)
     out.setdefault("batch_embedding", batch_embedding)
+    out.setdefault("batch_test", "calibration")
     if out.get("name") == "combined":
         # Baselines built before the facets and the input-relative relevance stored neither key,
         # nor the descriptor names (their components list them) nor the facets' spread.
