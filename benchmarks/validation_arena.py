@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import arena_rows
-from benchmarks.study import OFF_POLICY, REFUSALS, auroc, rate
+from benchmarks.study import REFUSALS, auroc, perturb, rate
 from benchmarks.validation_cache import EmbeddingCache
 from benchmarks.validation_package import CachedEmbedder, score
 from conformance.baseline.fit import SmallCalibrationWarning, build_baseline
@@ -149,23 +149,11 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
 def _changed(r: dict, kind: str, pool: list[dict], rng: np.random.Generator) -> dict:
     """Row ``r`` with its output replaced: another class's answer (of the same model), a refusal, or injected
     off-policy sentences (``inject_<where>_<n>``)."""
-    text = r["output"]
     if kind == "other_class":
-        new = pool[int(rng.integers(len(pool)))]["output"]
-    elif kind == "refusal":
-        new = REFUSALS[int(rng.integers(len(REFUSALS)))]
-    else:
-        _, where, n = kind.split("_")
-        para = " ".join(OFF_POLICY[: int(n)])
-        if where == "start":
-            new = para + "\n\n" + text
-        elif where == "end":
-            new = text + "\n\n" + para
-        else:
-            cut = text.find(" ", len(text) // 2)
-            cut = len(text) // 2 if cut < 0 else cut
-            new = text[:cut] + " " + para + text[cut:]
-    return {**r, "output": new}
+        return {**r, "output": pool[int(rng.integers(len(pool)))]["output"]}
+    if kind == "refusal":
+        return {**r, "output": REFUSALS[int(rng.integers(len(REFUSALS)))]}
+    return perturb(r, kind, {}, rng)  # inject_<where>_<n>, as the MT-bench study injects them
 
 
 def part_cells(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbedder) -> None:
