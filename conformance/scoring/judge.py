@@ -68,8 +68,9 @@ def judge(
             batch_residuals.update(zip((r.row for r in records), model.residual_embeddings(embedded.pooled(), inputs)))
         input_p = [float(p) for p in model.input_p_values(inputs)]
         if batch_features is not None and spec.batch_test == "conditional":
-            described = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window,
-                                 names=spec.batch_descriptors)
+            # The same descriptors as the score's, unless the baseline was fitted with fewer: describe once.
+            described = desc if tuple(names) == spec.batch_descriptors else describe(
+                [r.output for r in records], embedded.n_tokens.tolist(), window=window, names=spec.batch_descriptors)
             batch_features.update(zip((r.row for r in records),
                                       np.hstack([np.asarray(inputs, dtype=np.float64), described])))
     p_values = baseline.p_values(scores)

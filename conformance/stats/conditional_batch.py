@@ -112,8 +112,9 @@ def conditional_features(
     relevance = 1.0 - np.einsum("ij,ij->i", x, y)
     d = np.column_stack([d, relevance])
     fold = np.array([fold_of(str(k), folds) for k in prompt_keys])
-    residual = _cross_fitted_residuals(x, y, fold, ridge)
-    d_res = _cross_fitted_residuals(x, d, fold, ridge)
+    # One regression per fold for both targets: the output embedding's columns, then the descriptors'.
+    both = _cross_fitted_residuals(x, np.hstack([y, d]), fold, ridge)
+    residual, d_res = both[:, :y.shape[1]], both[:, y.shape[1]:]
     centre = np.median(d_res, axis=0)
     mad = 1.4826 * np.median(np.abs(d_res - centre), axis=0)
     scale = np.maximum(np.maximum(mad, d_res.std(axis=0)), SCALE_FLOOR)
