@@ -50,6 +50,14 @@ def kth_cosine_distance(q: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
     return 1.0 - np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
 
 
+def ridge_coef(xc: np.ndarray, yc: np.ndarray, ridge: float) -> np.ndarray:
+    """The ridge coefficients of centred ``yc`` on centred ``xc``, solved through the smaller system: the primal
+    ``(X'X + rI)^-1 X'Y`` with more rows than dimensions, the dual ``X'(XX' + rI)^-1 Y`` with fewer."""
+    if xc.shape[0] > xc.shape[1]:
+        return np.linalg.solve(xc.T @ xc + ridge * np.eye(xc.shape[1]), xc.T @ yc)
+    return xc.T @ np.linalg.solve(xc @ xc.T + ridge * np.eye(xc.shape[0]), yc)
+
+
 class Components:
     """The embedding components, fitted on one set of fit rows."""
 
@@ -58,9 +66,7 @@ class Components:
         self.reference = y
         self.x_mean, self.y_mean = x.mean(axis=0), y.mean(axis=0)
         xc, yc = x - self.x_mean, y - self.y_mean
-        # Ridge in its dual form: cheap when there are fewer rows than dimensions.
-        gram = xc @ xc.T + ridge * np.eye(xc.shape[0])
-        self.coef = xc.T @ np.linalg.solve(gram, yc)
+        self.coef = ridge_coef(xc, yc, ridge)
         self.mean, self.precision = oas_precision(y)
         self.res_mean = np.zeros(y.shape[1])
         self.res_precision = np.eye(y.shape[1])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conformance.stats.components import unit_rows
+from conformance.stats.components import ridge_coef, unit_rows
 
 #: The statistics of :func:`conditional_batch_test`, in the order they are reported.
 STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd")
@@ -86,8 +86,7 @@ def _cross_fitted_residuals(x: np.ndarray, targets: np.ndarray, folds: np.ndarra
         train = ~test if present.size > 1 else test
         xm, tm = x[train].mean(axis=0), targets[train].mean(axis=0)
         xc = x[train] - xm
-        gram = xc @ xc.T + ridge * np.eye(xc.shape[0])
-        coef = xc.T @ np.linalg.solve(gram, targets[train] - tm)
+        coef = ridge_coef(xc, targets[train] - tm, ridge)
         out[test] = (targets[test] - tm) - (x[test] - xm) @ coef
     return out
 

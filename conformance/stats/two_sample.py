@@ -35,8 +35,8 @@ and such a test rejects far too often.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -356,8 +356,8 @@ def batch_tests(
 
 def _whole_groups_up_to(groups: np.ndarray, limit: int, seed: list[int]) -> np.ndarray:
     """Mask of whole groups, taken in a seeded order independent of the data, up to ``limit`` members."""
-    names = sorted(set(groups))
-    sizes = {name: int(np.sum(groups == name)) for name in names}
+    sizes = Counter(groups.tolist())
+    names = sorted(sizes)
     take: set[str] = set()
     total = 0
     for j in np.random.default_rng(seed).permutation(len(names)):
