@@ -162,3 +162,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         loaded = heavy_modules_loaded() - before
         if loaded:
             pytest.fail(_blame(item.nodeid, loaded), pytrace=False)
+
+
+# The suite runs on two pytest-xdist workers, a test file to a worker (pyproject.toml's addopts). These files take a
+# minute or more each (a notebook run, real outputs, a server, a Spark session, two embedders); they are handed out
+# first, so that no worker is left with one of them at the end while the other idles.
+LONG_FILES = ("test_notebook.py", "test_real_outputs.py", "test_deploy.py", "test_spark.py", "test_embedder.py",
+              "test_embedding_cache.py", "test_api.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: each file keeps its order

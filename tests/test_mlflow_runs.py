@@ -44,18 +44,28 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def scored(built: list[dict], audited_subset: Path, workdir: Path) -> dict:
+def runs_audited(audited_subset: Path, workdir: Path) -> Path:
+    """The session's audited rows under record ids of this module's own: the session's ledger may already hold the
+    verdicts of another module's score of the same rows (the test files run in any order), and the scoring run
+    below must record its own."""
+    rows = [{**r, "record_id": f"runs:{r['record_id']}"} if isinstance(r.get("record_id"), str) else r
+            for r in read_jsonl(audited_subset)]
+    return write_jsonl(rows, workdir / "runs-audited-subset.jsonl")
+
+
+@pytest.fixture(scope="module")
+def scored(built: list[dict], runs_audited: Path, workdir: Path) -> dict:
     """One CLI score with --format json, in an experiment of its own."""
     experiment = f"runs-test-{uuid.uuid4().hex[:8]}"
     out, summary = workdir / "runs-v.jsonl", workdir / "runs-s.json"
-    code, stdout, stderr = run("score", str(audited_subset), "--out", str(out), "--summary", str(summary),
+    code, stdout, stderr = run("score", str(runs_audited), "--out", str(out), "--summary", str(summary),
                                "--no-progress", "--format", "json", "--mlflow-experiment", experiment)
     return {"code": code, "json": json.loads(stdout), "stderr": stderr, "experiment": experiment, "out": out,
             "summary": summary}
 
 
 def test_a_cli_score_is_exactly_one_run_with_its_params_metrics_tags_and_artifacts(
-        scored: dict, built: list[dict], audited_subset: Path, workdir: Path) -> None:
+        scored: dict, built: list[dict], runs_audited: Path, workdir: Path) -> None:
     assert scored["code"] == 1  # the subset holds out_of_bounds, no_baseline and invalid records
     doc = scored["json"]
     runs = runs_in(scored["experiment"])
@@ -66,8 +76,8 @@ def test_a_cli_score_is_exactly_one_run_with_its_params_metrics_tags_and_artifac
     assert mlflow_run.info.status == "FINISHED"
     params, metrics, tags = mlflow_run.data.params, mlflow_run.data.metrics, mlflow_run.data.tags
 
-    assert params["input_digest"] == sha256(audited_subset)
-    assert params["input_source"] == str(audited_subset)
+    assert params["input_digest"] == sha256(runs_audited)
+    assert params["input_source"] == str(runs_audited)
     assert params["engine"] == "local" and params["chunk_size"] == "1000" and params["fdr"] == "none"
     assert params["alpha"] == "0.05"
     assert params["n_baselines"] == "2"
