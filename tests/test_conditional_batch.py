@@ -20,7 +20,7 @@ from conformance.stats.conditional_batch import (
     fold_of,
     min_p_combination,
 )
-from conformance.stats.components import unit_rows
+from conformance.stats.components import ridge_coef, unit_rows
 
 DIM = 16
 ALPHA = 0.05
@@ -153,6 +153,19 @@ def test_the_order_of_the_rows_changes_nothing() -> None:
     second = conditional_batch_test(*shuffled, *reference, seed=3)
     assert second.p_values == pytest.approx(first.p_values, abs=1e-12)
     assert second.p_value == first.p_value
+
+
+def test_the_ridge_is_the_same_through_either_system() -> None:
+    """ridge_coef solves the primal system when rows outnumber dimensions, the dual otherwise: both are the same
+    ridge solution, so the branch taken must not move a coefficient (checked against the other system's answer)."""
+    rng = np.random.default_rng(4)
+    for rows, dims in ((300, 24), (12, 24)):
+        x, y = rng.normal(size=(rows, dims)), rng.normal(size=(rows, 3))
+        primal = np.linalg.solve(x.T @ x + 0.7 * np.eye(dims), x.T @ y)
+        dual = x.T @ np.linalg.solve(x @ x.T + 0.7 * np.eye(rows), y)
+        assert np.allclose(primal, dual)
+        assert np.allclose(ridge_coef(x, y, 0.7), primal, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(ridge_coef(x, y, 0.7), ridge_coef(x, y, 7.0))  # the penalty is used
 
 
 def test_folds_follow_the_prompt_key_only() -> None:
