@@ -241,7 +241,7 @@ def encode_state(scorer: Any, plan: Any) -> bytes:
                           "n_seen": res.n_seen, "cut": None if res.cut is None else str(res.cut),
                           "items": [[key, [{"score": i.score, "batch_score": i.batch_score,
                                             "embedding": _array(i.embedding), "residual": _array(i.residual),
-                                            "features": _array(i.features)}
+                                            "features": _array(i.features), "style": _array(i.style)}
                                            for i in items]] for key, items in res.items.items()]},
         })
     state = {
@@ -273,7 +273,7 @@ def decode_state(data: bytes, scorer: Any, plan: Any) -> int:
         res.cut = None if r["cut"] is None else int(r["cut"])
         for key, items in r["items"]:
             res.items[key] = [_Item(i["score"], i["batch_score"], _unarray(i["embedding"]), _unarray(i["residual"]),
-                                    _unarray(i.get("features")))
+                                    _unarray(i.get("features")), _unarray(i.get("style")))
                               for i in items]
             heapq.heappush(res._heap, (-priority(res.seed, key), key))
         scorer.groups[cell] = acc

@@ -7,6 +7,8 @@ computed against anything but the same labellings.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -21,6 +23,7 @@ from conformance.stats.conditional_batch import (
     min_p_combination,
 )
 from conformance.stats.components import ridge_coef, unit_rows
+from conformance.stats.style import BUCKETS, frequent_columns, style_counts, style_matrix, style_rows, tokens
 
 DIM = 16
 ALPHA = 0.05
@@ -50,6 +53,27 @@ def _prompts(rng: np.random.Generator, n_prompts: int, coef: np.ndarray, tag: st
     return np.array(xs), np.array(ys), np.array(ds), keys
 
 
+_FUNCTION_WORDS = [f"w{j}" for j in range(60)] + [",", ".", "!", "however", "certainly", "overall"]
+_ZIPF = 1.0 / np.arange(1, len(_FUNCTION_WORDS) + 1)
+
+
+def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0) -> list[str]:
+    """One text per output: words of its prompt's topic (the same for every output of a prompt, as answers to one
+    question share their subject) among function words and punctuation drawn by Zipf's law; ``tilt`` multiplies
+    how often "however", "certainly" and "overall" come (a change in how a model writes, not in what about)."""
+    weights = _ZIPF.copy()
+    weights[-3:] *= tilt
+    weights /= weights.sum()
+    out = []
+    for key in keys:
+        topic = np.random.default_rng(zlib.crc32(key.encode())).integers(0, 3000, size=5)
+        words = [f"t{topic[rng.integers(5)]}" if rng.random() < 0.3
+                 else _FUNCTION_WORDS[rng.choice(len(weights), p=weights)]
+                 for _ in range(int(rng.integers(30, 90)))]
+        out.append(" ".join(words))
+    return out
+
+
 def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
     coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
@@ -58,7 +82,9 @@ def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int
         batch = _prompts(rng, 15, coef, "b")
         reference = _prompts(rng, 60, coef, "r")
         if broken is None:
-            p = conditional_batch_test(*batch, *reference, n_permutations=1000, seed=i).p_value
+            p = conditional_batch_test(*batch, *reference, n_permutations=1000, seed=i,
+                                       style=style_counts(_texts(rng, batch[3])),
+                                       reference_style=style_counts(_texts(rng, reference[3]))).p_value
         else:
             p = _broken_p_value(batch, reference, broken, seed=i)
         flagged += p <= ALPHA
@@ -67,6 +93,7 @@ def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int
 
 def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type: ignore[no-untyped-def]
     """The test with one of its safeguards removed."""
+    from conformance.stats.conditional_batch import conditional_features
     x = np.vstack([batch[0], reference[0]])
     y = np.vstack([batch[1], reference[1]])
     d = np.vstack([batch[2], reference[2]])
@@ -81,8 +108,7 @@ def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type:
         on_x, member = _labellings(keys[:n_x], keys[n_x:], 1000, np.random.default_rng(seed))
     elif how == "single_outputs":
         # Every output its own unit: outputs of one prompt, alike, are treated as independent.
-        from conformance.stats.conditional_batch import conditional_features
-        residual, _ = conditional_features(x, y, d, keys)
+        residual, _, _ = conditional_features(x, y, d, keys)
         ids = [f"{k}#{i}" for i, k in enumerate(keys)]
         on_x, member = _labellings(ids[:n_x], ids[n_x:], 1000, np.random.default_rng(seed))
     else:
@@ -137,7 +163,7 @@ def test_power_against_a_change_in_how_outputs_are_written() -> None:
     reference = _prompts(rng, 80, coef, "r")
     shifted = conditional_batch_test(*_prompts(rng, 20, coef, "b", shift=1.0), *reference)
     assert shifted.p_value <= 0.01
-    assert set(shifted.p_values) == set(STATISTICS)
+    assert set(shifted.p_values) == set(STATISTICS[:3])  # without style counts, no style statistic
     assert shifted.n_batch_prompts == 20 and shifted.n_reference_prompts == 80
     same = conditional_batch_test(*_prompts(rng, 20, coef, "b"), *reference)
     assert same.p_value > shifted.p_value
@@ -283,3 +309,42 @@ def test_stored_baselines_of_earlier_formats_keep_their_batch_tests() -> None:
     for name in ("baseline_format1", "baseline_format2_output_unit"):
         loaded = load_baseline(Path(__file__).parent / "data" / name)
         assert loaded.spec.batch_test == "calibration" and loaded.batch_reference_inputs is None
+
+
+def test_power_against_a_change_in_words_alone() -> None:
+    """Embeddings and descriptors drawn alike, only the frequency of three words changed: the style statistic sees
+    it (and the combination with it), the three others do not."""
+    rng = np.random.default_rng(4)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    reference = _prompts(rng, 80, coef, "r")
+    batch = _prompts(rng, 25, coef, "b")
+    ref_style = style_counts(_texts(rng, reference[3]))
+    tilted = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], tilt=8.0)),
+                                    reference_style=ref_style)
+    assert set(tilted.p_values) == set(STATISTICS)
+    assert tilted.p_values["style_mmd"] <= 0.005 and tilted.p_value <= 0.01
+    assert min(tilted.p_values[name] for name in STATISTICS[:3]) > 0.01
+    same = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3])),
+                                  reference_style=ref_style)
+    assert same.p_values["style_mmd"] > tilted.p_values["style_mmd"]
+    with pytest.raises(ValueError, match="both or neither"):
+        conditional_batch_test(*batch, *reference, style=ref_style)
+
+
+def test_style_counts_are_a_fixed_function_of_the_text() -> None:
+    texts = ["Certainly! Here's the answer: 42.", "", "  ", "Über naïve café — déjà vu?", "a " * 500]
+    counts = style_counts(texts)
+    assert counts.shape == (5, 2 * BUCKETS) and counts.dtype == np.float32
+    assert tokens(texts[0]) == ["certainly", "!", "here's", "the", "answer", ":", "42", "."]
+    assert counts[1].nnz == 0 and counts[2].nnz == 0  # no tokens: a row of zeros, not an error
+    sums = np.asarray(counts.sum(axis=1)).ravel()
+    assert sums[0] == pytest.approx(2.0) and sums[3] == pytest.approx(2.0) and sums[4] == pytest.approx(2.0)
+    # The same in every process and release: buckets come from SHA-256, not Python's salted hash.
+    again = style_counts(list(reversed(texts)))
+    assert (again[::-1] != counts).nnz == 0
+    # The accumulator's form round-trips exactly.
+    assert (style_matrix(style_rows(counts)) != counts).nnz == 0
+    # The kept columns: the most used, unigrams first, never an unused bucket.
+    cols = frequent_columns(counts, top=3)
+    assert len(cols) == 6 and np.all(cols[:3] < BUCKETS) and np.all(cols[3:] >= BUCKETS)
+    assert np.all(np.asarray((counts[:, cols] > 0).sum(axis=0)).ravel() > 0)

@@ -39,6 +39,7 @@ from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer
 from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
+from conformance.stats.style import style_counts
 from conformance.stats.two_sample import _whole_groups_up_to
 
 #: Scores a baseline can be built with: the plain kNN distance, or the input-conditional combination.
@@ -409,7 +410,8 @@ def _fit_combined(
                                 "embedding minus what the ridge regression predicts from its input")
     reference = conditional_reference(
         [r.prompt_key for r in [*split.fit, *split.calibration]], np.vstack([fit_in, cal_in]),
-        np.vstack([fit_emb.pooled(), cal_emb.pooled()]), np.vstack([fit_desc, cal_desc]), seed=seed)
+        np.vstack([fit_emb.pooled(), cal_emb.pooled()]), np.vstack([fit_desc, cal_desc]), seed=seed,
+        outputs_text=[r.output for r in [*split.fit, *split.calibration]])
     return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state(), reference
 
 
@@ -420,13 +422,21 @@ MAX_CONDITIONAL_REFERENCE = 2000
 
 def conditional_reference(
     prompt_keys: Sequence[str], inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, *, seed: int,
+    outputs_text: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """The arrays a baseline keeps for the conditional batch test
     (:mod:`conformance.stats.conditional_batch`): every approved output, fit and calibration parts alike, up to
-    :data:`MAX_CONDITIONAL_REFERENCE` outputs of whole prompts taken in a seeded order."""
+    :data:`MAX_CONDITIONAL_REFERENCE` outputs of whole prompts taken in a seeded order; with ``outputs_text``,
+    their style counts (:func:`conformance.stats.style.style_counts`; the texts themselves are not kept)."""
     keys = np.array([str(k) for k in prompt_keys], dtype=object)
     keep = _whole_groups_up_to(keys, MAX_CONDITIONAL_REFERENCE, [seed, 3])
-    return {"batch_reference_prompt_keys": [str(k) for k in keys[keep]],
-            "batch_reference_inputs": np.asarray(inputs, dtype=np.float32)[keep],
-            "batch_reference_outputs": np.asarray(outputs, dtype=np.float32)[keep],
-            "batch_reference_descriptors": np.asarray(descriptors, dtype=np.float64)[keep]}
+    out: dict[str, object] = {
+        "batch_reference_prompt_keys": [str(k) for k in keys[keep]],
+        "batch_reference_inputs": np.asarray(inputs, dtype=np.float32)[keep],
+        "batch_reference_outputs": np.asarray(outputs, dtype=np.float32)[keep],
+        "batch_reference_descriptors": np.asarray(descriptors, dtype=np.float64)[keep]}
+    if outputs_text is not None:
+        style = style_counts([outputs_text[i] for i in np.flatnonzero(keep)])
+        out |= {"batch_reference_style_values": style.data, "batch_reference_style_columns": style.indices,
+                "batch_reference_style_rows": style.indptr}
+    return out

@@ -20,24 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from conformance.baseline.spec import ScorerSpec, explicit_scorer
 from conformance.errors import BaselineError, EmbedderMismatchError
 from conformance.files import atomic_write_bytes
+from conformance.stats.style import BUCKETS as STYLE_BUCKETS
 
 #: The stored format's history (each change bumps it and adds a migration to :data:`MIGRATIONS`):
 #: 1, the kNN bank and calibration scores; 2 added ``scorer_state`` (the arrays of a fitted combined
 #: scorer, stored as ``scorer__<name>`` in the npz) and optional per-record calibration fields;
 #: 3 stores every field of the scorer specification explicitly (:mod:`conformance.baseline.spec`);
-#: 4 adds the scorer's ``batch_test`` and, for the conditional batch test, the ``batch_reference_*`` fields.
-FORMAT_VERSION = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+#: 4 adds the scorer's ``batch_test`` and, for the conditional batch test, the ``batch_reference_*`` fields;
+#: 5 adds the reference outputs' style counts (``batch_reference_style_*``, a sparse matrix's CSR arrays).
+FORMAT_VERSION = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
 #: Arrays a format 2 baseline may carry beyond ``_ARRAYS`` and the scorer state.
 _OPTIONAL_ARRAYS = ("calibration_residuals", "batch_reference_inputs", "batch_reference_outputs",
-                    "batch_reference_descriptors")
+                    "batch_reference_descriptors", "batch_reference_style_values", "batch_reference_style_columns",
+                    "batch_reference_style_rows")
 _STATE_PREFIX = "scorer__"
 
 
@@ -103,12 +107,28 @@ class Baseline:
     batch_reference_inputs: np.ndarray | None = None
     batch_reference_outputs: np.ndarray | None = None
     batch_reference_descriptors: np.ndarray | None = None
+    #: The reference outputs' style counts (:func:`conformance.stats.style.style_counts`) as the ``data``,
+    #: ``indices`` and ``indptr`` arrays of a CSR matrix (:attr:`batch_reference_style`). ``None`` for baselines
+    #: built before (format 4 and older), whose conditional batch test has no style statistic.
+    batch_reference_style_values: np.ndarray | None = None
+    batch_reference_style_columns: np.ndarray | None = None
+    batch_reference_style_rows: np.ndarray | None = None
     #: The format the baseline was stored in, when it was older than :data:`FORMAT_VERSION` and migrated on
     #: load (``None`` otherwise). Its ``digest`` stays the stored one: the approved artifact's identity.
     migrated_from: int | None = None
 
     def __post_init__(self) -> None:
         _ = self.spec  # a scorer lacking a field of the current format is refused here, not while scoring
+
+    @property
+    def batch_reference_style(self) -> sparse.csr_matrix | None:
+        """The reference outputs' style counts, one row per output of :attr:`batch_reference_prompt_keys`."""
+        if self.batch_reference_style_values is None or self.batch_reference_style_columns is None \
+                or self.batch_reference_style_rows is None:
+            return None
+        n = len(self.batch_reference_style_rows) - 1
+        return sparse.csr_matrix((self.batch_reference_style_values, self.batch_reference_style_columns,
+                                  self.batch_reference_style_rows), shape=(n, 2 * STYLE_BUCKETS))
 
     @cached_property
     def spec(self) -> ScorerSpec:
@@ -322,9 +342,16 @@ def _migrate_3_to_4(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tupl
     return meta | {"format_version": 4, "scorer": meta["scorer"] | {"batch_test": "calibration"}}, arrays
 
 
+def _migrate_4_to_5(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Format 5 only added the reference's style counts: a baseline built before has none, and its conditional
+    batch test keeps its three statistics."""
+    return meta | {"format_version": 5}, arrays
+
+
 #: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[dict[str, Any], dict[str, Any]]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }

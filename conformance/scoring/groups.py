@@ -15,6 +15,7 @@ from conformance.scoring.reasons import batch_conclusion, conditional_conclusion
 from conformance.scoring.reservoir import PromptReservoir, priority
 from conformance.stats.block_ranks import streamed_batch_tests
 from conformance.stats.conditional_batch import conditional_batch_test
+from conformance.stats.style import style_matrix
 from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
 
@@ -29,6 +30,9 @@ class _Item:
     residual: np.ndarray | None
     #: The input's pooled embedding and the output's descriptors, one row (the conditional batch test's).
     features: np.ndarray | None = None
+    #: The output's style counts, a ``(2, nnz)`` array of columns and values (:func:`~conformance.scoring.judge.
+    #: style_rows`), for a conditional batch test whose baseline keeps its reference's.
+    style: np.ndarray | None = None
 
 
 class GroupAccumulator:
@@ -51,10 +55,11 @@ class GroupAccumulator:
         self.scores = array("d")
         self.keys = array("I")
         self.reservoir = PromptReservoir(max_outputs=max_outputs, seed=seed)
-        self.missing = {"embedding": 0, "batch_score": 0, "residual": 0, "features": 0}
+        self.missing = {"embedding": 0, "batch_score": 0, "residual": 0, "features": 0, "style": 0}
 
     def add(self, verdict: Verdict, *, embedding: np.ndarray | None = None, batch_score: float | None = None,
-            residual: np.ndarray | None = None, features: np.ndarray | None = None) -> None:
+            residual: np.ndarray | None = None, features: np.ndarray | None = None,
+            style: np.ndarray | None = None) -> None:
         self.n += 1
         self.counts[verdict.verdict] += 1
         if verdict.score is None:
@@ -63,13 +68,14 @@ class GroupAccumulator:
         key = _prompt_key(verdict)
         self.keys.append(priority(self.reservoir.seed, key) >> 32)
         for name, value in (("embedding", embedding), ("batch_score", batch_score), ("residual", residual),
-                            ("features", features)):
+                            ("features", features), ("style", style)):
             self.missing[name] += value is None
         # Copies: a row of a chunk's array would keep the whole array alive while the row is in the reservoir.
         self.reservoir.add(key, _Item(
             float(verdict.score), batch_score, None if embedding is None else np.array(embedding, copy=True),
             None if residual is None else np.array(residual, copy=True),
-            None if features is None else np.array(features, copy=True)))
+            None if features is None else np.array(features, copy=True),
+            None if style is None else np.array(style, copy=True)))
 
     def merge(self, other: GroupAccumulator) -> None:
         """Add the verdicts ``other`` was fed (the same group, rows that come after this one's): the result
@@ -195,11 +201,17 @@ class GroupAccumulator:
         dim = int(baseline.batch_reference_inputs.shape[1])
         features = np.stack([item.features for _, item in kept])  # type: ignore[misc]
         outputs = np.stack([item.embedding for _, item in kept])  # type: ignore[misc]
+        reference_style = baseline.batch_reference_style
+        style = None
+        if reference_style is not None and self.missing.get("style", 0) == 0:
+            style = style_matrix([item.style for _, item in kept])  # type: ignore[misc]
+        else:
+            reference_style = None
         result = conditional_batch_test(
             features[:, :dim], outputs, features[:, dim:], keys, baseline.batch_reference_inputs,
             baseline.batch_reference_outputs, baseline.batch_reference_descriptors,
             baseline.batch_reference_prompt_keys, n_permutations=n_permutations, seed=seed,
-            descriptor_names=baseline.spec.batch_descriptors)
+            descriptor_names=baseline.spec.batch_descriptors, style=style, reference_style=reference_style)
         p, alpha, n_scored = result.p_value, baseline.alpha, len(self.scores)
         verdict = OUT if p <= alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
@@ -215,9 +227,10 @@ class GroupAccumulator:
             + conditional_conclusion(p, result.p_values, result.shifts, alpha))
         tests = result.to_dict() | {"test": "conditional", "n_batch": n_scored, "n_tested": result.n_batch,
                                     "reservoir": self.reservoir.to_dict()}
-        description = ("minP combination of 3 MMD permutation tests on input-conditional features (residual "
-                       "embeddings, descriptor residuals, both) against every approved output the baseline keeps, "
-                       "whole prompts permuted")
+        description = (f"minP combination of {len(result.p_values)} MMD permutation tests on input-conditional "
+                       "features (residual embeddings, descriptor residuals, both"
+                       + (", style residuals" if style is not None else "")
+                       + ") against every approved output the baseline keeps, whole prompts permuted")
         return GroupSummary(self.model_version, self.input_class, self.n, dict(self.counts), p, verdict, description,
                             uri, alpha, reason, tests=tests)
 

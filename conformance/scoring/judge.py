@@ -16,6 +16,7 @@ from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import CombinedScorer
 from conformance.stats.descriptors import DESCRIPTORS, describe
 from conformance.stats.knn import chunked_knn_scores
+from conformance.stats.style import style_counts, style_rows
 from conformance.verdict import OUT, WITHIN, Verdict
 
 
@@ -36,13 +37,15 @@ def judge(
     batch_scores: dict[int, float] | None = None,
     batch_residuals: dict[int, np.ndarray] | None = None,
     batch_features: dict[int, np.ndarray] | None = None,
+    batch_style: dict[int, np.ndarray] | None = None,
 ) -> list[Verdict]:
     """Verdicts for records of the baseline's cell, given their embeddings (and, for the
     combined score, one pooled embedding per record's input). For a baseline that carries
     batch calibration scores, each record's score under the batch tests' rule goes into
     ``batch_scores`` (by row), if given; for one that carries calibration residuals, each
     record's residual embedding goes into ``batch_residuals``; for one whose batch test is ``conditional``, each
-    record's input embedding and descriptors (one row) go into ``batch_features``."""
+    record's input embedding and descriptors (one row) go into ``batch_features``, and, when it keeps its
+    reference's style counts, the record's style counts into ``batch_style`` (:func:`style_rows`)."""
     spec = baseline.spec
     scores, nearest_idx = chunked_knn_scores(embedded.chunks, embedded.owner, embedded.n_texts, baseline.reference,
                                              spec.k)
@@ -73,6 +76,8 @@ def judge(
                 [r.output for r in records], embedded.n_tokens.tolist(), window=window, names=spec.batch_descriptors)
             batch_features.update(zip((r.row for r in records),
                                       np.hstack([np.asarray(inputs, dtype=np.float64), described])))
+    if batch_style is not None and spec.batch_test == "conditional" and baseline.batch_reference_style is not None:
+        batch_style.update(zip((r.row for r in records), style_rows(style_counts([r.output for r in records]))))
     p_values = baseline.p_values(scores)
     cut = flag_threshold(baseline)
     embedder_digest = fingerprint_digest(baseline.embedder)
@@ -105,3 +110,4 @@ def judge(
             )
         )
     return verdicts
+

@@ -109,7 +109,7 @@ class StreamScorer:
         self._resolve(list(by_cell))
         have = [cell for cell in by_cell if not isinstance(self.resolved[cell], str)]
         by_row: dict[int, Verdict] = {}
-        extras: dict[int, tuple[np.ndarray, float | None, np.ndarray | None, np.ndarray | None]] = {}
+        extras: dict[int, tuple[np.ndarray, float | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]] = {}
         # One embedding call per embedder (a baseline's backend decides it; nearly always one for all).
         users: dict[int, list[tuple[str, str]]] = {}
         for cell in have:
@@ -133,12 +133,14 @@ class StreamScorer:
                 batch_scores: dict[int, float] = {}
                 residuals: dict[int, np.ndarray] = {}
                 features: dict[int, np.ndarray] = {}
+                style: dict[int, np.ndarray] = {}
                 verdicts = judge(baseline, uri, cell_records, part, scored_at=self.scored_at, inputs=inputs,
-                                 batch_scores=batch_scores, batch_residuals=residuals, batch_features=features)
+                                 batch_scores=batch_scores, batch_residuals=residuals, batch_features=features,
+                                 batch_style=style)
                 for record, verdict, pooled in zip(cell_records, verdicts, part.pooled()):
                     by_row[verdict.row] = verdict
                     extras[record.row] = (pooled, batch_scores.get(record.row), residuals.get(record.row),
-                                          features.get(record.row))
+                                          features.get(record.row), style.get(record.row))
         for cell, cell_records in by_cell.items():
             reason = self.resolved[cell]
             if isinstance(reason, str):
@@ -157,7 +159,8 @@ class StreamScorer:
         return out
 
     def _add(self, verdict: Verdict,
-             extra: tuple[np.ndarray, float | None, np.ndarray | None, np.ndarray | None] | None) -> None:
+             extra: tuple[np.ndarray, float | None, np.ndarray | None, np.ndarray | None, np.ndarray | None] | None,
+             ) -> None:
         self.n += 1
         cell = (verdict.model_version, verdict.input_class)
         acc = self.groups.get(cell)
@@ -167,7 +170,8 @@ class StreamScorer:
         if extra is None:
             acc.add(verdict)
         else:
-            acc.add(verdict, embedding=extra[0], batch_score=extra[1], residual=extra[2], features=extra[3])
+            acc.add(verdict, embedding=extra[0], batch_score=extra[1], residual=extra[2], features=extra[3],
+                    style=extra[4])
         if verdict.p_value is not None:
             self._p_values.append(verdict.p_value)
             self._p_groups.append(self._group_index[cell])

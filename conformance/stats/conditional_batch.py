@@ -14,13 +14,23 @@ regressions fitted on the other folds. No feature depends on which side an outpu
 stay exchangeable under the null and a permutation test over whole prompts is exact, while the reference holds
 every approved prompt the baseline kept, not only its calibration part.
 
-Three statistics compare the batch's features with the reference's, each for the observed labelling and ``B``
-random labellings that move whole prompts, each a Gaussian-kernel MMD (Gretton et al. 2012; bandwidth the median
-pairwise distance of the pooled sample, which no labelling changes) of one view of the outputs:
+``style``        its style counts (:mod:`conformance.stats.style`: the relative frequencies of the words,
+                 punctuation marks and pairs of them that the most pooled outputs use), each minus what the
+                 regression predicts for its input.
+
+Four statistics compare the batch's features with the reference's, each for the observed labelling and ``B``
+random labellings that move whole prompts, each an MMD (Gretton et al. 2012) of one view of the outputs, the first
+three with a Gaussian kernel (bandwidth the median pairwise distance of the pooled sample, which no labelling
+changes):
 
 ``residual_mmd``     the residual embeddings: what the outputs say beyond what their inputs predict;
 ``descriptor_mmd``   the descriptor residuals: how they are written, for their inputs;
-``joint_mmd``        both, each view scaled to a median norm of one, so that neither drowns the other.
+``joint_mmd``        both, each view scaled to a median norm of one, so that neither drowns the other;
+``style_mmd``        the style residuals, each scaled to a pooled standard deviation of one, with a linear kernel
+                     between outputs of different prompts: the squared distance between the batch's mean and the
+                     reference's (Burrows' Delta for a batch) less each prompt's pairs with itself, which would
+                     otherwise grow as a side's outputs per prompt shrink. A baseline built before style counts
+                     were kept (format 4) has the first three only.
 
 They are combined by **minP** (Westfall & Young 1993): each labelling's smallest per-statistic permutation
 p-value, compared across the ``B + 1`` labellings. The observed labelling and the random ones are exchangeable
@@ -37,10 +47,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conformance.stats.components import ridge_coef, unit_rows
+from scipy import sparse
 
-#: The statistics of :func:`conditional_batch_test`, in the order they are reported.
-STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd")
+from conformance.stats.components import ridge_coef, unit_rows
+from conformance.stats.style import frequent_columns
+
+#: The statistics of :func:`conditional_batch_test`, in the order they are reported (the last one only with style
+#: counts).
+STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
 #: Folds of whole prompts over which the pooled regressions are cross-fitted.
 FOLDS = 5
 #: Ridge penalty of the pooled regressions (unit-norm embeddings, as the per-output score's).
@@ -91,16 +105,28 @@ def _cross_fitted_residuals(x: np.ndarray, targets: np.ndarray, folds: np.ndarra
     return out
 
 
+def _robust_scaled(z: np.ndarray) -> np.ndarray:
+    centre = np.median(z, axis=0)
+    mad = 1.4826 * np.median(np.abs(z - centre), axis=0)
+    return (z - centre) / np.maximum(np.maximum(mad, z.std(axis=0)), SCALE_FLOOR)
+
+
+def _standardised(z: np.ndarray) -> np.ndarray:
+    return (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), SCALE_FLOOR)
+
+
 def conditional_features(
     inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, prompt_keys: Sequence[str], *,
-    folds: int = FOLDS, ridge: float = RIDGE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Residual embeddings and scaled descriptor residuals of the pooled rows, cross-fitted label-blind.
+    folds: int = FOLDS, ridge: float = RIDGE, style: sparse.spmatrix | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Residual embeddings, scaled descriptor residuals and (with ``style``) scaled style residuals of the pooled
+    rows, cross-fitted label-blind.
 
     ``inputs`` and ``outputs`` are pooled embeddings, one row per output; ``descriptors`` the descriptor columns
-    to compare (the relevance ``1 - cos(input, output)`` is added as one more). Each descriptor residual is
-    divided by its pooled scale (the larger of its MAD and standard deviation). Nothing here sees which rows are
-    the batch.
+    to compare (the relevance ``1 - cos(input, output)`` is added as one more); ``style`` the pooled rows' style
+    counts (:func:`conformance.stats.style.style_counts`), of which the columns that the most rows use are kept and
+    standardised. Each descriptor residual is divided by its pooled scale (the larger of its MAD and standard
+    deviation), each style residual by its standard deviation. Nothing here sees which rows are the batch.
     """
     x = unit_rows(np.asarray(inputs, dtype=np.float64))
     y = unit_rows(np.asarray(outputs, dtype=np.float64))
@@ -110,14 +136,18 @@ def conditional_features(
                          f"{x.shape[0]}, {y.shape[0]}, {d.shape[0]} and {len(prompt_keys)}")
     relevance = 1.0 - np.einsum("ij,ij->i", x, y)
     d = np.column_stack([d, relevance])
+    s = np.zeros((x.shape[0], 0))
+    if style is not None:
+        if style.shape[0] != x.shape[0]:
+            raise ValueError(f"style must have one row per output, got {style.shape[0]} for {x.shape[0]}")
+        s = _standardised(sparse.csr_matrix(style)[:, frequent_columns(style)].toarray().astype(np.float64))
     fold = np.array([fold_of(str(k), folds) for k in prompt_keys])
-    # One regression per fold for both targets: the output embedding's columns, then the descriptors'.
-    both = _cross_fitted_residuals(x, np.hstack([y, d]), fold, ridge)
-    residual, d_res = both[:, :y.shape[1]], both[:, y.shape[1]:]
-    centre = np.median(d_res, axis=0)
-    mad = 1.4826 * np.median(np.abs(d_res - centre), axis=0)
-    scale = np.maximum(np.maximum(mad, d_res.std(axis=0)), SCALE_FLOOR)
-    return residual, (d_res - centre) / scale
+    # One regression per fold for every target: the output embedding's columns, the descriptors', the style's.
+    every = _cross_fitted_residuals(x, np.hstack([y, d, s]), fold, ridge)
+    q = y.shape[1] + d.shape[1]
+    residual, d_res = every[:, :y.shape[1]], every[:, y.shape[1]:q]
+    s_res = _standardised(every[:, q:]) if style is not None else None
+    return residual, _robust_scaled(d_res), s_res
 
 
 def _labellings(
@@ -162,11 +192,36 @@ def _unit_median_norm(z: np.ndarray) -> np.ndarray:
     return z / (norm if norm > 0 else 1.0)
 
 
-def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
-    """Each statistic of :data:`STATISTICS` (a biased MMD², ``a^T K a``) for every labelling, one row of ``signs``
-    each."""
+def _between_prompts_linear(signs: np.ndarray, z: np.ndarray, on_x: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """``a^T Z Z^T a`` without the pairs of outputs of one prompt: each labelling's squared distance between the
+    batch's and the reference's mean rows of ``z``, less what each output (and each prompt's outputs together)
+    contributes with itself. Those terms grow as the side's outputs shrink, with no difference between the sides
+    (``||z||²`` is hundreds for standardised columns), so with them a batch of prompts with fewer outputs each than
+    the reference's would look unlike it; without them the statistic compares outputs of different prompts only."""
+    difference = signs @ z
+    prompt_sums = np.zeros((on_x.shape[1], z.shape[1]))
+    np.add.at(prompt_sums, member, z)
+    own = np.einsum("pj,pj->p", prompt_sums, prompt_sums)
+    labels = on_x[:, member]
+    size_x = labels.sum(axis=1)
+    size_y = labels.shape[1] - size_x
+    within = on_x.astype(np.float64) @ own / size_x ** 2 + (~on_x).astype(np.float64) @ own / size_y ** 2
+    return np.einsum("bj,bj->b", difference, difference) - within
+
+
+def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray,
+                style: np.ndarray | None = None, on_x: np.ndarray | None = None,
+                member: np.ndarray | None = None) -> np.ndarray:
+    """Each statistic of :data:`STATISTICS` for every labelling, one row of ``signs`` each: a biased MMD²
+    (``a^T K a``) for the first three, and for the style one (only with ``style``, ``on_x`` and ``member``) the
+    linear-kernel MMD² between outputs of different prompts (:func:`_between_prompts_linear`)."""
     joint = np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])
-    return np.column_stack([_quadratic(signs, _median_kernel(view)) for view in (residual, descriptors, joint)])
+    columns = [_quadratic(signs, _median_kernel(view)) for view in (residual, descriptors, joint)]
+    if style is not None:
+        if on_x is None or member is None:
+            raise ValueError("the style statistic needs the labellings of whole prompts")
+        columns.append(_between_prompts_linear(signs, style, on_x, member))
+    return np.column_stack(columns)
 
 
 def _column_p_values(stats_: np.ndarray) -> np.ndarray:
@@ -195,7 +250,8 @@ def conditional_batch_test(
     inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, prompt_keys: Sequence[str],
     reference_inputs: np.ndarray, reference_outputs: np.ndarray, reference_descriptors: np.ndarray,
     reference_prompt_keys: Sequence[str], *, n_permutations: int = 1000, seed: int = 0, folds: int = FOLDS,
-    descriptor_names: Sequence[str] | None = None,
+    descriptor_names: Sequence[str] | None = None, style: sparse.spmatrix | None = None,
+    reference_style: sparse.spmatrix | None = None,
 ) -> ConditionalBatchResult:
     """Test a batch of outputs against the approved reference outputs of its cell, whole prompts permuted.
 
@@ -217,6 +273,9 @@ def conditional_batch_test(
         Folds of whole prompts for the cross-fitted regressions.
     descriptor_names : sequence of str, optional
         Names of the descriptor columns, for :attr:`ConditionalBatchResult.shifts`.
+    style, reference_style : sparse matrix, optional
+        The style counts (:func:`conformance.stats.style.style_counts`) of the batch's outputs and of the
+        reference's, both or neither: with them the test has a fourth statistic, ``style_mmd``.
 
     Examples
     --------
@@ -233,13 +292,16 @@ def conditional_batch_test(
     n_x, n_y = len(prompt_keys), len(reference_prompt_keys)
     if n_x == 0 or n_y == 0:
         raise ValueError("the batch and the reference must each hold at least one output")
+    if (style is None) != (reference_style is None):
+        raise ValueError("style and reference_style must be given both or neither")
     keys = [str(k) for k in prompt_keys] + [str(k) for k in reference_prompt_keys]
-    residual, scaled = conditional_features(
+    pooled_style = None if style is None else sparse.vstack([style, reference_style], format="csr")
+    residual, scaled, style_res = conditional_features(
         np.vstack([inputs, reference_inputs]), np.vstack([outputs, reference_outputs]),
-        np.vstack([descriptors, reference_descriptors]), keys, folds=folds)
+        np.vstack([descriptors, reference_descriptors]), keys, folds=folds, style=pooled_style)
     on_x, member = _labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
     signs = _sign_matrix(on_x, member)
-    combined, each = min_p_combination(_statistics(signs, residual, scaled))
+    combined, each = min_p_combination(_statistics(signs, residual, scaled, style_res, on_x, member))
     names = list(descriptor_names or [f"descriptor_{j}" for j in range(scaled.shape[1] - 1)]) + ["relevance"]
     diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)
     return ConditionalBatchResult(
