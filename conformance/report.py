@@ -58,8 +58,11 @@ GLOSSARY = (
     ("MMD and energy-distance tests", "Has what the outputs say moved away from what the approved outputs say?"),
     ("Conditional batch test", "How baselines built since 0.6.0 test a batch: each output is reduced to what it says "
                                "and how it is written beyond what its input predicts, and the batch is compared with "
-                               "every approved output of the baseline by three tests (MMD) of those features."),
-    ("minP combination", "The conditional batch test's three p-values are combined by asking how often, over the "
+                               "every approved output of the baseline by three tests (MMD) of those features, and, "
+                               "for baselines built since 0.7.0, a fourth on the words and punctuation it uses."),
+    ("Style", "Which words, punctuation marks and pairs of them an output uses, and how often: a model's habits of "
+              "writing, which a silent update often changes while what it says stays the same."),
+    ("minP combination", "The conditional batch test's p-values are combined by asking how often, over the "
                          "same reshufflings of whole prompts, the smallest of them is as small as observed: exact, "
                          "and one strong test is not watered down by the others."),
     ("Bonferroni combination", "The batch is out of bounds when one test's p-value, times the number of tests, is "

@@ -252,6 +252,13 @@ def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baselin
     loaded = load_baseline(folder)
     assert loaded.digest == b.digest and np.array_equal(loaded.batch_reference_outputs, b.batch_reference_outputs)
     assert loaded.batch_reference_prompt_keys == b.batch_reference_prompt_keys
+    # The style counts of the same 240 outputs, as the texts give them, kept and read back exactly (format 5).
+    from conformance.baseline.format import FORMAT_VERSION
+
+    assert loaded.format_version == FORMAT_VERSION == 5 and loaded.batch_reference_style is not None
+    assert loaded.batch_reference_style.shape == (240, 2 * BUCKETS)
+    assert (loaded.batch_reference_style != b.batch_reference_style).nnz == 0
+    assert sorted(map(str, b.batch_reference_style.sum(axis=1).A.ravel().round(5))) == ["2.0"] * 240
     # The reference is part of the approved artifact: changing one value of it is refused.
     altered = tmp_path / "altered"
     shutil.copytree(folder, altered)
@@ -261,6 +268,14 @@ def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baselin
     np.savez(altered / "arrays.npz", **arrays)
     with pytest.raises(BaselineError, match="does not match its digest"):
         load_baseline(altered)
+    # So is changing a style count.
+    shutil.copytree(folder, tmp_path / "altered_style")
+    arrays = dict(np.load(tmp_path / "altered_style" / "arrays.npz", allow_pickle=False))
+    arrays["batch_reference_style_values"] = arrays["batch_reference_style_values"].copy()
+    arrays["batch_reference_style_values"][3] *= 2
+    np.savez(tmp_path / "altered_style" / "arrays.npz", **arrays)
+    with pytest.raises(BaselineError, match="does not match its digest"):
+        load_baseline(tmp_path / "altered_style")
 
 
 def test_score_runs_the_conditional_test_and_says_what_it_did(built_baseline) -> None:  # type: ignore[no-untyped-def]
@@ -348,3 +363,22 @@ def test_style_counts_are_a_fixed_function_of_the_text() -> None:
     cols = frequent_columns(counts, top=3)
     assert len(cols) == 6 and np.all(cols[:3] < BUCKETS) and np.all(cols[3:] >= BUCKETS)
     assert np.all(np.asarray((counts[:, cols] > 0).sum(axis=0)).ravel() > 0)
+
+
+def test_a_conditional_baseline_of_format_4_keeps_its_three_statistics() -> None:
+    """A baseline written by 0.6.0 (format 4, built with ``WindowedFakeEmbedder`` from 90 outputs of 30 prompts)
+    loads with its digest, has no style counts, and its batch test is the conditional one without ``style_mmd``."""
+    from pathlib import Path
+
+    from conformance.baseline.format import load_baseline
+    from conformance.scoring import score_record_set
+    from tests.test_stat_format import WindowedFakeEmbedder
+
+    old = load_baseline(Path(__file__).parent / "data" / "baseline_format4_conditional")
+    assert old.migrated_from == 4 and old.spec.batch_test == "conditional"
+    assert old.batch_reference_inputs is not None and old.batch_reference_style is None
+    summary = score_record_set(_audited(1, n=20), lambda mv, ic: ("models:/m-c/1", old),
+                               embedder=WindowedFakeEmbedder()).summaries[0]  # type: ignore[arg-type]
+    assert summary.tests is not None and summary.tests["test"] == "conditional"
+    assert list(summary.tests["p_values"]) == list(STATISTICS[:3])
+    assert "by 3 statistics" in summary.reason and "style" not in summary.reason

@@ -171,6 +171,7 @@ _CONDITIONAL_WORDS = {
     "descriptor_mmd": "how they are written (length, format, refusals, language, relevance) differs from what is "
                       "usual for their inputs",
     "joint_mmd": "what they say and how they are written, taken together, differ from approved outputs",
+    "style_mmd": "the words and punctuation they use, and how often, differ from what is usual for their inputs",
 }
 #: How a descriptor's shift reads (positive, negative), for descriptors whose shift names a direction.
 _DESCRIPTOR_DIRECTIONS = {

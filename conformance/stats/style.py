@@ -8,8 +8,9 @@ stylistic difference and a guide to likely authorship"); this module gives the b
 Each output is split into tokens (runs of letters, with an apostrophe suffix such as "'s"; runs of digits; any
 other single character but white space), letters lower-cased. Its **style counts** are the relative frequencies
 of its tokens (unigrams) and of its pairs of adjacent tokens (bigrams), each hashed into :data:`BUCKETS` buckets
-by a fixed function (SHA-256), so the columns mean the same in every baseline and release and need no
-vocabulary fitted on anything. The counts are a fixed function of the text: a batch test on them stays exact.
+by a fixed function (SHA-256, :func:`style_counts`), so the columns mean the same in every baseline and release
+and need no vocabulary fitted on anything. The counts are a fixed function of the text: a batch test on them stays
+exact.
 
 The batch test (:mod:`conformance.stats.conditional_batch`) then keeps, of the pooled sample (the batch and the
 reference together, label-blind), the :data:`TOP` unigram buckets and the :data:`TOP` bigram buckets that the most
@@ -40,13 +41,20 @@ def tokens(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=200_000)
-def _bucket(token: str) -> int:
-    return int.from_bytes(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()[:4], "big") % BUCKETS
+def _hash64(token: str) -> int:
+    return int.from_bytes(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+
+
+#: Odd 64-bit multiplier (the golden ratio's) that mixes a bigram's first token into its hash.
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def style_counts(texts: Sequence[str]) -> sparse.csr_matrix:
     """Relative frequencies of the hashed unigrams and bigrams of each text: a sparse matrix of shape
     ``(len(texts), 2 * BUCKETS)``, float32 (a text without tokens is a row of zeros).
+
+    A token's hash is the first 64 bits of the SHA-256 of its UTF-8 bytes, ``H``; a unigram's bucket is
+    ``H(t) mod BUCKETS``, a bigram's ``(H(a) * m + H(b)) mod 2**64 mod BUCKETS`` with ``m`` a fixed odd constant.
 
     Examples
     --------
@@ -54,22 +62,26 @@ def style_counts(texts: Sequence[str]) -> sparse.csr_matrix:
     >>> float(counts[0, :BUCKETS].sum()), float(counts[0, BUCKETS:].sum()), counts.nnz
     (1.0, 1.0, 6)
     """
-    indptr, indices, values = [0], [], []
-    for text in texts:
+    rows, cols, weights = [], [], []
+    for i, text in enumerate(texts):
         toks = tokens(text)
-        row: dict[int, float] = {}
-        for t in toks:
-            j = _bucket(t)
-            row[j] = row.get(j, 0.0) + 1.0 / len(toks)
-        for a, b in zip(toks, toks[1:]):
-            j = BUCKETS + _bucket(a + "\x00" + b)
-            row[j] = row.get(j, 0.0) + 1.0 / (len(toks) - 1)
-        cols = sorted(row)
-        indices += cols
-        values += [row[j] for j in cols]
-        indptr.append(len(indices))
-    return sparse.csr_matrix((np.asarray(values, dtype=np.float32), np.asarray(indices, dtype=np.int32),
-                              np.asarray(indptr, dtype=np.int64)), shape=(len(texts), 2 * BUCKETS))
+        n = len(toks)
+        if n == 0:
+            continue
+        h = np.fromiter((_hash64(t) for t in toks), dtype=np.uint64, count=n)
+        rows.append(np.full(2 * n - 1, i, dtype=np.int64))
+        cols.append(np.concatenate([(h % np.uint64(BUCKETS)).astype(np.int64),
+                                    BUCKETS + ((h[:-1] * _MIX + h[1:]) % np.uint64(BUCKETS)).astype(np.int64)]))
+        weights.append(np.concatenate([np.full(n, 1.0 / n), np.full(n - 1, 1.0 / max(n - 1, 1))]))
+    if not rows:
+        return sparse.csr_matrix((len(texts), 2 * BUCKETS), dtype=np.float32)
+    # Duplicates (a token's every occurrence) are summed per row, in float64, then stored as float32.
+    counts = sparse.coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(len(texts), 2 * BUCKETS)).tocsr()
+    counts.sum_duplicates()
+    counts.sort_indices()
+    return sparse.csr_matrix((counts.data.astype(np.float32), counts.indices.astype(np.int32),
+                              counts.indptr.astype(np.int64)), shape=counts.shape)
 
 
 def frequent_columns(counts: sparse.spmatrix, top: int = TOP) -> np.ndarray:
