@@ -436,7 +436,7 @@ def conditional_reference(
         "batch_reference_outputs": np.asarray(outputs, dtype=np.float32)[keep],
         "batch_reference_descriptors": np.asarray(descriptors, dtype=np.float64)[keep]}
     if outputs_text is not None:
-        style = style_counts([outputs_text[i] for i in np.flatnonzero(keep)])
+        style = style_counts([outputs_text[int(i)] for i in np.flatnonzero(keep)])
         out |= {"batch_reference_style_values": style.data, "batch_reference_style_columns": style.indices,
                 "batch_reference_style_rows": style.indptr}
     return out
