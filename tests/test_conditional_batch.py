@@ -36,14 +36,14 @@ def _interval(k: int, n: int, level: float = 0.999) -> tuple[float, float]:
 
 
 def _prompts(rng: np.random.Generator, n_prompts: int, coef: np.ndarray, tag: str, *, shift: float = 0.0,
-             per_prompt: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Outputs of ``n_prompts`` prompts, 1 to ``per_prompt`` each; outputs of one prompt are much alike (a shared
-    prompt effect), as a model's answers to one question are."""
+             per_prompt: int = 2, exactly: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Outputs of ``n_prompts`` prompts, 1 to ``per_prompt`` each (``exactly``: ``per_prompt`` each); outputs of one
+    prompt are much alike (a shared prompt effect), as a model's answers to one question are."""
     xs, ys, ds, keys = [], [], [], []
     for p in range(n_prompts):
         x = rng.normal(size=DIM)
         effect = x @ coef + 0.8 * rng.normal(size=DIM)
-        for _ in range(int(rng.integers(1, per_prompt + 1))):
+        for _ in range(per_prompt if exactly else int(rng.integers(1, per_prompt + 1))):
             y = effect + 0.2 * rng.normal(size=DIM)
             y[0] += shift
             xs.append(x)
@@ -57,7 +57,7 @@ _FUNCTION_WORDS = [f"w{j}" for j in range(60)] + [",", ".", "!", "however", "cer
 _ZIPF = 1.0 / np.arange(1, len(_FUNCTION_WORDS) + 1)
 
 
-def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0) -> list[str]:
+def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0, topic_share: float = 0.3) -> list[str]:
     """One text per output: words of its prompt's topic (the same for every output of a prompt, as answers to one
     question share their subject) among function words and punctuation drawn by Zipf's law; ``tilt`` multiplies
     how often "however", "certainly" and "overall" come (a change in how a model writes, not in what about)."""
@@ -67,7 +67,7 @@ def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0) -> l
     out = []
     for key in keys:
         topic = np.random.default_rng(zlib.crc32(key.encode())).integers(0, 3000, size=5)
-        words = [f"t{topic[rng.integers(5)]}" if rng.random() < 0.3
+        words = [f"t{topic[rng.integers(5)]}" if rng.random() < topic_share
                  else _FUNCTION_WORDS[rng.choice(len(weights), p=weights)]
                  for _ in range(int(rng.integers(30, 90)))]
         out.append(" ".join(words))
@@ -382,3 +382,48 @@ def test_a_conditional_baseline_of_format_4_keeps_its_three_statistics() -> None
     assert summary.tests is not None and summary.tests["test"] == "conditional"
     assert list(summary.tests["p_values"]) == list(STATISTICS[:3])
     assert "by 3 statistics" in summary.reason and "style" not in summary.reason
+
+
+def _style_null_rate(draws: int, seed: int, *, with_own_pairs: bool) -> tuple[int, int]:
+    """Null batches whose prompts have one output each against a reference whose prompts have three (audited
+    outputs one per prompt, approved evaluation runs sampling each prompt several times): the style statistic's
+    own p-value at alpha, as the test computes it or with each prompt's pairs with itself kept."""
+    from conformance.stats.conditional_batch import conditional_features
+
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    flagged = 0
+    for i in range(draws):
+        batch = _prompts(rng, 20, coef, "b", per_prompt=1)
+        reference = _prompts(rng, 40, coef, "r", per_prompt=3, exactly=True)
+        # Function words only: each output's words drawn on their own, so its own pairs weigh most.
+        style = style_counts(_texts(rng, batch[3], topic_share=0.0))
+        ref_style = style_counts(_texts(rng, reference[3], topic_share=0.0))
+        if not with_own_pairs:
+            p = conditional_batch_test(*batch, *reference, seed=i, style=style, reference_style=ref_style).p_values[
+                "style_mmd"]
+        else:
+            from scipy import sparse
+
+            keys = list(batch[3]) + list(reference[3])
+            _, _, s = conditional_features(np.vstack([batch[0], reference[0]]), np.vstack([batch[1], reference[1]]),
+                                           np.vstack([batch[2], reference[2]]), keys,
+                                           style=sparse.vstack([style, ref_style], format="csr"))
+            assert s is not None
+            on_x, member = _labellings(keys[:len(batch[3])], keys[len(batch[3]):], 1000, np.random.default_rng(i))
+            diff = _sign_matrix(on_x, member) @ s
+            t = np.einsum("bj,bj->b", diff, diff)
+            p = float(np.mean(t >= t[0] * (1 - 1e-12)))
+        flagged += p <= ALPHA
+    return flagged, draws
+
+
+@pytest.mark.slow
+def test_the_style_statistic_keeps_its_level_when_the_sides_have_different_outputs_per_prompt() -> None:
+    """Why the style statistic leaves out each prompt's pairs with itself: with them, a batch of one output per
+    prompt looks unlike a reference of three per prompt whatever the words (each output's squared norm, ~400,
+    weighs 1/n² on its side), and null batches are flagged far above alpha; without them, at most at alpha."""
+    k, n = _style_null_rate(120, 11, with_own_pairs=False)
+    assert _interval(k, n)[1] >= ALPHA and k / n <= 2 * ALPHA, k / n
+    k_kept, n_kept = _style_null_rate(40, 11, with_own_pairs=True)
+    assert _interval(k_kept, n_kept)[0] > 2 * ALPHA, k_kept / n_kept
