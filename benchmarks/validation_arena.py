@@ -21,7 +21,7 @@ Parts (``--parts``; each writes ``arena_<part>[_TAG].json`` to ``--out``):
             refusal, and, in the first ``--injection-splits`` splits, the first ``--injection-prompts`` of them with
             1, 3 or 6 off-policy sentences injected at the start, middle or end.
 
-Cost on two cores with a warm cache: ``swaps`` about 1 s per baseline (each scores every batch of its split);
+Cost on two cores with a warm cache: ``swaps`` about 1-2 s per baseline (each scores every batch of its split);
 ``cells`` about 10 s per baseline, plus the first embedding of each injected text.
 
     python -m benchmarks.validation_arena --parts swaps --splits 40 --out results/arena
