@@ -427,7 +427,7 @@ def conditional_reference(
     """The arrays a baseline keeps for the conditional batch test
     (:mod:`conformance.stats.conditional_batch`): every approved output, fit and calibration parts alike, up to
     :data:`MAX_CONDITIONAL_REFERENCE` outputs of whole prompts taken in a seeded order; with ``outputs_text``,
-    their style counts (:func:`conformance.stats.style.style_counts`; the texts themselves are not kept)."""
+    their style counts (:func:`conformance.stats.style.style_counts`; the reference keeps the counts, not the texts)."""
     keys = np.array([str(k) for k in prompt_keys], dtype=object)
     keep = _whole_groups_up_to(keys, MAX_CONDITIONAL_REFERENCE, [seed, 3])
     out: dict[str, object] = {
