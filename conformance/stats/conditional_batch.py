@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy import sparse
 
 from conformance.stats.components import ridge_coef, unit_rows
