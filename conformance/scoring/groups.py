@@ -30,8 +30,8 @@ class _Item:
     residual: np.ndarray | None
     #: The input's pooled embedding and the output's descriptors, one row (the conditional batch test's).
     features: np.ndarray | None = None
-    #: The output's style counts, a ``(2, nnz)`` array of columns and values (:func:`~conformance.scoring.judge.
-    #: style_rows`), for a conditional batch test whose baseline keeps its reference's.
+    #: The output's style counts, a ``(2, nnz)`` array of columns and values
+    #: (:func:`~conformance.stats.style.style_rows`), for a conditional batch test whose baseline keeps its reference's.
     style: np.ndarray | None = None
 
 

@@ -76,7 +76,8 @@ def judge(
                 [r.output for r in records], embedded.n_tokens.tolist(), window=window, names=spec.batch_descriptors)
             batch_features.update(zip((r.row for r in records),
                                       np.hstack([np.asarray(inputs, dtype=np.float64), described])))
-    if batch_style is not None and spec.batch_test == "conditional" and baseline.batch_reference_style is not None:
+    if (batch_style is not None and spec.batch_test == "conditional"
+            and baseline.batch_reference_style_values is not None):
         batch_style.update(zip((r.row for r in records), style_rows(style_counts([r.output for r in records]))))
     p_values = baseline.p_values(scores)
     cut = flag_threshold(baseline)
