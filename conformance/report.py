@@ -59,7 +59,8 @@ GLOSSARY = (
     ("Conditional batch test", "How baselines built since 0.6.0 test a batch: each output is reduced to what it says "
                                "and how it is written beyond what its input predicts, and the batch is compared with "
                                "every approved output of the baseline by three tests (MMD) of those features, and, "
-                               "for baselines built since 0.7.0, a fourth on the words and punctuation it uses."),
+                               "for baselines built since 0.7.0, a fourth on the words and punctuation the outputs "
+                               "use."),
     ("Style", "Which words, punctuation marks and pairs of them an output uses, and how often: a model's habits of "
               "writing, which a silent update often changes while what it says stays the same."),
     ("minP combination", "The conditional batch test's p-values are combined by asking how often, over the "

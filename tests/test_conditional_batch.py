@@ -355,6 +355,10 @@ def test_style_counts_are_a_fixed_function_of_the_text() -> None:
     sums = np.asarray(counts.sum(axis=1)).ravel()
     assert sums[0] == pytest.approx(2.0) and sums[3] == pytest.approx(2.0) and sums[4] == pytest.approx(2.0)
     # The same in every process and release: buckets come from SHA-256, not Python's salted hash.
+    import hashlib
+
+    certainly = int.from_bytes(hashlib.sha256(b"certainly").digest()[:8], "big") % BUCKETS
+    assert counts[0, certainly] == pytest.approx(1 / 8)
     again = style_counts(list(reversed(texts)))
     assert (again[::-1] != counts).nnz == 0
     # The accumulator's form round-trips exactly.
