@@ -55,7 +55,7 @@ from conformance.embedder import EmbeddedTexts, embed_inputs
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import CombinedScorer
 from conformance.stats.conformal import conformal_p_values, prompt_weighted_p_values
-from conformance.stats.descriptors import DESCRIPTORS, describe
+from conformance.stats.descriptors import KNOWN_DESCRIPTORS, describe
 from conformance.records import Record, RecordSet
 from conformance.scoring import ScoringResult, score_record_set
 
@@ -219,8 +219,8 @@ def facet_values(baseline: Baseline, records: list[Record], embedder: CachedEmbe
     model = CombinedScorer.from_state({n: baseline.scorer[n] for n in CombinedScorer.PARAM_NAMES},
                                       baseline.scorer_state)
     embedded = embedder.embed([r.output for r in records])
-    names = [c for c in baseline.scorer["components"] if c in DESCRIPTORS]
-    descriptors = describe([r.output for r in records], embedded.n_tokens.tolist(),
+    names = [c for c in baseline.scorer["components"] if c in KNOWN_DESCRIPTORS]
+    descriptors = describe([r.output for r in records], embedded.n_tokens.tolist(), inputs=[r.input for r in records],
                            window=int(baseline.embedder["chunking"]["window"]), names=names)
     text = chunked_text_scores(model, embedded.chunks, embedded.owner,
                                embed_inputs(embedder, [r.input for r in records]), descriptors)  # type: ignore[arg-type]

@@ -255,7 +255,7 @@ def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baselin
     # The style counts of the same 240 outputs, as the texts give them, kept and read back exactly (format 5).
     from conformance.baseline.format import FORMAT_VERSION
 
-    assert loaded.format_version == FORMAT_VERSION == 5 and loaded.batch_reference_style is not None
+    assert loaded.format_version == FORMAT_VERSION == 6 and loaded.batch_reference_style is not None
     assert loaded.batch_reference_style.shape == (240, 2 * BUCKETS)
     assert (loaded.batch_reference_style != b.batch_reference_style).nnz == 0
     assert sorted(map(str, b.batch_reference_style.sum(axis=1).A.ravel().round(5))) == ["2.0"] * 240

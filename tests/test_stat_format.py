@@ -29,7 +29,7 @@ class WindowedFakeEmbedder(FakeEmbedder):
 
 def test_format_1_file_still_loads_verifies_and_scores() -> None:
     baseline = load_baseline(FORMAT1)
-    assert FORMAT_VERSION == 5 and baseline.migrated_from == 1 and baseline.scorer_state == {}
+    assert FORMAT_VERSION == 6 and baseline.migrated_from == 1 and baseline.scorer_state == {}
     assert baseline.digest == "sha256:d656c279b332ccb2e8261316f1302b52663817d83d4feafc2736bfd4e40a541e"
     result = _score(baseline, [f"0:{i}" for i in range(9500, 9520)])
     assert all(0 < v.p_value <= 1 for v in result.verdicts)

@@ -21,16 +21,20 @@ from scipy import stats
 from conformance.stats.combined import CombinedScorer
 from conformance.stats.components import oas_precision
 from conformance.stats.conformal import calibration_conditional_threshold, conformal_p_values
-from conformance.stats.descriptors import DESCRIPTORS, describe
+from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, SCORE_DESCRIPTORS, describe
 
 DIM, N_FIT, N_CAL, N_TEST = 12, 60, 19, 40
 
 
-def _draw(rng: np.random.Generator, n: int, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exchangeable (input, output, descriptors) rows: output depends on input; descriptors include counts."""
+def _draw(
+    rng: np.random.Generator, n: int, coef: np.ndarray, extra: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exchangeable (input, output, descriptors) rows: output depends on input; descriptors include counts
+    (and ``extra`` more continuous columns)."""
     x = rng.normal(size=(n, DIM)) + 3 * np.eye(DIM)[0]  # inputs cluster, as embeddings do
     y = x @ coef + 0.5 * rng.normal(size=(n, DIM))
-    d = np.column_stack([rng.normal(size=n), rng.poisson(0.3, size=n), rng.integers(0, 3, size=n)])
+    d = np.column_stack([rng.normal(size=n), rng.poisson(0.3, size=n), rng.integers(0, 3, size=n),
+                         *rng.normal(size=(extra, n))])
     return y, x, d
 
 
@@ -47,7 +51,7 @@ def _false_alarms(
     coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
     flagged = total = 0
     for _ in range(draws):
-        y, x, d = _draw(rng, N_FIT + N_CAL + N_TEST, coef)
+        y, x, d = _draw(rng, N_FIT + N_CAL + N_TEST, coef, extra=0 if names is None else len(names) - 3)
         fit, cal, test = slice(0, N_FIT), slice(N_FIT, N_FIT + N_CAL), slice(N_FIT + N_CAL, None)
         if leak:  # the calibration rows are also in the fit bank: the broken split
             fit = slice(0, N_FIT + N_CAL)
@@ -65,10 +69,13 @@ def _false_alarms(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.1, 0.08])
-@pytest.mark.parametrize("names", [None, ("log_tokens", "heading_lines", "list_lines")])
+@pytest.mark.parametrize("names", [None, ("log_tokens", "heading_lines", "list_lines"),
+                                   ("non_ascii_letters", "non_ascii_letters_vs_input", "foreign_function_words",
+                                    "foreign_function_words_vs_input")])
 def test_false_alarm_rate_is_exactly_the_conformal_level(alpha: float, names: tuple[str, ...] | None) -> None:
     """Unnamed descriptors are facets of their own; named, the two counts share the format facet (their
-    log-compressed mean, a discrete value) and the rate must still be exact: no ties."""
+    log-compressed mean, a discrete value), or the four language columns the language facet (the larger of
+    two pairs' smaller values), and the rate must still be exact: no ties."""
     exact = math.floor(alpha * (N_CAL + 1)) / (N_CAL + 1)  # 0.10 and 0.05 with 19 calibration rows
     k, n = _false_alarms(alpha, names=names)
     lo, hi = _interval(k, n)
@@ -216,3 +223,79 @@ def test_p_values_match_the_formula() -> None:
     expected = [(1 + np.sum(scorer.calibration_scores_ >= v)) / 41 for v in s]
     assert np.allclose(scorer.p_values(y[100:], x[100:], d[100:]), expected)
     assert np.allclose(conformal_p_values(s, scorer.calibration_scores_), expected)
+
+
+def test_language_against_the_input() -> None:
+    english_q = "How do I sort a list by two keys?"
+    spanish_q = ("¿Cómo puedo ordenar una lista por dos claves, para que los elementos con la misma clave queden "
+                 "en su orden?")
+    spanish_a = "Para ordenar la lista por dos claves, se usa una función que devuelve una tupla con las claves."
+    german_a = "Um die Liste nach zwei Schlüsseln zu sortieren, gibt man eine Funktion an, die ein Tupel liefert."
+    names = ["foreign_function_words", "foreign_function_words_vs_input", "non_ascii_letters_vs_input"]
+    d = describe([spanish_a, german_a, spanish_a], names=names, inputs=[spanish_q, english_q, english_q])
+    assert d[0, 0] > 0.3 and abs(d[0, 1]) < 0.1  # Spanish asked, Spanish answered: nothing relative to the input
+    assert d[1, 1] > 0.2 and d[2, 1] > 0.3       # English asked, German or Spanish answered
+    assert d[1, 2] > 0                           # German's umlauts, against an ASCII question
+    english = describe(["Use sorted with a key that returns a tuple."], names=names, inputs=[spanish_q])
+    assert english[0, 1] < -0.2                  # Spanish asked, English answered: the other way
+    with pytest.raises(ValueError, match="need the inputs, one per text"):
+        describe([spanish_a], names=names)
+
+
+def test_language_facet_takes_the_smaller_of_absolute_and_input_relative() -> None:
+    """The language facet is unusual only where the answer's language is unusual both among the approved
+    answers and against its input's; a baseline fitted without the input-relative columns keeps the larger of
+    its two language columns."""
+    new = CombinedScorer(descriptor_names=SCORE_DESCRIPTORS)
+    names = new.facet_names(4 + len(SCORE_DESCRIPTORS))
+    z = np.zeros((3, 4 + len(SCORE_DESCRIPTORS)))
+    col = {name: 4 + j for j, name in enumerate(SCORE_DESCRIPTORS)}
+    z[0, col["foreign_function_words"]] = 9.0                       # Spanish among English answers, asked in Spanish
+    z[1, [col["foreign_function_words"], col["foreign_function_words_vs_input"]]] = 9.0, 7.0  # asked in English
+    z[2, [col["non_ascii_letters"], col["foreign_function_words_vs_input"]]] = 9.0, 7.0  # different pairs: none
+    language = new.facet_values(z)[:, names.index("language")]
+    assert language.tolist() == [0.0, 7.0, 0.0]
+    old = CombinedScorer(descriptor_names=DESCRIPTORS)
+    z_old = np.zeros((1, 4 + len(DESCRIPTORS)))
+    z_old[0, 4 + DESCRIPTORS.index("foreign_function_words")] = 9.0
+    assert old.facet_values(z_old)[0, old.facet_names(z_old.shape[1]).index("language")] == 9.0
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_answers_in_their_questions_language_do_not_set_the_calibration_tail(relative: bool) -> None:
+    """A cell of mostly English prompts where, by the split's chance, the fit part holds one Spanish prompt in 100
+    and the calibration part ten in 99: measured on its own, the Spanish answers' language sets the calibration
+    part's largest scores, and an answer unlike the approved ones (shifted embedding) stays below them. Measured
+    against the input, an answer in its question's language is ordinary, the cut falls back to the ordinary
+    outputs' tail, and the shifted answers are caught; an answer in German to an English question still is."""
+    rng = np.random.default_rng(5)
+    coef = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
+    english_words = "the list is sorted by a key that returns both fields so order holds".split()
+    spanish_words = "la lista se ordena por una clave que devuelve los dos campos para el orden".split()
+    german_words = "die Liste wird nach einem Schlüssel sortiert der beide Felder für die Ordnung liefert".split()
+
+    def text(words: list[str]) -> str:
+        return " ".join(rng.choice(words, size=int(rng.integers(300, 400)))) + "."  # shares to within ~0.03
+
+    def rows(n: int, spanish: int) -> tuple[list[str], list[str]]:
+        langs = [spanish_words] * spanish + [english_words] * (n - spanish)
+        return [text(w) for w in langs], [text(w) for w in langs]  # the question in the answer's language
+
+    names = SCORE_DESCRIPTORS if relative else DESCRIPTORS
+    units = [DESCRIPTOR_UNITS[n] for n in names]
+    (fit_q, fit_a), (cal_q, cal_a) = rows(100, 1), rows(99, 10)
+    y, x, _ = _draw(rng, 100 + 99 + 120, coef)
+    d_fit = describe(fit_a, names=names, inputs=fit_q)
+    scorer = CombinedScorer(descriptor_names=names).fit(y[:100], x[:100], d_fit, groups=np.arange(100),
+                                                        descriptor_units=units)
+    scorer.conformalize(y[100:199], x[100:199], describe(cal_a, names=names, inputs=cal_q))
+    test_q = [text(english_words) for _ in range(60)]
+    shifted = scorer.p_values(y[199:259] + 3.5 * np.eye(DIM)[1], x[199:259],
+                              describe([text(english_words) for _ in range(60)], names=names, inputs=test_q))
+    german = scorer.p_values(y[259:], x[259:], describe([text(german_words) for _ in range(60)], names=names,
+                                                        inputs=test_q))
+    caught, german_caught = float(np.mean(shifted <= 0.05)), float(np.mean(german <= 0.05))
+    if relative:
+        assert caught >= 0.8 and german_caught >= 0.95, (caught, german_caught)
+    else:  # the Spanish calibration answers' scores tie at the top: neither passes them
+        assert caught <= 0.2 and german_caught <= 0.2, (caught, german_caught)

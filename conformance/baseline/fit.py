@@ -38,7 +38,13 @@ from conformance.records import Record
 from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer
-from conformance.stats.descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, describe
+from conformance.stats.descriptors import (
+    DESCRIPTOR_UNITS,
+    DESCRIPTORS,
+    KNOWN_DESCRIPTORS,
+    SCORE_DESCRIPTORS,
+    describe,
+)
 from conformance.stats.style import style_counts
 from conformance.stats.two_sample import _whole_groups_up_to
 
@@ -376,10 +382,17 @@ def _fit_combined(
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit], progress=progress)
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration], progress=progress)
-    fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window)
-    cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window)
-    units = [DESCRIPTOR_UNITS[name] for name in DESCRIPTORS]
-    model = CombinedScorer(k=k, seed=seed, descriptor_names=DESCRIPTORS).fit(
+    # Every descriptor once; the score takes SCORE_DESCRIPTORS, the conditional batch test DESCRIPTORS.
+    score_cols = [KNOWN_DESCRIPTORS.index(n) for n in SCORE_DESCRIPTORS]
+    batch_cols = [KNOWN_DESCRIPTORS.index(n) for n in DESCRIPTORS]
+    fit_all = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window,
+                       names=KNOWN_DESCRIPTORS, inputs=[r.input for r in split.fit])
+    cal_all = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window,
+                       names=KNOWN_DESCRIPTORS, inputs=[r.input for r in split.calibration])
+    fit_desc, fit_batch_desc = fit_all[:, score_cols], fit_all[:, batch_cols]
+    cal_desc, cal_batch_desc = cal_all[:, score_cols], cal_all[:, batch_cols]
+    units = [DESCRIPTOR_UNITS[name] for name in SCORE_DESCRIPTORS]
+    model = CombinedScorer(k=k, seed=seed, descriptor_names=SCORE_DESCRIPTORS).fit(
         fit_emb.pooled(), fit_in, fit_desc, groups=[r.prompt_key for r in split.fit], descriptor_units=units)
     # Input novelty is calibrated on the same one-output-per-prompt set (one input per prompt).
     model.conformalize(cal_emb.pooled()[used], cal_in[used], cal_desc[used])
@@ -388,7 +401,7 @@ def _fit_combined(
     # The chunk-max scores are the ones p-values use: the drawn ones, or all (calibration method "weighted").
     model.calibration_scores_ = np.sort(cal_scores[used] if sampled else cal_scores)
     cal_residuals = model.residual_embeddings(cal_emb.pooled(), cal_in)
-    meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *DESCRIPTORS],
+    meta = {"name": "combined", **model.params(), "components": [*EMBEDDING_COMPONENTS, *SCORE_DESCRIPTORS],
             "descriptor_units": units,
             "facets": [{"facet": name, "how": how, "components": list(members)} for name, how, members in FACETS],
             "batch_rule": "the batch rank tests use the smooth maximum log(sum(exp(asinh(z)))) over every "
@@ -410,7 +423,7 @@ def _fit_combined(
                                 "embedding minus what the ridge regression predicts from its input")
     reference = conditional_reference(
         [r.prompt_key for r in [*split.fit, *split.calibration]], np.vstack([fit_in, cal_in]),
-        np.vstack([fit_emb.pooled(), cal_emb.pooled()]), np.vstack([fit_desc, cal_desc]), seed=seed,
+        np.vstack([fit_emb.pooled(), cal_emb.pooled()]), np.vstack([fit_batch_desc, cal_batch_desc]), seed=seed,
         outputs_text=[r.output for r in [*split.fit, *split.calibration]])
     return cal_scores, batch_cal_scores, cal_residuals, meta, model.to_state(), reference
 

@@ -32,9 +32,11 @@ from conformance.stats.style import BUCKETS as STYLE_BUCKETS
 #: scorer, stored as ``scorer__<name>`` in the npz) and optional per-record calibration fields;
 #: 3 stores every field of the scorer specification explicitly (:mod:`conformance.baseline.spec`);
 #: 4 adds the scorer's ``batch_test`` and, for the conditional batch test, the ``batch_reference_*`` fields;
-#: 5 adds the reference outputs' style counts (``batch_reference_style_*``, a sparse matrix's CSR arrays).
-FORMAT_VERSION = 5
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+#: 5 adds the reference outputs' style counts (``batch_reference_style_*``, a sparse matrix's CSR arrays);
+#: 6 lets the combined score's components include descriptors measured against the input
+#: (:data:`conformance.stats.descriptors.INPUT_RELATIVE`), which a release before it could not compute.
+FORMAT_VERSION = 6
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
@@ -348,10 +350,17 @@ def _migrate_4_to_5(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tupl
     return meta | {"format_version": 5}, arrays
 
 
+def _migrate_5_to_6(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Format 6 only allowed input-relative descriptors among the score's components: a baseline built before has
+    none, and its score takes the language of its outputs alone."""
+    return meta | {"format_version": 6}, arrays
+
+
 #: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[dict[str, Any], dict[str, Any]]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
+    5: _migrate_5_to_6,
 }

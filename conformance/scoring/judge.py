@@ -14,7 +14,7 @@ from conformance.records import Record
 from conformance.scoring.reasons import output_reason, test_name
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import CombinedScorer
-from conformance.stats.descriptors import DESCRIPTORS, describe
+from conformance.stats.descriptors import KNOWN_DESCRIPTORS, describe
 from conformance.stats.knn import chunked_knn_scores
 from conformance.stats.style import style_counts, style_rows
 from conformance.verdict import OUT, WITHIN, Verdict
@@ -59,8 +59,15 @@ def judge(
         window = int(baseline.embedder["chunking"]["window"])
         # The descriptors the baseline was fitted with, in its order (a baseline built before a descriptor
         # was added does not know it).
-        names = [c for c in spec.components if c in DESCRIPTORS]
-        desc = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=names)
+        names = [c for c in spec.components if c in KNOWN_DESCRIPTORS]
+        # The conditional batch test's descriptors too (the score's since 0.8.0 take the language against the
+        # input's, the batch test's do not): every one described once.
+        batch_names = list(spec.batch_descriptors) if batch_features is not None and spec.batch_test == "conditional" \
+            else []
+        every = list(dict.fromkeys([*names, *batch_names]))
+        described = describe([r.output for r in records], embedded.n_tokens.tolist(), window=window, names=every,
+                             inputs=[r.input for r in records])
+        desc = described[:, [every.index(n) for n in names]]
         text = chunked_text_scores(model, embedded.chunks, embedded.owner, inputs, desc)
         scores = text.score
         if text.top_facet is not None:  # a scorer combined by facets (spec.combined_params["combination"])
@@ -71,11 +78,8 @@ def judge(
             batch_residuals.update(zip((r.row for r in records), model.residual_embeddings(embedded.pooled(), inputs)))
         input_p = [float(p) for p in model.input_p_values(inputs)]
         if batch_features is not None and spec.batch_test == "conditional":
-            # The same descriptors as the score's, unless the baseline was fitted with fewer: describe once.
-            described = desc if tuple(names) == spec.batch_descriptors else describe(
-                [r.output for r in records], embedded.n_tokens.tolist(), window=window, names=spec.batch_descriptors)
-            batch_features.update(zip((r.row for r in records),
-                                      np.hstack([np.asarray(inputs, dtype=np.float64), described])))
+            batch_features.update(zip((r.row for r in records), np.hstack(
+                [np.asarray(inputs, dtype=np.float64), described[:, [every.index(n) for n in batch_names]]])))
     if (batch_style is not None and spec.batch_test == "conditional"
             and baseline.batch_reference_style_values is not None):
         batch_style.update(zip((r.row for r in records), style_rows(style_counts([r.output for r in records]))))

@@ -57,14 +57,19 @@ EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
 #: z-values (several measurements of one property), ``max`` takes the largest (alternative signs of one
 #: property: another script, or another language in Latin script), ``mean_log`` averages after
 #: ``2.576 * log(1 + z / 2.576)`` (counts of format elements: beyond its unit, eight headings are not
-#: eight times as unusual as one). A component named in no facet is a facet of its own.
+#: eight times as unusual as one), ``max_of_min`` takes pairs of members, the smaller of each pair, then the
+#: largest (the language: unusual among the approved answers *and* against the input's own language, so that an
+#: answer in Spanish to a question in Spanish is not unusual in a cell of mostly English prompts, nor an answer
+#: in French to a prompt asking for one in a cell where few do; a baseline built before the input-relative
+#: descriptors takes ``max`` over the ones it has). A component named in no facet is a facet of its own.
 FACETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("distance", "mean", ("knn", "mahalanobis")),
     ("residual", "max", ("residual",)),
     ("relevance", "max", ("relevance",)),
     ("length", "mean", ("log_tokens", "log_chars", "window_coverage")),
     ("refusal", "max", ("refusal_markers",)),
-    ("language", "max", ("non_ascii_letters", "foreign_function_words")),
+    ("language", "max_of_min", ("non_ascii_letters", "non_ascii_letters_vs_input",
+                                "foreign_function_words", "foreign_function_words_vs_input")),
     ("format", "mean_log", ("list_lines", "heading_lines", "code_blocks")),
 )
 #: ``facets``: the smooth maximum over :data:`FACETS` (the default);
@@ -100,7 +105,7 @@ class CombinedScorer:
         The relevance is measured against the mean relevance of the approved outputs to this many
         nearest fit inputs; 0 takes it as it is (baselines built before).
     descriptor_names : sequence of str, optional
-        Names of the descriptor columns (:data:`conformance.stats.descriptors.DESCRIPTORS`), which the facets
+        Names of the descriptor columns (:data:`conformance.stats.descriptors.KNOWN_DESCRIPTORS`), which the facets
         group; without them each descriptor is a facet of its own.
 
     Examples
@@ -285,7 +290,9 @@ class CombinedScorer:
             part = z[:, idx]
             if how == "mean_log":
                 part = 2.576 * np.log1p(np.maximum(part, 0.0) / 2.576)
-            columns.append(part.max(axis=1) if how == "max" else part.mean(axis=1))
+            if how == "max_of_min":
+                part = part.reshape(part.shape[0], -1, 2).min(axis=2)
+            columns.append(part.max(axis=1) if how in ("max", "max_of_min") else part.mean(axis=1))
         return np.column_stack(columns)
 
     def _facet_plan(self, n_columns: int) -> list[tuple[str, str, list[int]]]:
@@ -295,6 +302,8 @@ class CombinedScorer:
         plan, used = [], set()
         for facet, how, members in FACETS:
             idx = [index[m] for m in members if m in index]
+            if how == "max_of_min" and len(idx) != len(members):
+                how = "max"  # a baseline built before the input-relative descriptors: the ones it has
             if idx:
                 plan.append((facet, how, idx))
                 used.update(idx)

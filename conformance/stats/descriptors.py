@@ -1,9 +1,10 @@
 """Text descriptors of an output: length, refusal markers, script, formatting, window coverage.
 
 Each descriptor is a fixed function of the output text (and its length in word
-pieces), so a score built from them keeps the conformal guarantee whatever they
-are. They catch what an embedding blurs: a truncated answer, a refusal, an
-answer in another language or script, a wall of code where prose was usual.
+pieces; the two ``*_vs_input`` descriptors also of its input), so a score built
+from them keeps the conformal guarantee whatever they are. They catch what an
+embedding blurs: a truncated answer, a refusal, an answer in another language or
+script than it was asked in, a wall of code where prose was usual.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ DESCRIPTORS = (
     "window_coverage",   # share of the word pieces inside the embedder's first window
     "foreign_function_words",  # share of words that are function words of another European language
 )
+#: The language descriptors measured against the input: the output's share minus its input's. An answer in
+#: Spanish to a question in Spanish is 0; an answer in German to a question in English is not.
+INPUT_RELATIVE = ("non_ascii_letters_vs_input", "foreign_function_words_vs_input")
+#: The descriptors of the per-output score of baselines built since 0.8.0: the language is taken against the
+#: input's. In a cell whose approved prompts are partly in other languages, the output-only shares of the answers
+#: to those prompts set the calibration part's largest scores, above most answers to another question
+#: (docs/validation.md, section 10.3). The conditional batch test keeps :data:`DESCRIPTORS` (it removes what the
+#: input predicts itself).
+SCORE_DESCRIPTORS = (*DESCRIPTORS, *INPUT_RELATIVE)
+KNOWN_DESCRIPTORS = (*DESCRIPTORS, *INPUT_RELATIVE)
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)?t|i cannot|i am unable|i'?m unable|"
@@ -37,7 +48,7 @@ _REFUSAL = re.compile(
 DESCRIPTOR_UNITS = {
     "log_tokens": 0.1, "log_chars": 0.1, "refusal_markers": 1.0, "non_ascii_letters": 0.05,
     "list_lines": 1.0, "heading_lines": 1.0, "code_blocks": 1.0, "window_coverage": 0.05,
-    "foreign_function_words": 0.05,
+    "foreign_function_words": 0.05, "non_ascii_letters_vs_input": 0.05, "foreign_function_words_vs_input": 0.05,
 }
 
 #: Common function words of German, French, Spanish, Italian, Portuguese and Dutch, minus words that
@@ -66,9 +77,9 @@ _FENCE = re.compile(r"^\s*```", re.MULTILINE)
 
 def describe(
     texts: Sequence[str], n_tokens: Sequence[int] | None = None, *, window: int = 254,
-    names: Sequence[str] = DESCRIPTORS,
+    names: Sequence[str] = DESCRIPTORS, inputs: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Descriptor matrix of ``texts``, one row per text, columns as ``names`` (all of :data:`DESCRIPTORS`
+    """Descriptor matrix of ``texts``, one row per text, columns as ``names`` (:data:`DESCRIPTORS`
     by default; a baseline built before a descriptor existed asks for the ones it was fitted with).
 
     Parameters
@@ -81,7 +92,9 @@ def describe(
     window : int, default 254
         Word pieces one embedder window holds.
     names : sequence of str, default DESCRIPTORS
-        Which descriptors, in which order.
+        Which descriptors (of :data:`KNOWN_DESCRIPTORS`), in which order.
+    inputs : sequence of str, optional
+        The outputs' inputs, one per text: needed for the :data:`INPUT_RELATIVE` descriptors.
 
     Examples
     --------
@@ -91,18 +104,20 @@ def describe(
     """
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive integer, got {window!r}")
-    unknown = [n for n in names if n not in DESCRIPTORS]
+    unknown = [n for n in names if n not in KNOWN_DESCRIPTORS]
     if unknown:
-        raise ValueError(f"unknown descriptor(s) {unknown}; known: {', '.join(DESCRIPTORS)}")
+        raise ValueError(f"unknown descriptor(s) {unknown}; known: {', '.join(KNOWN_DESCRIPTORS)}")
     if n_tokens is not None and len(n_tokens) != len(texts):
         raise ValueError(f"n_tokens must have one length per text ({len(texts)}), got {len(n_tokens)}")
-    out = np.zeros((len(texts), len(DESCRIPTORS)), dtype=np.float64)
+    relative = any(n in INPUT_RELATIVE for n in names)
+    if relative and (inputs is None or len(inputs) != len(texts)):
+        raise ValueError(f"the descriptors {', '.join(INPUT_RELATIVE)} need the inputs, one per text "
+                         f"({len(texts)}), got {'none' if inputs is None else len(inputs)}")
+    out = np.zeros((len(texts), len(KNOWN_DESCRIPTORS)), dtype=np.float64)
     for i, text in enumerate(texts):
         tokens = int(n_tokens[i]) if n_tokens is not None else len(text.split())
-        letters = [c for c in text if c.isalpha()]
-        non_ascii = sum(1 for c in letters if not c.isascii()) / len(letters) if letters else 0.0
-        words = [w.lower() for w in _WORD.findall(text)]
-        foreign = sum(1 for w in words if w in _FOREIGN) / len(words) if words else 0.0
+        non_ascii, foreign = _language(text)
+        in_non_ascii, in_foreign = _language(inputs[i]) if relative and inputs is not None else (0.0, 0.0)
         out[i] = (
             np.log1p(tokens),
             np.log1p(len(text)),
@@ -113,5 +128,15 @@ def describe(
             len(_FENCE.findall(text)) // 2 + len(_FENCE.findall(text)) % 2,
             min(1.0, window / tokens) if tokens > 0 else 1.0,
             foreign,
+            non_ascii - in_non_ascii,
+            foreign - in_foreign,
         )
-    return out[:, [DESCRIPTORS.index(n) for n in names]]
+    return out[:, [KNOWN_DESCRIPTORS.index(n) for n in names]]
+
+
+def _language(text: str) -> tuple[float, float]:
+    """The share of letters outside ASCII, and of words that are :data:`_FOREIGN` function words."""
+    letters = [c for c in text if c.isalpha()]
+    non_ascii = sum(1 for c in letters if not c.isascii()) / len(letters) if letters else 0.0
+    words = [w.lower() for w in _WORD.findall(text)]
+    return non_ascii, sum(1 for w in words if w in _FOREIGN) / len(words) if words else 0.0
