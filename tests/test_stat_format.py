@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from dataclasses import replace
@@ -12,7 +13,7 @@ import pytest
 
 from conformance.baseline.format import FORMAT_VERSION, load_baseline, save_baseline
 from conformance.baseline.fit import build_baseline
-from conformance.embedder import embed_inputs
+from conformance.embedder import EmbeddedTexts, embed_inputs
 from conformance.stats.combined import CombinedScorer
 from conformance.errors import BaselineError
 from conformance.reconstruct import same_value
@@ -264,3 +265,47 @@ def test_a_current_baseline_lacking_a_field_of_its_specification_is_refused(comb
     baseline, _ = combined
     with pytest.raises(BaselineError, match="lacks batch_unit"):
         replace(baseline, scorer={k: v for k, v in baseline.scorer.items() if k != "batch_unit"})
+
+
+class TextFakeEmbedder:
+    """Embeds any text as a fixed unit vector seeded by its SHA-256 (what wrote
+    ``tests/data/baseline_format5_multilingual``)."""
+
+    fingerprint = {"model": "fake-text", "source": "tests", "chunking": {"window": 254}}
+
+    def embed(self, texts: list[str], **_: object) -> EmbeddedTexts:
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big")
+            v = 0.5 * np.random.default_rng(seed).normal(size=8) + 3 * np.eye(8)[0]
+            rows.append(v / np.linalg.norm(v))
+        return EmbeddedTexts(chunks=np.asarray(rows, dtype=np.float32), owner=np.arange(len(texts)),
+                             n_tokens=np.array([len(t.split()) for t in texts]))
+
+
+def _words(words: str, seed: int) -> str:
+    return " ".join(np.random.default_rng(seed).choice(words.split(), size=40)) + "."
+
+
+def test_a_format_5_baseline_scores_each_output_as_0_7_0_did() -> None:
+    """A combined baseline written by 0.7.0 (format 5; 40 prompts, one in ten Spanish, answered in Spanish) has
+    no input-relative descriptors: its language facet looks at the output alone and every score is 0.7.0's
+    (printed by 0.7.0's code scoring the same 12 records: English, Spanish and German answers)."""
+    english = "the list is sorted by a key that returns both fields so order holds"
+    spanish = "la lista se ordena por una clave que devuelve los dos campos para el orden"
+    german = "die Liste wird nach einem Schlüssel sortiert der beide Felder für die Ordnung liefert"
+    old = load_baseline(Path(__file__).parent / "data" / "baseline_format5_multilingual")
+    assert old.migrated_from == 5 and "foreign_function_words_vs_input" not in old.spec.components
+    rows = []
+    for i in range(12):
+        q, a = [(english, english), (spanish, spanish), (english, german)][i % 3]
+        rows.append(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
+                           input=_words(q, 20_000 + i), output=_words(a, 30_000 + i), extras={"prompt_id": f"q{i}"}))
+    result = score_record_set(RecordSet(path="<test>", rows=tuple(rows)), lambda mv, ic: ("models:/m-c/1", old),
+                              embedder=TextFakeEmbedder())  # type: ignore[arg-type]
+    assert [v.score for v in result.verdicts] == pytest.approx([
+        2.3832242678760247, 2.3566622269273934, 2.4611798272918284, 2.3402141771149476, 2.2911729245139894,
+        2.5913475216549933, 2.2809420908632867, 2.235215160570893, 2.26030726477029, 2.2892379535562855,
+        2.3052048862078616, 2.526955698601231], abs=1e-9)
+    assert [v.p_value for v in result.verdicts] == pytest.approx(
+        [0.1, 0.2, 0.1, 0.2, 0.2, 0.05, 0.25, 0.3, 0.25, 0.25, 0.2, 0.1])
