@@ -358,6 +358,8 @@ def test_a_filter_mlflow_refuses_is_a_usage_error_not_a_store_failure(store: dic
 
 
 def test_fields_tags_and_since_choose_what_is_read(store: dict[str, Any]) -> None:
+    import mlflow
+
     from conformance.mlflow.traces import TraceFields, records_from_experiment
     from conformance.records import Record
 
@@ -366,8 +368,12 @@ def test_fields_tags_and_since_choose_what_is_read(store: dict[str, Any]) -> Non
     named = records_from_experiment("support-bot-prod-2", fields=TraceFields(input_field="question",
                                                                              output_field="answer"))
     assert [r.to_dict() for r in named.records.records] == [r.to_dict() for r in whole.records.records]
+    # Oldest first; traces logged within one millisecond come in MLflow's own tie-break, by trace id.
+    client = mlflow.MlflowClient()
+    oldest_first = sorted(store["prod2"], key=lambda t: (client.get_trace(t).info.timestamp_ms, t))
+    assert [r.record_id for r in whole.records.records] == oldest_first
     first = whole.records.records[0]
-    assert first.record_id == store["prod2"][0] and first.extras["metadata"]["trace_id"] == first.record_id
+    assert first.extras["metadata"]["trace_id"] == first.record_id
     assert first.extras["timestamp"].endswith("+00:00") and "eval_run_id" not in first.extras  # logged under no run
     missing = records_from_experiment("support-bot-prod-2", fields=TraceFields(output_field="text"))
     assert not missing.records.records and len(missing.records.invalid) == len(store["prod2"])

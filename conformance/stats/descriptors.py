@@ -25,8 +25,10 @@ DESCRIPTORS = (
     "window_coverage",   # share of the word pieces inside the embedder's first window
     "foreign_function_words",  # share of words that are function words of another European language
 )
-#: The language descriptors measured against the input: the output's share minus its input's. An answer in
-#: Spanish to a question in Spanish is 0; an answer in German to a question in English is not.
+#: The language descriptors measured against the input: how far the output's share exceeds its input's (0 when it
+#: does not). An answer in Spanish to a question in Spanish is 0; an answer in German to a question in English is
+#: not; an answer in English to a question that quotes a Chinese poem is 0 too (the input's share above the output's
+#: is common, a request to translate into English, and would only widen the scale of the descriptor).
 INPUT_RELATIVE = ("non_ascii_letters_vs_input", "foreign_function_words_vs_input")
 #: The descriptors of the per-output score of baselines built since 0.8.0: the language is taken against the
 #: input's. In a cell whose approved prompts are partly in other languages, the output-only shares of the answers
@@ -128,8 +130,8 @@ def describe(
             len(_FENCE.findall(text)) // 2 + len(_FENCE.findall(text)) % 2,
             min(1.0, window / tokens) if tokens > 0 else 1.0,
             foreign,
-            non_ascii - in_non_ascii,
-            foreign - in_foreign,
+            max(0.0, non_ascii - in_non_ascii),
+            max(0.0, foreign - in_foreign),
         )
     return out[:, [KNOWN_DESCRIPTORS.index(n) for n in names]]
 
