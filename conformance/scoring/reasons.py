@@ -17,7 +17,7 @@ FACET_WORDS = {
     "relevance": "how little it is about its input, against approved answers to similar inputs",
     "length": "its length",
     "refusal": "refusal phrases (\"I'm sorry\", \"I cannot\", \"as an AI\")",
-    "language": "its language or script, among the approved answers and against its input's",
+    "language": "its language or script",
     "format": "its format (lists, headings, code blocks)",
 }
 

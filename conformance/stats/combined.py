@@ -58,10 +58,11 @@ EMBEDDING_COMPONENTS = ("knn", "residual", "relevance", "mahalanobis")
 #: property: another script, or another language in Latin script), ``mean_log`` averages after
 #: ``2.576 * log(1 + z / 2.576)`` (counts of format elements: beyond its unit, eight headings are not
 #: eight times as unusual as one), ``max_of_min`` takes pairs of members, the smaller of each pair, then the
-#: largest (the language: unusual among the approved answers *and* against the input's own language, so that an
-#: answer in Spanish to a question in Spanish is not unusual in a cell of mostly English prompts, nor an answer
-#: in French to a prompt asking for one in a cell where few do; a baseline built before the input-relative
-#: descriptors takes ``max`` over the ones it has). A component named in no facet is a facet of its own.
+#: largest (the language: unusual among the approved answers *and* holding more of another language than the
+#: input, so that an answer in Spanish to a question in Spanish is not unusual in a cell of mostly English prompts,
+#: nor an answer in French to an English prompt that asks for one in a cell where answers in other languages are
+#: common; a baseline built before the input-relative descriptors takes ``max`` over the ones it has). A component
+#: named in no facet is a facet of its own.
 FACETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("distance", "mean", ("knn", "mahalanobis")),
     ("residual", "max", ("residual",)),
