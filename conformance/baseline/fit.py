@@ -41,7 +41,6 @@ from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedSco
 from conformance.stats.descriptors import (
     DESCRIPTOR_UNITS,
     DESCRIPTORS,
-    KNOWN_DESCRIPTORS,
     SCORE_DESCRIPTORS,
     describe,
 )
@@ -382,15 +381,13 @@ def _fit_combined(
     window = int(embedder.fingerprint["chunking"]["window"])
     fit_in = embed_inputs(embedder, [r.input for r in split.fit], progress=progress)
     cal_in = embed_inputs(embedder, [r.input for r in split.calibration], progress=progress)
-    # Every descriptor once; the score takes SCORE_DESCRIPTORS, the conditional batch test DESCRIPTORS.
-    score_cols = [KNOWN_DESCRIPTORS.index(n) for n in SCORE_DESCRIPTORS]
-    batch_cols = [KNOWN_DESCRIPTORS.index(n) for n in DESCRIPTORS]
-    fit_all = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window,
-                       names=KNOWN_DESCRIPTORS, inputs=[r.input for r in split.fit])
-    cal_all = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window,
-                       names=KNOWN_DESCRIPTORS, inputs=[r.input for r in split.calibration])
-    fit_desc, fit_batch_desc = fit_all[:, score_cols], fit_all[:, batch_cols]
-    cal_desc, cal_batch_desc = cal_all[:, score_cols], cal_all[:, batch_cols]
+    # Described once: the score takes SCORE_DESCRIPTORS, the conditional batch test the DESCRIPTORS among them.
+    fit_desc = describe([r.output for r in split.fit], fit_emb.n_tokens.tolist(), window=window,
+                        names=SCORE_DESCRIPTORS, inputs=[r.input for r in split.fit])
+    cal_desc = describe([r.output for r in split.calibration], cal_emb.n_tokens.tolist(), window=window,
+                        names=SCORE_DESCRIPTORS, inputs=[r.input for r in split.calibration])
+    batch_cols = [SCORE_DESCRIPTORS.index(n) for n in DESCRIPTORS]
+    fit_batch_desc, cal_batch_desc = fit_desc[:, batch_cols], cal_desc[:, batch_cols]
     units = [DESCRIPTOR_UNITS[name] for name in SCORE_DESCRIPTORS]
     model = CombinedScorer(k=k, seed=seed, descriptor_names=SCORE_DESCRIPTORS).fit(
         fit_emb.pooled(), fit_in, fit_desc, groups=[r.prompt_key for r in split.fit], descriptor_units=units)

@@ -36,7 +36,8 @@ INPUT_RELATIVE = ("non_ascii_letters_vs_input", "foreign_function_words_vs_input
 #: (docs/validation.md, section 10.3). The conditional batch test keeps :data:`DESCRIPTORS` (it removes what the
 #: input predicts itself).
 SCORE_DESCRIPTORS = (*DESCRIPTORS, *INPUT_RELATIVE)
-KNOWN_DESCRIPTORS = (*DESCRIPTORS, *INPUT_RELATIVE)
+#: Every descriptor :func:`describe` computes (today the score's).
+KNOWN_DESCRIPTORS = SCORE_DESCRIPTORS
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)?t|i cannot|i am unable|i'?m unable|"
@@ -114,7 +115,8 @@ def describe(
     relative = any(n in INPUT_RELATIVE for n in names)
     if relative and (inputs is None or len(inputs) != len(texts)):
         raise ValueError(f"the descriptors {', '.join(INPUT_RELATIVE)} need the inputs, one per text "
-                         f"({len(texts)}), got {'none' if inputs is None else len(inputs)}")
+                         f"({len(texts)}), got {'none' if inputs is None else len(inputs)}: pass inputs=[...] "
+                         "in the texts' order, or leave those descriptors out of names")
     out = np.zeros((len(texts), len(KNOWN_DESCRIPTORS)), dtype=np.float64)
     for i, text in enumerate(texts):
         tokens = int(n_tokens[i]) if n_tokens is not None else len(text.split())
