@@ -15,14 +15,13 @@ from scipy import stats
 
 from conformance.stats.conditional_batch import (
     STATISTICS,
-    _labellings,
-    _sign_matrix,
     _statistics,
     conditional_batch_test,
     fold_of,
     min_p_combination,
 )
 from conformance.stats.components import ridge_coef, unit_rows
+from conformance.stats.two_sample import block_labellings, sign_matrix
 from conformance.stats.style import BUCKETS, frequent_columns, style_counts, style_matrix, style_rows, tokens
 
 DIM = 16
@@ -105,16 +104,16 @@ def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type:
         xm, ym = xr.mean(axis=0), yr.mean(axis=0)
         coef = np.linalg.solve((xr - xm).T @ (xr - xm) + 0.1 * np.eye(DIM), (xr - xm).T @ (yr - ym))
         residual = (unit_rows(y) - ym) - (unit_rows(x) - xm) @ coef
-        on_x, member = _labellings(keys[:n_x], keys[n_x:], 1000, np.random.default_rng(seed))
+        on_x, member = block_labellings(keys[:n_x], keys[n_x:], 1000, np.random.default_rng(seed))
     elif how == "single_outputs":
         # Every output its own unit: outputs of one prompt, alike, are treated as independent.
         residual, _, _ = conditional_features(x, y, d, keys)
         ids = [f"{k}#{i}" for i, k in enumerate(keys)]
-        on_x, member = _labellings(ids[:n_x], ids[n_x:], 1000, np.random.default_rng(seed))
+        on_x, member = block_labellings(ids[:n_x], ids[n_x:], 1000, np.random.default_rng(seed))
     else:
         raise ValueError(how)
     scaled = (d - d.mean(axis=0)) / d.std(axis=0)
-    return min_p_combination(_statistics(_sign_matrix(on_x, member), residual, scaled))[0]
+    return min_p_combination(_statistics(sign_matrix(on_x, member), residual, scaled))[0]
 
 
 @pytest.mark.slow
@@ -414,8 +413,8 @@ def _style_null_rate(draws: int, seed: int, *, with_own_pairs: bool) -> tuple[in
                                            np.vstack([batch[2], reference[2]]), keys,
                                            style=sparse.vstack([style, ref_style], format="csr"))
             assert s is not None
-            on_x, member = _labellings(keys[:len(batch[3])], keys[len(batch[3]):], 1000, np.random.default_rng(i))
-            diff = _sign_matrix(on_x, member) @ s
+            on_x, member = block_labellings(keys[:len(batch[3])], keys[len(batch[3]):], 1000, np.random.default_rng(i))
+            diff = sign_matrix(on_x, member) @ s
             t = np.einsum("bj,bj->b", diff, diff)
             p = float(np.mean(t >= t[0] * (1 - 1e-12)))
         flagged += p <= ALPHA

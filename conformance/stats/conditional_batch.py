@@ -50,6 +50,13 @@ from scipy import sparse
 
 from conformance.stats.components import ridge_coef, unit_rows
 from conformance.stats.style import frequent_columns
+from conformance.stats.two_sample import (
+    block_labellings,
+    median_gaussian_kernel,
+    quadratic_forms,
+    sign_matrix,
+    squared_distances,
+)
 
 #: The statistics of :func:`conditional_batch_test`, in the order they are reported (the last one only with style
 #: counts).
@@ -149,43 +156,6 @@ def conditional_features(
     return residual, _robust_scaled(d_res), s_res
 
 
-def _labellings(
-    keys_x: Sequence[str], keys_y: Sequence[str], n_permutations: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row 0 the observed labelling, then ``n_permutations`` random ones, each putting as many whole prompts on
-    the batch's side as observed. Returns boolean ``on_x`` per (labelling, prompt) and each row's prompt index."""
-    names = sorted({("x", str(k)) for k in keys_x} | {("y", str(k)) for k in keys_y})
-    index = {name: i for i, name in enumerate(names)}
-    member = np.array([index[("x", str(k))] for k in keys_x] + [index[("y", str(k))] for k in keys_y])
-    observed = np.array([name[0] == "x" for name in names])
-    k_x = int(observed.sum())
-    on_x = np.zeros((n_permutations + 1, len(names)), dtype=bool)
-    on_x[0] = observed
-    picks = np.argsort(rng.random((n_permutations, len(names))), axis=1)[:, :k_x]
-    np.put_along_axis(on_x[1:], picks, True, axis=1)
-    return on_x, member
-
-
-def _sign_matrix(on_x: np.ndarray, member: np.ndarray) -> np.ndarray:
-    labels = on_x[:, member]
-    n_x = labels.sum(axis=1, keepdims=True)
-    return np.where(labels, 1.0 / n_x, -1.0 / (labels.shape[1] - n_x))
-
-
-def _quadratic(signs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    return np.einsum("bi,bi->b", signs @ matrix, signs)
-
-
-def _median_kernel(z: np.ndarray) -> np.ndarray:
-    """The Gaussian kernel matrix of the rows of ``z``, its bandwidth the median pairwise distance."""
-    sq = np.einsum("ij,ij->i", z, z)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0)
-    np.fill_diagonal(d2, 0.0)
-    off = d2[np.triu_indices_from(d2, k=1)]
-    median = float(np.median(off)) if off.size else 0.0
-    return np.exp(-d2 / (2.0 * (median if median > 0 else 1.0)))
-
-
 def _unit_median_norm(z: np.ndarray) -> np.ndarray:
     norm = float(np.median(np.linalg.norm(z, axis=1)))
     return z / (norm if norm > 0 else 1.0)
@@ -215,7 +185,8 @@ def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray
     (``a^T K a``) for the first three, and for the style one (only with ``style``, ``on_x`` and ``member``) the
     linear-kernel MMD² between outputs of different prompts (:func:`_between_prompts_linear`)."""
     joint = np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])
-    columns = [_quadratic(signs, _median_kernel(view)) for view in (residual, descriptors, joint)]
+    columns = [quadratic_forms(signs, median_gaussian_kernel(squared_distances(view)))
+               for view in (residual, descriptors, joint)]
     if style is not None:
         if on_x is None or member is None:
             raise ValueError("the style statistic needs the labellings of whole prompts")
@@ -298,8 +269,8 @@ def conditional_batch_test(
     residual, scaled, style_res = conditional_features(
         np.vstack([inputs, reference_inputs]), np.vstack([outputs, reference_outputs]),
         np.vstack([descriptors, reference_descriptors]), keys, folds=folds, style=pooled_style)
-    on_x, member = _labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
-    signs = _sign_matrix(on_x, member)
+    on_x, member = block_labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
+    signs = sign_matrix(on_x, member)
     combined, each = min_p_combination(_statistics(signs, residual, scaled, style_res, on_x, member))
     names = list(descriptor_names or [f"descriptor_{j}" for j in range(scaled.shape[1] - 1)]) + ["relevance"]
     diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)

@@ -150,27 +150,39 @@ def _sign_vectors(n_x: int, n_y: int, n_permutations: int, rng: np.random.Genera
     return np.vstack([base, base[perms]])
 
 
-def _block_sign_vectors(
+def block_labellings(
     groups_x: Sequence[str], groups_y: Sequence[str], n_permutations: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Like :func:`_sign_vectors`, but permuting whole groups: each permutation puts as many of the
-    pooled groups on side x as the observed labelling has, and every member of a group goes with it.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row 0 the observed labelling, then ``n_permutations`` random ones, each putting as many of the pooled
+    groups on side x as the observed labelling has; every member of a group goes with it. Returns boolean
+    ``on_x`` per (labelling, group) and each member's group index.
 
-    Groups are named per side (a key on both sides names two groups), as the two samples were drawn
-    apart."""
-    keys = [("x", str(g)) for g in groups_x] + [("y", str(g)) for g in groups_y]
-    names = sorted(set(keys))
+    Groups are named per side (a key on both sides names two groups), as the two samples were drawn apart."""
+    names = sorted({("x", str(g)) for g in groups_x} | {("y", str(g)) for g in groups_y})
     index = {name: i for i, name in enumerate(names)}
-    member = np.array([index[k] for k in keys])
+    member = np.array([index[("x", str(g))] for g in groups_x] + [index[("y", str(g))] for g in groups_y])
     observed = np.array([name[0] == "x" for name in names])
     k_x = int(observed.sum())
-    picks = np.argsort(rng.random((n_permutations, len(names))), axis=1)[:, :k_x]
     on_x = np.zeros((n_permutations + 1, len(names)), dtype=bool)
     on_x[0] = observed
+    picks = np.argsort(rng.random((n_permutations, len(names))), axis=1)[:, :k_x]
     np.put_along_axis(on_x[1:], picks, True, axis=1)
+    return on_x, member
+
+
+def sign_matrix(on_x: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """The label vectors of :func:`block_labellings`' labellings, one row each: ``+1/n_x`` on side x,
+    ``-1/n_y`` on side y."""
     labels = on_x[:, member]
     n_x = labels.sum(axis=1, keepdims=True)
     return np.where(labels, 1.0 / n_x, -1.0 / (labels.shape[1] - n_x))
+
+
+def _block_sign_vectors(
+    groups_x: Sequence[str], groups_y: Sequence[str], n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Like :func:`_sign_vectors`, but permuting whole groups (:func:`block_labellings`)."""
+    return sign_matrix(*block_labellings(groups_x, groups_y, n_permutations, rng))
 
 
 def _rank_statistics(values: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +197,7 @@ def _rank_statistics(values: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray,
     return signs @ ranks, np.abs(gaps).max(axis=1)
 
 
-def _quadratic_forms(signs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def quadratic_forms(signs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``a^T M a`` for every row ``a`` of ``signs`` at once."""
     return np.einsum("bi,bi->b", signs @ matrix, signs)
 
@@ -198,12 +210,20 @@ def _permutation_p_value(stats_: np.ndarray) -> float:
     return float((1 + np.sum(permuted >= observed - tol)) / (permuted.size + 1))
 
 
-def _squared_distances(z: np.ndarray) -> np.ndarray:
+def squared_distances(z: np.ndarray) -> np.ndarray:
     sq = np.einsum("ij,ij->i", z, z)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
     return d2
+
+
+def median_gaussian_kernel(d2: np.ndarray) -> np.ndarray:
+    """The Gaussian kernel of the squared distances ``d2``, its squared bandwidth their median off the diagonal
+    (one where that is zero): a function of the pooled sample only, which no labelling changes."""
+    off = d2[np.triu_indices_from(d2, k=1)]
+    median = float(np.median(off)) if off.size else 0.0
+    return np.exp(-d2 / (2.0 * (median if median > 0 else 1.0)))
 
 
 def embedding_permutation_p_values(
@@ -252,14 +272,11 @@ def embedding_permutation_p_values(
 
 def _embedding_p_values(z: np.ndarray, signs: np.ndarray) -> dict[str, float]:
     """MMD and energy permutation p-values of the pooled sample ``z`` for the labellings in ``signs``."""
-    d2 = _squared_distances(z)
-    off = d2[np.triu_indices_from(d2, k=1)]
-    median = float(np.median(off)) if off.size else 0.0
-    bandwidth2 = median if median > 0 else 1.0
-    kernel = np.exp(-d2 / (2.0 * bandwidth2))
+    d2 = squared_distances(z)
+    kernel = median_gaussian_kernel(d2)
     distances = np.sqrt(d2)
-    mmd = _quadratic_forms(signs, kernel)
-    energy = -_quadratic_forms(signs, distances)
+    mmd = quadratic_forms(signs, kernel)
+    energy = -quadratic_forms(signs, distances)
     return {"mmd": _permutation_p_value(mmd), "energy": _permutation_p_value(energy)}
 
 
