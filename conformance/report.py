@@ -58,14 +58,17 @@ GLOSSARY = (
     ("MMD and energy-distance tests", "Has what the outputs say moved away from what the approved outputs say?"),
     ("Conditional batch test", "How baselines built since 0.6.0 test a batch: each output is reduced to what it says "
                                "and how it is written beyond what its input predicts, and the batch is compared with "
-                               "every approved output of the baseline by three tests (MMD) of those features, and, "
-                               "for baselines built since 0.7.0, a fourth on the words and punctuation the outputs "
-                               "use."),
+                               "every approved output of the baseline by tests (MMD) of those features: since 0.9.0, "
+                               "one of both taken together and one of the words and punctuation the outputs use "
+                               "(0.7.0-0.8.0: four tests, 0.6.0: three)."),
     ("Style", "Which words, punctuation marks and pairs of them an output uses, and how often: a model's habits of "
               "writing, which a silent update often changes while what it says stays the same."),
-    ("minP combination", "The conditional batch test's p-values are combined by asking how often, over the "
-                         "same reshufflings of whole prompts, the smallest of them is as small as observed: exact, "
-                         "and one strong test is not watered down by the others."),
+    ("Fisher combination", "How baselines built since 0.9.0 combine the conditional batch test's p-values: by "
+                           "asking how often, over the same reshufflings of whole prompts, the product of the "
+                           "p-values is as small as observed. Exact, and two tests that each see a little add up."),
+    ("minP combination", "How baselines built by 0.6.0-0.8.0 combine the conditional batch test's p-values: by asking "
+                         "how often, over the same reshufflings of whole prompts, the smallest of them is as small "
+                         "as observed: exact, and one strong test is not watered down by the others."),
     ("Bonferroni combination", "The batch is out of bounds when one test's p-value, times the number of tests, is "
                                "at or below alpha; so looking at several tests does not raise the false-alarm rate."),
     ("Nearest approved outputs", "The approved outputs most similar to this output: what the model said for "

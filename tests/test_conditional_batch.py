@@ -1,7 +1,7 @@
-"""The conditional batch test: exact level with whole prompts permuted, minP without dilution, and power.
+"""The conditional batch test: exact level with whole prompts permuted, Fisher's and minP combinations, and power.
 
 The level checks would fail if the features saw which side an output is on (a regression fitted on the reference
-alone), if single outputs were permuted where a prompt has several alike outputs, or if the minP combination were
+alone), if single outputs were permuted where a prompt has several alike outputs, or if a combination were
 computed against anything but the same labellings.
 """
 
@@ -18,6 +18,7 @@ from conformance.stats.conditional_batch import (
     _statistics,
     conditional_batch_test,
     fold_of,
+    fisher_combination,
     min_p_combination,
 )
 from conformance.stats.components import ridge_coef, unit_rows
@@ -73,7 +74,7 @@ def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0, topi
     return out
 
 
-def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int, int]:
+def _null_rate(draws: int, seed: int, *, broken: str | None = None, **rule: object) -> tuple[int, int]:
     rng = np.random.default_rng(seed)
     coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
     flagged = 0
@@ -81,9 +82,9 @@ def _null_rate(draws: int, seed: int, *, broken: str | None = None) -> tuple[int
         batch = _prompts(rng, 15, coef, "b")
         reference = _prompts(rng, 60, coef, "r")
         if broken is None:
-            p = conditional_batch_test(*batch, *reference, n_permutations=1000, seed=i,
+            p = conditional_batch_test(*batch, *reference, n_permutations=1000, seed=i,  # type: ignore[arg-type]
                                        style=style_counts(_texts(rng, batch[3])),
-                                       reference_style=style_counts(_texts(rng, reference[3]))).p_value
+                                       reference_style=style_counts(_texts(rng, reference[3])), **rule).p_value
         else:
             p = _broken_p_value(batch, reference, broken, seed=i)
         flagged += p <= ALPHA
@@ -117,10 +118,12 @@ def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type:
 
 
 @pytest.mark.slow
-def test_null_batches_are_flagged_at_the_level() -> None:
+@pytest.mark.parametrize("rule", [{}, {"statistics": STATISTICS, "combination": "minP"}], ids=["since-0.9.0", "0.7.0"])
+def test_null_batches_are_flagged_at_the_level(rule: dict[str, object]) -> None:
     """Under the null (batch and reference prompts alike, 1-2 alike outputs per prompt) the combined p-value is
-    exact: its rate is inside the 99.9 % interval around alpha, not only below it."""
-    k, n = _null_rate(300, 7)
+    exact: its rate is inside the 99.9 % interval around alpha, not only below it, for the rule of new baselines
+    (Fisher over joint and style) and for that of baselines built by 0.7.0-0.8.0 (minP over four)."""
+    k, n = _null_rate(300, 7, **rule)
     lo, hi = _interval(k, n)
     assert lo <= ALPHA <= hi, k / n
 
@@ -156,16 +159,64 @@ def test_min_p_is_exact_and_not_diluted() -> None:
     assert combined < min(1.0, 5 * each[0])
 
 
-def test_power_against_a_change_in_how_outputs_are_written() -> None:
+def test_fisher_is_exact_where_the_chi_square_formula_is_not() -> None:
+    """Fisher's method over the same labellings keeps the level with statistics as alike as can be (two copies of
+    one), where the textbook formula (-2 sum log p against chi-square with 2k degrees of freedom, which assumes
+    independent p-values) flags nearly twice as often as alpha."""
+    rng = np.random.default_rng(5)
+    permuted = formula = 0
+    draws = 1500
+    for _ in range(draws):
+        column = rng.normal(size=(1000, 1))
+        combined, each = fisher_combination(np.repeat(column, 2, axis=1))
+        permuted += combined <= ALPHA
+        formula += stats.chi2.sf(-2 * np.log(each).sum(), 4) <= ALPHA
+    lo, hi = _interval(permuted, draws)
+    assert lo <= ALPHA <= hi, permuted / draws
+    assert _interval(formula, draws)[0] > ALPHA, formula / draws  # 0.093 in theory: p <= exp(-9.49 / 4)
+    # Two statistics each a little off: together they say more than either.
+    rows = rng.normal(size=(1000, 2))
+    rows[0] = [1.8, 1.8]
+    combined, each = fisher_combination(rows)
+    assert combined < min(each) and combined < min_p_combination(rows)[0]
+
+
+def test_the_rule_is_checked() -> None:
+    rng = np.random.default_rng(6)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    batch, reference = _prompts(rng, 10, coef, "b"), _prompts(rng, 30, coef, "r")
+    with pytest.raises(ValueError, match="combination must be one of minP, fisher"):
+        conditional_batch_test(*batch, *reference, combination="bonferroni")
+    with pytest.raises(ValueError, match="statistics must be distinct names"):
+        conditional_batch_test(*batch, *reference, statistics=["joint_mmd", "joint_mmd"])
+    with pytest.raises(ValueError, match="statistics must be distinct names"):
+        conditional_batch_test(*batch, *reference, statistics=["energy"])
+    with pytest.raises(ValueError, match="style_mmd needs style"):
+        conditional_batch_test(*batch, *reference, statistics=["style_mmd"])
+
+
+def test_power_against_a_change_in_what_outputs_say() -> None:
+    """The outputs' embeddings shifted along one direction, their descriptors not: both rules see it far above
+    alpha in 30 draws (P(at least 6 of 30 | alpha) = 0.016). The rule of baselines built since 0.9.0 sees it through
+    the joint view only, where the residual embeddings weigh half, so less often than the rule of 0.6.0-0.8.0 with
+    the residual statistic of its own (here 12 and 18 of 30); on the real swaps the residual statistic alone was
+    never ahead of the joint one (docs/validation.md, section 10.1)."""
     rng = np.random.default_rng(1)
     coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
-    reference = _prompts(rng, 80, coef, "r")
-    shifted = conditional_batch_test(*_prompts(rng, 20, coef, "b", shift=1.0), *reference)
-    assert shifted.p_value <= 0.01
-    assert set(shifted.p_values) == set(STATISTICS[:3])  # without style counts, no style statistic
-    assert shifted.n_batch_prompts == 20 and shifted.n_reference_prompts == 80
+    new = old = 0
+    for i in range(30):
+        reference = _prompts(rng, 80, coef, "r")
+        batch = _prompts(rng, 20, coef, "b", shift=1.0)
+        shifted = conditional_batch_test(*batch, *reference, seed=i)
+        assert list(shifted.p_values) == ["joint_mmd"]  # without style counts, no style statistic
+        assert shifted.combination == "fisher" and shifted.n_batch_prompts == 20
+        new += shifted.p_value <= ALPHA
+        before = conditional_batch_test(*batch, *reference, seed=i, statistics=STATISTICS[:3], combination="minP")
+        assert list(before.p_values) == list(STATISTICS[:3]) and before.combination == "minP"
+        old += before.p_value <= ALPHA
+    assert new >= 6 and old >= 6, (new, old)
     same = conditional_batch_test(*_prompts(rng, 20, coef, "b"), *reference)
-    assert same.p_value > shifted.p_value
+    assert same.p_value > ALPHA
 
 
 def test_the_order_of_the_rows_changes_nothing() -> None:
@@ -254,7 +305,9 @@ def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baselin
     # The style counts of the same 240 outputs, as the texts give them, kept and read back exactly (format 5).
     from conformance.baseline.format import FORMAT_VERSION
 
-    assert loaded.format_version == FORMAT_VERSION == 6 and loaded.batch_reference_style is not None
+    assert loaded.format_version == FORMAT_VERSION == 7 and loaded.batch_reference_style is not None
+    # Which statistics its batch verdict combines, and how, is part of the approved artifact (format 7).
+    assert loaded.spec.batch_statistics == ("joint_mmd", "style_mmd") and loaded.spec.batch_combination == "fisher"
     assert loaded.batch_reference_style.shape == (240, 2 * BUCKETS)
     assert (loaded.batch_reference_style != b.batch_reference_style).nnz == 0
     assert sorted(map(str, b.batch_reference_style.sum(axis=1).A.ravel().round(5))) == ["2.0"] * 240
@@ -288,9 +341,11 @@ def test_score_runs_the_conditional_test_and_says_what_it_did(built_baseline) ->
     same, moved = run(0).summaries[0], run(1).summaries[0]
     for summary in (same, moved):
         assert summary.tests is not None and summary.tests["test"] == "conditional"
-        assert set(summary.tests["p_values"]) == set(STATISTICS)
+        assert list(summary.tests["p_values"]) == ["joint_mmd", "style_mmd"]
+        assert summary.tests["combination"] == "fisher"
         assert summary.tests["n_reference"] == 240 and summary.tests["n_batch_prompts"] == 20
-        assert "combined by minP" in summary.reason and "every approved output" in summary.reason
+        assert "by 2 statistics" in summary.reason and "combined by Fisher's method" in summary.reason
+        assert "every approved output" in summary.reason
     assert same.verdict == "within_bounds", same.reason
     assert moved.verdict == "out_of_bounds" and moved.p_value is not None and moved.p_value <= 0.01, moved.reason
     assert "as a batch, they differ from approved outputs" in moved.reason
@@ -327,7 +382,7 @@ def test_stored_baselines_of_earlier_formats_keep_their_batch_tests() -> None:
 
 def test_power_against_a_change_in_words_alone() -> None:
     """Embeddings and descriptors drawn alike, only the frequency of three words changed: the style statistic sees
-    it (and the combination with it), the three others do not."""
+    it (and both rules' combinations with it), the three others do not."""
     rng = np.random.default_rng(4)
     coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
     reference = _prompts(rng, 80, coef, "r")
@@ -335,9 +390,12 @@ def test_power_against_a_change_in_words_alone() -> None:
     ref_style = style_counts(_texts(rng, reference[3]))
     tilted = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], tilt=8.0)),
                                     reference_style=ref_style)
-    assert set(tilted.p_values) == set(STATISTICS)
+    assert list(tilted.p_values) == ["joint_mmd", "style_mmd"]
     assert tilted.p_values["style_mmd"] <= 0.005 and tilted.p_value <= 0.01
-    assert min(tilted.p_values[name] for name in STATISTICS[:3]) > 0.01
+    every = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], tilt=8.0)),
+                                   reference_style=ref_style, statistics=STATISTICS, combination="minP")
+    assert list(every.p_values) == list(STATISTICS) and every.p_value <= 0.01
+    assert min(every.p_values[name] for name in STATISTICS[:3]) > 0.01
     same = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3])),
                                   reference_style=ref_style)
     assert same.p_values["style_mmd"] > tilted.p_values["style_mmd"]
@@ -383,8 +441,10 @@ def test_a_conditional_baseline_of_format_4_keeps_its_three_statistics() -> None
     summary = score_record_set(_audited(1, n=20), lambda mv, ic: ("models:/m-c/1", old),
                                embedder=WindowedFakeEmbedder()).summaries[0]  # type: ignore[arg-type]
     assert summary.tests is not None and summary.tests["test"] == "conditional"
-    assert list(summary.tests["p_values"]) == list(STATISTICS[:3])
+    assert list(summary.tests["p_values"]) == list(STATISTICS[:3]) and summary.tests["combination"] == "minP"
+    assert old.spec.batch_statistics == STATISTICS[:3] and old.spec.batch_combination == "minP"
     assert "by 3 statistics" in summary.reason and "style" not in summary.reason
+    assert "combined by minP" in summary.reason
 
 
 def _style_null_rate(draws: int, seed: int, *, with_own_pairs: bool) -> tuple[int, int]:
@@ -430,3 +490,19 @@ def test_the_style_statistic_keeps_its_level_when_the_sides_have_different_outpu
     assert _interval(k, n)[1] >= ALPHA and k / n <= 2 * ALPHA, k / n
     k_kept, n_kept = _style_null_rate(40, 11, with_own_pairs=True)
     assert _interval(k_kept, n_kept)[0] > 2 * ALPHA, k_kept / n_kept
+
+
+def test_a_stored_conditional_rule_is_read_and_checked(built_baseline) -> None:  # type: ignore[no-untyped-def]
+    """Format 7 stores the batch verdict's statistics and combination; the spec refuses a scorer without them or with
+    names it does not know, with what to do."""
+    from conformance.baseline.spec import ScorerSpec
+    from conformance.errors import BaselineError
+
+    scorer = dict(built_baseline.scorer)
+    assert ScorerSpec.from_stored(scorer).batch_statistics == ("joint_mmd", "style_mmd")
+    with pytest.raises(BaselineError, match="lacks batch_statistics or batch_combination.*migrated when loaded"):
+        ScorerSpec.from_stored({k: v for k, v in scorer.items() if k != "batch_combination"})
+    with pytest.raises(BaselineError, match="batch_statistics must name some of residual_mmd"):
+        ScorerSpec.from_stored(scorer | {"batch_statistics": ["energy"]})
+    with pytest.raises(BaselineError, match="batch_combination must be one of minP, fisher, got 'sum'"):
+        ScorerSpec.from_stored(scorer | {"batch_combination": "sum"})

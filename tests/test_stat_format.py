@@ -30,7 +30,7 @@ class WindowedFakeEmbedder(FakeEmbedder):
 
 def test_format_1_file_still_loads_verifies_and_scores() -> None:
     baseline = load_baseline(FORMAT1)
-    assert FORMAT_VERSION == 6 and baseline.migrated_from == 1 and baseline.scorer_state == {}
+    assert FORMAT_VERSION == 7 and baseline.migrated_from == 1 and baseline.scorer_state == {}
     assert baseline.digest == "sha256:d656c279b332ccb2e8261316f1302b52663817d83d4feafc2736bfd4e40a541e"
     result = _score(baseline, [f"0:{i}" for i in range(9500, 9520)])
     assert all(0 < v.p_value <= 1 for v in result.verdicts)
@@ -309,3 +309,12 @@ def test_a_format_5_baseline_scores_each_output_as_0_7_0_did() -> None:
         2.3052048862078616, 2.526955698601231], abs=1e-9)
     assert [v.p_value for v in result.verdicts] == pytest.approx(
         [0.1, 0.2, 0.1, 0.2, 0.2, 0.05, 0.25, 0.3, 0.25, 0.25, 0.2, 0.1])
+    # Its batch verdict keeps the rule it was built with (format 7 migration): minP over the four statistics, with
+    # the p-values 0.8.0's code gives for the same records.
+    assert old.spec.batch_statistics == ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
+    assert old.spec.batch_combination == "minP"
+    (summary,) = result.summaries
+    assert summary.tests is not None and summary.tests["combination"] == "minP"
+    assert summary.tests["p_values"] == pytest.approx({"residual_mmd": 40 / 1001, "descriptor_mmd": 1 / 1001,
+                                                       "joint_mmd": 1 / 1001, "style_mmd": 1 / 1001})
+    assert summary.p_value == pytest.approx(2 / 1001) and "combined by minP" in summary.reason

@@ -38,6 +38,7 @@ from conformance.records import Record
 from conformance.stats.knn import DEFAULT_K, chunked_knn_scores
 from conformance.stats.chunked import chunked_text_scores
 from conformance.stats.combined import EMBEDDING_COMPONENTS, FACETS, CombinedScorer
+from conformance.stats.conditional_batch import VERDICT_COMBINATION, VERDICT_STATISTICS
 from conformance.stats.descriptors import (
     DESCRIPTOR_UNITS,
     DESCRIPTORS,
@@ -349,7 +350,9 @@ def build_baseline(
                               "batch_score": "score" if batch_cal_scores is None else "batch_rule",
                               "batch_embedding": "pooled" if cal_residuals is None else "residual",
                               "batch_test": "conditional" if conditional_reference else "calibration",
-                              **({"batch_descriptors": list(DESCRIPTORS)} if conditional_reference else {})},
+                              **({"batch_descriptors": list(DESCRIPTORS),
+                                  "batch_statistics": list(VERDICT_STATISTICS),
+                                  "batch_combination": VERDICT_COMBINATION} if conditional_reference else {})},
         reference=fit_emb.chunks,
         reference_owner=fit_emb.owner,
         calibration_scores=np.sort(cal_scores[used] if chosen == "sample" else cal_scores),

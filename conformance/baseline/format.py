@@ -25,6 +25,7 @@ from scipy import sparse
 from conformance.baseline.spec import ScorerSpec, explicit_scorer
 from conformance.errors import BaselineError, EmbedderMismatchError
 from conformance.files import atomic_write_bytes
+from conformance.stats.conditional_batch import STATISTICS as CONDITIONAL_STATISTICS
 from conformance.stats.style import BUCKETS as STYLE_BUCKETS
 
 #: The stored format's history (each change bumps it and adds a migration to :data:`MIGRATIONS`):
@@ -34,9 +35,11 @@ from conformance.stats.style import BUCKETS as STYLE_BUCKETS
 #: 4 adds the scorer's ``batch_test`` and, for the conditional batch test, the ``batch_reference_*`` fields;
 #: 5 adds the reference outputs' style counts (``batch_reference_style_*``, a sparse matrix's CSR arrays);
 #: 6 lets the combined score's components include descriptors measured against the input
-#: (:data:`conformance.stats.descriptors.INPUT_RELATIVE`), which a release before it could not compute.
-FORMAT_VERSION = 6
-READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
+#: (:data:`conformance.stats.descriptors.INPUT_RELATIVE`), which a release before it could not compute;
+#: 7 stores which statistics the conditional batch test combines, and how (``batch_statistics``,
+#: ``batch_combination``).
+FORMAT_VERSION = 7
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7)
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
@@ -356,6 +359,17 @@ def _migrate_5_to_6(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tupl
     return meta | {"format_version": 6}, arrays
 
 
+def _migrate_6_to_7(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A conditional baseline built before format 7 keeps the batch test it was built with: every statistic its
+    views allow (``style_mmd`` only with style counts, format 5 on), combined by minP."""
+    scorer = dict(meta["scorer"])
+    if scorer.get("batch_test") == "conditional":
+        has_style = arrays.get("batch_reference_style_values") is not None
+        scorer |= {"batch_statistics": list(CONDITIONAL_STATISTICS if has_style else CONDITIONAL_STATISTICS[:3]),
+                   "batch_combination": "minP"}
+    return meta | {"format_version": 7, "scorer": scorer}, arrays
+
+
 #: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[dict[str, Any], dict[str, Any]]]] = {
     1: _migrate_1_to_2,
@@ -363,4 +377,5 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[di
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
     5: _migrate_5_to_6,
+    6: _migrate_6_to_7,
 }

@@ -29,8 +29,11 @@ BATCH_SCORES = ("score", "batch_rule")
 BATCH_EMBEDDINGS = ("pooled", "residual")
 #: Which batch test decides a group's batch verdict: the four tests against the calibration part, combined by
 #: Bonferroni (``calibration``; baselines built before 0.6.0, stored in formats 1-3), or the conditional
-#: test against every approved output, combined by minP (``conditional``; :mod:`conformance.stats.conditional_batch`).
+#: test against every approved output (``conditional``; :mod:`conformance.stats.conditional_batch`).
 BATCH_TESTS = ("calibration", "conditional")
+#: The statistics the conditional test may combine, and how (:mod:`conformance.stats.conditional_batch`).
+BATCH_STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
+BATCH_COMBINATIONS = ("minP", "fisher")
 
 #: The keys every stored scorer holds since format 3.
 REQUIRED_KEYS = ("name", "k", "calibration_method", "delta", "conditional_threshold", "batch_unit", "batch_score",
@@ -58,6 +61,10 @@ class ScorerSpec:
     batch_test: str = "calibration"
     #: For ``conditional``: the descriptor columns of its reference, in order.
     batch_descriptors: tuple[str, ...] = ()
+    #: For ``conditional``: the statistics it combines (of :data:`BATCH_STATISTICS`), and how (of
+    #: :data:`BATCH_COMBINATIONS`).
+    batch_statistics: tuple[str, ...] = ()
+    batch_combination: str = "minP"
     #: For ``combined``: the :class:`~conformance.stats.combined.CombinedScorer` parameters.
     combined_params: Mapping[str, Any] | None = None
     #: For ``combined``: the components, in the order they were fitted.
@@ -99,6 +106,19 @@ class ScorerSpec:
             if value not in allowed:
                 raise BaselineError(f"the baseline's scorer {key} must be one of {', '.join(allowed)}, "
                                     f"got {value!r}")
+        statistics = tuple(str(n) for n in scorer.get("batch_statistics", ()))
+        combination = str(scorer.get("batch_combination", "minP"))
+        if scorer["batch_test"] == "conditional":
+            if "batch_statistics" not in scorer or "batch_combination" not in scorer:
+                raise BaselineError("the baseline's conditional batch test lacks batch_statistics or "
+                                    "batch_combination: a baseline of the current format stores both (older formats "
+                                    "are migrated when loaded)")
+            if not statistics or not set(statistics) <= set(BATCH_STATISTICS):
+                raise BaselineError(f"the baseline's scorer batch_statistics must name some of "
+                                    f"{', '.join(BATCH_STATISTICS)}, got {list(statistics)}")
+            if combination not in BATCH_COMBINATIONS:
+                raise BaselineError(f"the baseline's scorer batch_combination must be one of "
+                                    f"{', '.join(BATCH_COMBINATIONS)}, got {combination!r}")
         combined = scorer["name"] == "combined"
         return cls(
             name=str(scorer["name"]),
@@ -112,6 +132,8 @@ class ScorerSpec:
             batch_embedding=str(scorer["batch_embedding"]),
             batch_test=str(scorer["batch_test"]),
             batch_descriptors=tuple(scorer.get("batch_descriptors", ())),
+            batch_statistics=statistics,
+            batch_combination=combination,
             combined_params={key: scorer[key] for key in COMBINED_PARAMS} if combined else None,
             components=tuple(scorer["components"]) if combined else (),
             facet_calibration=scorer["facet_calibration"] if combined else None,

@@ -207,11 +207,18 @@ class GroupAccumulator:
             style = style_matrix([item.style for _, item in kept])  # type: ignore[misc]
         else:
             reference_style = None
+        spec = baseline.spec
+        statistics = [name for name in spec.batch_statistics if name != "style_mmd" or style is not None]
         result = conditional_batch_test(
             features[:, :dim], outputs, features[:, dim:], keys, baseline.batch_reference_inputs,
             baseline.batch_reference_outputs, baseline.batch_reference_descriptors,
             baseline.batch_reference_prompt_keys, n_permutations=n_permutations, seed=seed,
-            descriptor_names=baseline.spec.batch_descriptors, style=style, reference_style=reference_style)
+            descriptor_names=spec.batch_descriptors, style=style, reference_style=reference_style,
+            statistics=statistics, combination=spec.batch_combination)
+        how = "minP" if result.combination == "minP" else "Fisher's method"
+        n_stat = len(result.p_values)
+        counted = f"{n_stat} statistics" if n_stat > 1 else "one statistic"
+        combined_by = f", combined by {how}" if n_stat > 1 else ""
         p, alpha, n_scored = result.p_value, baseline.alpha, len(self.scores)
         verdict = OUT if p <= alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
@@ -221,15 +228,17 @@ class GroupAccumulator:
             f"The {n_scored} scored outputs{sampled}, {result.n_batch_prompts} prompts, were compared as a batch "
             f"with every approved output the baseline keeps ({result.n_reference_prompts} prompts, "
             f"{result.n_reference} outputs), each reduced to what it says and how it is written beyond what its "
-            f"input predicts, by {len(result.p_values)} statistics ({each}; permutations of whole prompts, "
-            f"B={result.n_permutations}, seed {result.seed}), combined by minP: p-value {p:.4g} "
+            f"input predicts, by {counted} ({each}; permutations of whole prompts, "
+            f"B={result.n_permutations}, seed {result.seed}){combined_by}: p-value {p:.4g} "
             + ("<= alpha: " if verdict == OUT else f"> alpha {alpha:g}: ")
             + conditional_conclusion(p, result.p_values, result.shifts, alpha))
         tests = result.to_dict() | {"test": "conditional", "n_batch": n_scored, "n_tested": result.n_batch,
                                     "reservoir": self.reservoir.to_dict()}
-        description = (f"minP combination of {len(result.p_values)} MMD permutation tests on input-conditional "
-                       "features (residual embeddings, descriptor residuals, both"
-                       + (", style residuals" if style is not None else "")
+        views = {"residual_mmd": "residual embeddings", "descriptor_mmd": "descriptor residuals",
+                 "joint_mmd": "residual embeddings and descriptor residuals together", "style_mmd": "style residuals"}
+        description = (f"{how} combination of {len(result.p_values)} MMD permutation test"
+                       + ("s" if len(result.p_values) > 1 else "") + " on input-conditional features ("
+                       + "; ".join(views[name] for name in result.p_values)
                        + ") against every approved output the baseline keeps, whole prompts permuted")
         return GroupSummary(self.model_version, self.input_class, self.n, dict(self.counts), p, verdict, description,
                             uri, alpha, reason, tests=tests)

@@ -187,7 +187,7 @@ _DESCRIPTOR_DIRECTIONS = {
 
 
 def conditional_conclusion(p_value: float, p_values: dict[str, float], shifts: dict[str, float], alpha: float) -> str:
-    """The end of a conditional batch verdict's reason: whether the minP combination rejected, which statistics are
+    """The end of a conditional batch verdict's reason: whether the combination rejected, which statistics are
     at or below alpha on their own, and the properties that moved most (by half a pooled spread or more)."""
     moved = sorted(((abs(v), name, v) for name, v in shifts.items() if name in _DESCRIPTOR_DIRECTIONS
                     and abs(v) >= 0.5), reverse=True)[:3]

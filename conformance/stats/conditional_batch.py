@@ -18,7 +18,7 @@ every approved prompt the baseline kept, not only its calibration part.
                  punctuation marks and pairs of them that the most pooled outputs use), each minus what the
                  regression predicts for its input.
 
-Four statistics compare the batch's features with the reference's, each for the observed labelling and ``B``
+Four statistics can compare the batch's features with the reference's, each for the observed labelling and ``B``
 random labellings that move whole prompts, each an MMD (Gretton et al. 2012) of one view of the outputs, the first
 three with a Gaussian kernel (bandwidth the median pairwise distance of the pooled sample, which no labelling
 changes):
@@ -29,14 +29,16 @@ changes):
 ``style_mmd``        the style residuals, each scaled to a pooled standard deviation of one, with a linear kernel
                      between outputs of different prompts: the squared distance between the batch's mean and the
                      reference's (Burrows' Delta for a batch) less each prompt's pairs with itself, which would
-                     otherwise grow as a side's outputs per prompt shrink. A baseline built before style counts
-                     were kept (format 4) has the first three only.
+                     otherwise grow as a side's outputs per prompt shrink.
 
-They are combined by **minP** (Westfall & Young 1993): each labelling's smallest per-statistic permutation
-p-value, compared across the ``B + 1`` labellings. The observed labelling and the random ones are exchangeable
-under the null, so the combined p-value is exact, and a single strong statistic is not diluted by the others as
-it is by Bonferroni (the combination pays only for how far the statistics disagree). The family was chosen on the
-design swaps of arena-hard-v0.1 before the arena-bench-v1 swaps were looked at (docs/validation.md, section 10).
+Their p-values are combined over the same labellings, so the combined p-value is exact: the observed labelling and
+the random ones are exchangeable under the null, and each labelling's combination is compared with the others'.
+Baselines built since 0.9.0 combine ``joint_mmd`` and ``style_mmd`` by **Fisher's method** (each labelling's
+``-sum(log p)``, a nonparametric combination, Pesarin 2001): the joint view already holds the first two, and the two
+left see different things (what and how against which words), so that evidence from both adds up. Baselines built
+by 0.6.0-0.8.0 combine every statistic their views allow (three before style counts were kept, format 4) by
+**minP** (Westfall & Young 1993): each labelling's smallest per-statistic p-value. The rule was chosen on the
+design swaps of arena-hard-v0.1 and confirmed on pairs of models not used before (docs/validation.md, section 10).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ from conformance.stats.two_sample import (
 #: The statistics of :func:`conditional_batch_test`, in the order they are reported (the last one only with style
 #: counts).
 STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
+#: The statistics whose p-values baselines built since 0.9.0 combine (``joint_mmd`` holds both views of the first
+#: two), by :data:`VERDICT_COMBINATION`.
+VERDICT_STATISTICS = ("joint_mmd", "style_mmd")
+VERDICT_COMBINATION = "fisher"
 #: Folds of whole prompts over which the pooled regressions are cross-fitted.
 FOLDS = 5
 #: Ridge penalty of the pooled regressions (unit-norm embeddings, as the per-output score's).
@@ -71,10 +77,12 @@ SCALE_FLOOR = 1e-6
 
 @dataclass(frozen=True)
 class ConditionalBatchResult:
-    """The combined (minP) p-value, each statistic's own permutation p-value, and what was compared."""
+    """The combined p-value, each statistic's own permutation p-value, how they were combined, and what was
+    compared."""
 
     p_value: float
     p_values: dict[str, float]
+    combination: str
     n_batch: int
     n_reference: int
     n_batch_prompts: int
@@ -85,7 +93,7 @@ class ConditionalBatchResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "p_value": self.p_value, "p_values": dict(self.p_values), "combination": "minP",
+            "p_value": self.p_value, "p_values": dict(self.p_values), "combination": self.combination,
             "n_batch": self.n_batch, "n_reference": self.n_reference, "n_batch_prompts": self.n_batch_prompts,
             "n_reference_prompts": self.n_reference_prompts, "n_permutations": self.n_permutations,
             "seed": self.seed, "permutation_unit": "prompt", "descriptor_shifts": dict(self.shifts),
@@ -180,17 +188,25 @@ def _between_prompts_linear(signs: np.ndarray, z: np.ndarray, on_x: np.ndarray, 
 
 def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray,
                 style: np.ndarray | None = None, on_x: np.ndarray | None = None,
-                member: np.ndarray | None = None) -> np.ndarray:
-    """Each statistic of :data:`STATISTICS` for every labelling, one row of ``signs`` each: a biased MMD²
-    (``a^T K a``) for the first three, and for the style one (only with ``style``, ``on_x`` and ``member``) the
-    linear-kernel MMD² between outputs of different prompts (:func:`_between_prompts_linear`)."""
-    joint = np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])
-    columns = [quadratic_forms(signs, median_gaussian_kernel(squared_distances(view)))
-               for view in (residual, descriptors, joint)]
-    if style is not None:
-        if on_x is None or member is None:
-            raise ValueError("the style statistic needs the labellings of whole prompts")
-        columns.append(_between_prompts_linear(signs, style, on_x, member))
+                member: np.ndarray | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+    """The statistics ``names`` (of :data:`STATISTICS`; by default every one the views allow) for every labelling,
+    one row of ``signs`` each, one column per name: a biased MMD² (``a^T K a``) for the first three, and for the
+    style one (only with ``style``, ``on_x`` and ``member``) the linear-kernel MMD² between outputs of different
+    prompts (:func:`_between_prompts_linear`)."""
+    if names is None:
+        names = STATISTICS if style is not None else STATISTICS[:3]
+    views = {"residual_mmd": lambda: residual, "descriptor_mmd": lambda: descriptors,
+             "joint_mmd": lambda: np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])}
+    columns = []
+    for name in names:
+        if name in views:
+            columns.append(quadratic_forms(signs, median_gaussian_kernel(squared_distances(views[name]()))))
+        elif name == "style_mmd":
+            if style is None or on_x is None or member is None:
+                raise ValueError("the style statistic needs style counts and the labellings of whole prompts")
+            columns.append(_between_prompts_linear(signs, style, on_x, member))
+        else:
+            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(STATISTICS)}")
     return np.column_stack(columns)
 
 
@@ -216,12 +232,28 @@ def min_p_combination(stats_: np.ndarray) -> tuple[float, np.ndarray]:
     return combined, p[0]
 
 
+def fisher_combination(stats_: np.ndarray) -> tuple[float, np.ndarray]:
+    """Fisher's combined p-value of row 0 against all ``B + 1`` rows, and row 0's per-statistic p-values: each
+    labelling's ``-sum(log p_j)`` over its per-statistic permutation p-values, compared across the labellings (a
+    nonparametric combination, Pesarin 2001). Exact for the same reason as :func:`min_p_combination`; it gains
+    where the statistics each see a little, and pays more than minP for a statistic that sees nothing."""
+    p = _column_p_values(stats_)
+    t = -np.log(p).sum(axis=1)
+    combined = float(np.sum(t >= t[0] - 1e-12 * max(1.0, abs(float(t[0])))) / stats_.shape[0])
+    return combined, p[0]
+
+
+#: How the statistics' permutation p-values are combined, by name.
+COMBINATIONS = {"minP": min_p_combination, "fisher": fisher_combination}
+
+
 def conditional_batch_test(
     inputs: np.ndarray, outputs: np.ndarray, descriptors: np.ndarray, prompt_keys: Sequence[str],
     reference_inputs: np.ndarray, reference_outputs: np.ndarray, reference_descriptors: np.ndarray,
     reference_prompt_keys: Sequence[str], *, n_permutations: int = 1000, seed: int = 0, folds: int = FOLDS,
     descriptor_names: Sequence[str] | None = None, style: sparse.spmatrix | None = None,
-    reference_style: sparse.spmatrix | None = None,
+    reference_style: sparse.spmatrix | None = None, statistics: Sequence[str] | None = None,
+    combination: str = "fisher",
 ) -> ConditionalBatchResult:
     """Test a batch of outputs against the approved reference outputs of its cell, whole prompts permuted.
 
@@ -245,7 +277,12 @@ def conditional_batch_test(
         Names of the descriptor columns, for :attr:`ConditionalBatchResult.shifts`.
     style, reference_style : sparse matrix, optional
         The style counts (:func:`conformance.stats.style.style_counts`) of the batch's outputs and of the
-        reference's, both or neither: with them the test has a fourth statistic, ``style_mmd``.
+        reference's, both or neither: needed for ``style_mmd``.
+    statistics : sequence of str, optional
+        Which of :data:`STATISTICS` to compute and combine: by default :data:`VERDICT_STATISTICS` (``style_mmd``
+        only with style counts). Baselines built before 0.9.0 ask for every one their views allow.
+    combination : {"fisher", "minP"}, default "fisher"
+        How their permutation p-values are combined (:data:`COMBINATIONS`); baselines built before 0.9.0 use minP.
 
     Examples
     --------
@@ -264,6 +301,15 @@ def conditional_batch_test(
         raise ValueError("the batch and the reference must each hold at least one output")
     if (style is None) != (reference_style is None):
         raise ValueError("style and reference_style must be given both or neither")
+    if combination not in COMBINATIONS:
+        raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, got {combination!r}")
+    if statistics is None:
+        statistics = tuple(n for n in VERDICT_STATISTICS if n != "style_mmd" or style is not None)
+    statistics = tuple(statistics)
+    if not statistics or len(set(statistics)) != len(statistics) or not set(statistics) <= set(STATISTICS):
+        raise ValueError(f"statistics must be distinct names of {', '.join(STATISTICS)}, got {list(statistics)}")
+    if "style_mmd" in statistics and style is None:
+        raise ValueError("the statistic style_mmd needs style and reference_style (the outputs' style counts)")
     keys = [str(k) for k in prompt_keys] + [str(k) for k in reference_prompt_keys]
     pooled_style = None if style is None else sparse.vstack([style, reference_style], format="csr")
     residual, scaled, style_res = conditional_features(
@@ -271,11 +317,13 @@ def conditional_batch_test(
         np.vstack([descriptors, reference_descriptors]), keys, folds=folds, style=pooled_style)
     on_x, member = block_labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
     signs = sign_matrix(on_x, member)
-    combined, each = min_p_combination(_statistics(signs, residual, scaled, style_res, on_x, member))
+    combined, each = COMBINATIONS[combination](
+        _statistics(signs, residual, scaled, style_res, on_x, member, names=statistics))
     names = list(descriptor_names or [f"descriptor_{j}" for j in range(scaled.shape[1] - 1)]) + ["relevance"]
     diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)
     return ConditionalBatchResult(
-        p_value=combined, p_values={name: float(p) for name, p in zip(STATISTICS, each)}, n_batch=n_x,
+        p_value=combined, p_values={name: float(p) for name, p in zip(statistics, each)}, combination=combination,
+        n_batch=n_x,
         n_reference=n_y, n_batch_prompts=len(set(keys[:n_x])), n_reference_prompts=len(set(keys[n_x:])),
         n_permutations=int(n_permutations), seed=int(seed),
         shifts={name: float(v) for name, v in zip(names, diff)})
