@@ -14,7 +14,8 @@ Parts (``--parts``; each writes ``arena_<part>[_TAG].json`` to ``--out``):
             held out, the approved model's baseline is built on all the others (alpha 0.05, the package's
             defaults), and the batch verdict is read for each swapped-in model's answers to the held-out prompts
             and for the approved model's own (the null). ``--peer-batches`` also keeps the batches of size 50
-            (arena-bench-v1) and 100 (arena-hard-v0.1) for ``benchmarks.validation_peers``.
+            (arena-bench-v1) and 100 (arena-hard-v0.1) for ``benchmarks.validation_peers``; ``--confirm`` runs
+            the pairs that confirmed 0.9.0's batch rule instead (seed ``7000 + split``).
 ``cells``   cells of one model and one input class (arena-hard-v2.0): ``--held-out`` prompts of the cell are held
             out per split (seed ``3000 + split``), the baseline is built on the others, and every held-out answer
             is judged as it is (the null), replaced by the same model's answer to a prompt of another class, by a
@@ -58,6 +59,16 @@ SWAPS = (
     ("arena-bench-v1", "Mistral-7B-Instruct-v0.1", ("Mixtral-8x7B-Instruct-v0.1", "llama-13b")),
     ("arena-hard-v0.1", "gpt-4-0314", ("gpt-4-0613", "gpt-3.5-turbo-0125")),
 )
+#: Pairs of models first run to confirm the 0.9.0 batch rule (``--confirm``; docs/validation.md, section 10.1):
+#: sibling fine-tunes of one base, a provider's cheaper model, another size of a family, and two fine-tunes of
+#: Mistral-7B.
+CONFIRM_SWAPS = (
+    ("arena-bench-v1", "openchat_3.5", ("Starling-LM-7B-alpha",)),
+    ("arena-bench-v1", "Starling-LM-7B-alpha", ("openchat_3.5",)),
+    ("arena-bench-v1", "claude-1", ("claude-instant-1",)),
+    ("arena-bench-v1", "vicuna-13b-v1.5", ("vicuna-33b-v1.3",)),
+    ("arena-bench-v1", "Mistral-7B-Instruct-v0.1", ("openchat_3.5",)),
+)
 BASE_MODEL = "llama-13b"
 CELL_MODELS = ("o3-mini-2025-01-31", "sky-t1-32b")
 INJECTIONS = tuple(f"inject_{where}_{n}" for n in (1, 3, 6) for where in ("start", "middle", "end"))
@@ -82,9 +93,10 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
     answers: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for r in rows:
         answers[(r["source"], r["model"])][r["prompt_id"]] = r
-    plan = [(source, approved, tuple(others), tuple(args.sizes)) for source, approved, others in SWAPS
+    swaps = CONFIRM_SWAPS if args.confirm else SWAPS
+    plan = [(source, approved, tuple(others), tuple(args.sizes)) for source, approved, others in swaps
             if source in args.sets]
-    if args.base_model_sizes and "arena-bench-v1" in args.sets:
+    if args.base_model_sizes and "arena-bench-v1" in args.sets and not args.confirm:
         covered = {a for s, a, _ in SWAPS if s == "arena-bench-v1"}
         chat = sorted(m for s, m in answers if s == "arena-bench-v1" and m != BASE_MODEL and m not in covered)
         plan += [("arena-bench-v1", m, (BASE_MODEL,), tuple(args.base_model_sizes)) for m in chat]
@@ -99,7 +111,8 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
         prompts = sorted(own)
         for size in sizes:
             for split in range(args.splits):
-                order = np.random.default_rng([2000 + split, size]).permutation(len(prompts))
+                seed = (7000 if args.confirm else 2000) + split
+                order = np.random.default_rng([seed, size]).permutation(len(prompts))
                 test = [prompts[i] for i in order[:size]]
                 approved = records_of([own[p] for p in prompts if p not in set(test)], approved_model, source)
                 baseline = build(approved, split, embedder)
@@ -224,6 +237,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["arena-bench-v1", "arena-hard-v0.1"],
                         help="the sets of part swaps (default both)")
     parser.add_argument("--peer-batches", action="store_true", help="keep batches for benchmarks.validation_peers")
+    parser.add_argument("--confirm", action="store_true",
+                        help="part swaps on the confirmation pairs (CONFIRM_SWAPS, seeds 7000 + split) instead")
     parser.add_argument("--held-out", type=int, default=50, help="held-out prompts per cell in part cells")
     parser.add_argument("--injection-splits", type=int, default=1,
                         help="splits of part cells whose held-out answers also get injected sentences (default 1)")
