@@ -87,6 +87,13 @@ def pvalues_plot(cc: dict, out: Path) -> Path:
     return out / "validation_pvalues.png"
 
 
+def _rates(ax, xs, got: list[dict], **style: object) -> None:  # type: ignore[no-untyped-def]
+    """Rates (``benchmarks.study.rate`` dicts) at ``xs`` with their 95 % intervals as error bars."""
+    ax.errorbar(xs, [g["rate"] for g in got],
+                yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
+                capsize=2, **style)
+
+
 def injection_classcell_plot(cc: dict, out: Path) -> Path:
     """Detection of injected off-policy sentences against their number and position, with 95 % intervals."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -95,9 +102,7 @@ def injection_classcell_plot(cc: dict, out: Path) -> Path:
         if not xs:
             continue
         got = [cc[f"inject_{where}_{n}"] for n in xs]
-        ax.errorbar(np.array(xs) + offset, [g["rate"] for g in got],
-                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
-                    marker=marker, capsize=2, label=where)
+        _rates(ax, np.array(xs) + offset, got, marker=marker, label=where)
     ax.axhline(cc["null"]["rate"], color="k", lw=0.8, label="approved outputs")
     ax.set_xlabel("injected off-policy sentences")
     ax.set_ylabel(f"flagged at alpha {cc['alpha']}")
@@ -119,9 +124,7 @@ def batchsize_plot(runs: dict[int, dict], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for label in labels:
         got = [runs[n][label]["batch"] for n in sizes]
-        ax.errorbar([2 * n for n in sizes], [g["rate"] for g in got],
-                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
-                    marker="o", capsize=2, label=label)
+        _rates(ax, [2 * n for n in sizes], got, marker="o", label=label)
     null_k = [sum(v["batch"]["k"] for k, v in runs[n].items() if "(null" in k) for n in sizes]
     null_n = [sum(v["batch"]["n"] for k, v in runs[n].items() if "(null" in k) for n in sizes]
     ax.plot([2 * n for n in sizes], np.array(null_k) / np.array(null_n), color="k", marker="x",
@@ -193,9 +196,7 @@ def arena_injection_plot(cells: dict, out: Path) -> Path:
         if not ns:
             continue
         got = [cells[f"inject_{where}_{n}"]["detect"] for n in ns]
-        ax.errorbar(ns, [g["rate"] for g in got],
-                    yerr=[[g["rate"] - g["ci95"][0] for g in got], [g["ci95"][1] - g["rate"] for g in got]],
-                    marker="o", capsize=2, label=where)
+        _rates(ax, ns, got, marker="o", label=where)
     ax.axhline(cells["null"]["detect"]["rate"], color="k", lw=0.8, ls=":", label="approved answers (null)")
     ax.set_xticks([1, 3, 6])
     ax.set_ylim(0, 1)
