@@ -506,3 +506,17 @@ def test_a_stored_conditional_rule_is_read_and_checked(built_baseline) -> None: 
         ScorerSpec.from_stored(scorer | {"batch_statistics": ["energy"]})
     with pytest.raises(BaselineError, match="batch_combination must be one of minP, fisher, got 'sum'"):
         ScorerSpec.from_stored(scorer | {"batch_combination": "sum"})
+
+
+def test_a_reason_says_why_one_small_p_value_is_not_a_verdict() -> None:
+    """A reviewer who sees one test's p-value at or below alpha beside a batch within bounds is told why; with the
+    combination at or below alpha, or only one test, nothing of the kind is said."""
+    from conformance.scoring.reasons import conditional_conclusion
+
+    within = conditional_conclusion(0.093, {"joint_mmd": 0.017, "style_mmd": 0.997}, {}, 0.05)
+    assert within.startswith("as a batch, no difference from approved outputs is found; joint mmd alone is at or "
+                             "below alpha, but the verdict rests on the tests combined")
+    assert "joint mmd" not in conditional_conclusion(0.3, {"joint_mmd": 0.2, "style_mmd": 0.4}, {}, 0.05)
+    assert "alone" not in conditional_conclusion(0.06, {"joint_mmd": 0.06}, {}, 0.05)
+    out = conditional_conclusion(0.01, {"joint_mmd": 0.004, "style_mmd": 0.5}, {}, 0.05)
+    assert out.startswith("as a batch, they differ from approved outputs: what they say and how they are written")

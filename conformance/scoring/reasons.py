@@ -192,10 +192,16 @@ def conditional_conclusion(p_value: float, p_values: dict[str, float], shifts: d
     moved = sorted(((abs(v), name, v) for name, v in shifts.items() if name in _DESCRIPTOR_DIRECTIONS
                     and abs(v) >= 0.5), reverse=True)[:3]
     how = ", ".join(f"{_DESCRIPTOR_DIRECTIONS[name][0 if v > 0 else 1]} ({v:+.1f} spreads)" for _, name, v in moved)
+    strong = [name for name, p in p_values.items() if p <= alpha]
     if p_value > alpha:
         said = "as a batch, no difference from approved outputs is found"
+        if strong and len(p_values) > 1:
+            # A reader sees that statistic's p-value at or below alpha beside a verdict within bounds: say why.
+            alone = " and ".join(name.replace("_", " ") for name in strong)
+            said += (f"; {alone} alone {'is' if len(strong) == 1 else 'are'} at or below alpha, but the verdict rests "
+                     "on the tests combined (a rule fixed when the baseline was built, so that looking at several "
+                     "tests does not raise the false-alarm rate)")
         return said + (f" (the largest shifts, too small to count: {how})." if how else ".")
-    strong = [name for name, p in p_values.items() if p <= alpha]
     words = list(dict.fromkeys(_CONDITIONAL_WORDS.get(name, name.replace("_", " ")) for name in strong))
     text = "as a batch, they differ from approved outputs: " + ("; ".join(words) if words else
                                                                  "several statistics point the same way")
