@@ -20,9 +20,10 @@ reference, each swapped-in model's answers and the approved model's own to the h
 ``nullcheck``  arena-bench-v1, claude-1, gpt-3.5-turbo and Mistral-7B-Instruct's own answers only, 120 splits, seed
                9000, batches of 200 (the level where 200 of the 300 prompts are held out)
 
-Cost on two cores with a warm embedding cache (``benchmarks.validation_cache --arena``): design about 13 min, bench
+Cost on two cores with a warm embedding cache (``benchmarks.validation_cache --arena``): design about 4 min, bench
 4 min, confirm 3 min, nullcheck 4 min. Writes ``batch_rules_<set>.npz`` (the recorded statistics) and
-``batch_rules_<set>.json`` (the rates) to ``--out``.
+``batch_rules_<set>.json`` (the rates, by batch size too) to ``--out``; ``--summarise`` re-reads the recorded
+statistics of an earlier run in seconds.
 
     python -m benchmarks.validation_batch_rules --set design --out results/batch_rules
 """
@@ -120,8 +121,12 @@ def summarise(recorded: dict[str, np.ndarray]) -> dict[str, object]:
     for rule, by in flags.items():
         alt = [f for k, v in by.items() if "(null)" not in k for f in v]
         null = [f for k, v in by.items() if "(null)" in k for f in v]
+        sizes = sorted({int(k.rsplit("[", 1)[1][:-1]) for k in by})
         out[rule] = {"swapped": float(np.mean(alt)) if alt else None, "n_swapped": len(alt),
                      "null": float(np.mean(null)) if null else None, "n_null": len(null),
+                     "swapped_by_size": {str(n): float(np.mean([f for k, v in by.items() if "(null)" not in k
+                                                                and k.endswith(f"[{n}]") for f in v] or [np.nan]))
+                                         for n in sizes},
                      "by_batch": {k: float(np.mean(v)) for k, v in by.items()}}
     for side in ("swapped", "null"):
         base = [f for k, v in flags[BASE_RULE].items() if ("(null)" in k) == (side == "null") for f in v]
@@ -137,7 +142,15 @@ def main() -> None:
     parser.add_argument("--set", choices=sorted(SETS), required=True)
     parser.add_argument("--cache", type=Path, default=Path("results/embedding_cache"))
     parser.add_argument("--out", type=Path, default=Path("results/batch_rules"))
+    parser.add_argument("--summarise", action="store_true",
+                        help="only summarise the statistics an earlier run recorded in --out (no embedding, no tests)")
     args = parser.parse_args()
+    if args.summarise:
+        earlier = args.out / f"batch_rules_{args.set}.json"
+        seconds = float(json.loads(earlier.read_text()).get("seconds", 0.0)) if earlier.exists() else 0.0
+        with np.load(args.out / f"batch_rules_{args.set}.npz") as z:
+            report(args, {k: z[k] for k in z.files}, seconds)
+        return
     source, runs, sizes = SETS[args.set]
     models = {m for a, o, _, _ in runs for m in (a, *o)}
     rows = [r for r in arena_rows([source]) if r["model"] in models and r["output"].strip()]
@@ -167,13 +180,23 @@ def main() -> None:
             print(f"{args.set}: {approved} size {size}, {splits} splits [{time.time() - t0:.0f} s]", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / f"batch_rules_{args.set}.npz", **recorded)
-    results = summarise(recorded) | {"set": args.set, "alpha": ALPHA, "seconds": time.time() - t0}
+    report(args, recorded, time.time() - t0)
+
+
+def report(args: argparse.Namespace, recorded: dict[str, np.ndarray], seconds: float) -> None:
+    """Write ``batch_rules_<set>.json`` and print each rule's rates, pooled and by batch size."""
+    results = summarise(recorded) | {"set": args.set, "alpha": ALPHA, "seconds": seconds}
     tmp = args.out / f".batch_rules_{args.set}.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, args.out / f"batch_rules_{args.set}.json")
     for rule in RULES:
         r = results[rule]
-        print(f"{rule:48s} swapped {r['swapped']} (n={r['n_swapped']})  null {r['null']} (n={r['n_null']})")
+        if r["n_swapped"]:  # type: ignore[index]
+            by_size = "  ".join(f"{n}: {v:.3f}" for n, v in r["swapped_by_size"].items())  # type: ignore[index]
+            print(f"{rule:48s} swapped {r['swapped']:.3f} (n={r['n_swapped']}; by size {by_size})  "  # type: ignore
+                  f"null {r['null']:.3f} (n={r['n_null']})")  # type: ignore[index]
+        else:
+            print(f"{rule:48s} null {r['null']:.3f} (n={r['n_null']})")  # type: ignore[index]
     print("discordant (swapped):", results["discordant_swapped"], " (null):", results["discordant_null"])
 
 
