@@ -269,9 +269,12 @@ def summarise(
     n_permutations: int = PERMUTATIONS,
     seed: int = BATCH_SEED,
 ) -> list[GroupSummary]:
-    """One summary per (model_version, input_class) group, in order of first appearance.
+    """One summary per (model_version, input_class) group, in order of first appearance, from verdicts alone.
 
-    Each group with scored outputs gets the batch tests of
+    Verdicts carry no input-conditional features, so a baseline's conditional batch test cannot run here:
+    :func:`conformance.scoring.score_record_set` (and ``score``) gives it; this function gives every group the
+    calibration-part tests, as baselines built before 0.6.0 have them. Each group with scored outputs gets the
+    batch tests of
     :func:`conformance.stats.two_sample.batch_tests` (rank tests on the scores; MMD and
     energy permutation tests when ``embeddings``, pooled embeddings by verdict
     row, are given), combined by Bonferroni; the group's ``p_value`` is the
