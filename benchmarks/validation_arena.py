@@ -69,6 +69,8 @@ CONFIRM_SWAPS = (
     ("arena-bench-v1", "vicuna-13b-v1.5", ("vicuna-33b-v1.3",)),
     ("arena-bench-v1", "Mistral-7B-Instruct-v0.1", ("openchat_3.5",)),
 )
+#: The first split seed of ``--confirm`` (``2000`` otherwise).
+CONFIRM_SEED = 7000
 BASE_MODEL = "llama-13b"
 CELL_MODELS = ("o3-mini-2025-01-31", "sky-t1-32b")
 INJECTIONS = tuple(f"inject_{where}_{n}" for n in (1, 3, 6) for where in ("start", "middle", "end"))
@@ -111,7 +113,7 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
         prompts = sorted(own)
         for size in sizes:
             for split in range(args.splits):
-                seed = (7000 if args.confirm else 2000) + split
+                seed = (CONFIRM_SEED if args.confirm else 2000) + split
                 order = np.random.default_rng([seed, size]).permutation(len(prompts))
                 test = [prompts[i] for i in order[:size]]
                 approved = records_of([own[p] for p in prompts if p not in set(test)], approved_model, source)

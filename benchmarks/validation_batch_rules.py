@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import arena_rows
-from benchmarks.validation_arena import CONFIRM_SWAPS
+from benchmarks.validation_arena import CONFIRM_SEED, CONFIRM_SWAPS
 from benchmarks.validation_cache import EmbeddingCache
 from conformance.stats import conditional_batch as cb
 from conformance.stats.descriptors import DESCRIPTORS, describe
@@ -58,7 +58,7 @@ SETS: dict[str, tuple[str, list[tuple[str, tuple[str, ...], int, int]], tuple[in
                                  ("vicuna-7b-v1.5", ("vicuna-13b-v1.5",), 20, 2000),
                                  ("Mistral-7B-Instruct-v0.1", ("Mixtral-8x7B-Instruct-v0.1",), 20, 2000)],
               (10, 25, 50, 100, 200)),
-    "confirm": ("arena-bench-v1", [(a, tuple(o), 20, 7000) for _, a, o in CONFIRM_SWAPS], (25, 50, 100)),
+    "confirm": ("arena-bench-v1", [(a, tuple(o), 20, CONFIRM_SEED) for _, a, o in CONFIRM_SWAPS], (25, 50, 100)),
     "nullcheck": ("arena-bench-v1", [(m, (), 120, 9000) for m in ("claude-1", "gpt-3.5-turbo",
                                                                    "Mistral-7B-Instruct-v0.1")], (200,)),
 }
@@ -90,7 +90,7 @@ def record(batch_rows: list[int], ref_rows: list[int], x: np.ndarray, y: np.ndar
     res, scaled, style = cb.conditional_features(x[rows], y[rows], d[rows], k, style=s[rows])
     on_x, member = cb.block_labellings(k[:len(batch_rows)], k[len(batch_rows):], 1000, np.random.default_rng(seed))
     signs = cb.sign_matrix(on_x, member)
-    cols = [cb._statistics(signs, res, scaled, style, on_x, member)]
+    package = cb._statistics(signs, res, scaled, style, on_x, member)
     shift = signs @ scaled
     extra = [np.einsum("bj,bj->b", shift, shift)]
     for view in (res, scaled):
@@ -100,7 +100,7 @@ def record(batch_rows: list[int], ref_rows: list[int], x: np.ndarray, y: np.ndar
         extra.append(-cb.quadratic_forms(signs, np.sqrt(d2)))
     residual_shift = signs @ res
     extra.append(np.einsum("bj,bj->b", residual_shift, residual_shift))
-    return np.hstack([cols[0], np.column_stack(extra)]).astype(np.float32)
+    return np.hstack([package, np.column_stack(extra)]).astype(np.float32)
 
 
 def combined_p(stats_: np.ndarray, rule: str) -> float:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.errors import BaselineError
+from conformance.stats.conditional_batch import COMBINATIONS as BATCH_COMBINATIONS
+from conformance.stats.conditional_batch import STATISTICS as BATCH_STATISTICS
 
 SCORER_NAMES = ("knn_cosine", "combined")
 #: How a score becomes a p-value: every calibration output one unit (baselines built before prompts
@@ -31,9 +33,6 @@ BATCH_EMBEDDINGS = ("pooled", "residual")
 #: Bonferroni (``calibration``; baselines built before 0.6.0, stored in formats 1-3), or the conditional
 #: test against every approved output (``conditional``; :mod:`conformance.stats.conditional_batch`).
 BATCH_TESTS = ("calibration", "conditional")
-#: The statistics the conditional test may combine, and how (:mod:`conformance.stats.conditional_batch`).
-BATCH_STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
-BATCH_COMBINATIONS = ("minP", "fisher")
 
 #: The keys every stored scorer holds since format 3.
 REQUIRED_KEYS = ("name", "k", "calibration_method", "delta", "conditional_threshold", "batch_unit", "batch_score",

@@ -215,10 +215,9 @@ class GroupAccumulator:
             baseline.batch_reference_prompt_keys, n_permutations=n_permutations, seed=seed,
             descriptor_names=spec.batch_descriptors, style=style, reference_style=reference_style,
             statistics=statistics, combination=spec.batch_combination)
-        how = "minP" if result.combination == "minP" else "Fisher's method"
         n_stat = len(result.p_values)
         counted = f"{n_stat} statistics" if n_stat > 1 else "one statistic"
-        combined_by = f", combined by {how}" if n_stat > 1 else ""
+        combined_by = f", combined by {_COMBINATION_WORDS[result.combination]}" if n_stat > 1 else ""
         p, alpha, n_scored = result.p_value, baseline.alpha, len(self.scores)
         verdict = OUT if p <= alpha else WITHIN
         each = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in result.p_values.items())
@@ -234,15 +233,18 @@ class GroupAccumulator:
             + conditional_conclusion(p, result.p_values, result.shifts, alpha))
         tests = result.to_dict() | {"test": "conditional", "n_batch": n_scored, "n_tested": result.n_batch,
                                     "reservoir": self.reservoir.to_dict()}
-        views = {"residual_mmd": "residual embeddings", "descriptor_mmd": "descriptor residuals",
-                 "joint_mmd": "residual embeddings and descriptor residuals together", "style_mmd": "style residuals"}
-        description = (f"{how} combination of {len(result.p_values)} MMD permutation test"
-                       + ("s" if len(result.p_values) > 1 else "") + " on input-conditional features ("
-                       + "; ".join(views[name] for name in result.p_values)
-                       + ") against every approved output the baseline keeps, whole prompts permuted")
+        description = (f"{n_stat} MMD permutation test{'s' if n_stat > 1 else ''} on input-conditional features ("
+                       + "; ".join(_STATISTIC_VIEWS[name] for name in result.p_values)
+                       + f") against every approved output the baseline keeps, whole prompts permuted{combined_by}")
         return GroupSummary(self.model_version, self.input_class, self.n, dict(self.counts), p, verdict, description,
                             uri, alpha, reason, tests=tests)
 
+
+#: How the conditional test's combinations and statistics are named in a group's reason and description.
+_COMBINATION_WORDS = {"minP": "minP", "fisher": "Fisher's method"}
+_STATISTIC_VIEWS = {"residual_mmd": "residual embeddings", "descriptor_mmd": "descriptor residuals",
+                    "joint_mmd": "residual embeddings and descriptor residuals together",
+                    "style_mmd": "style residuals"}
 
 #: The rank tests of a large group use every output up to this many; beyond, the whole prompts of smallest
 #: reservoir priority up to this many outputs (so that their working memory stays bounded).

@@ -323,7 +323,6 @@ def conditional_batch_test(
     diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)
     return ConditionalBatchResult(
         p_value=combined, p_values={name: float(p) for name, p in zip(statistics, each)}, combination=combination,
-        n_batch=n_x,
-        n_reference=n_y, n_batch_prompts=len(set(keys[:n_x])), n_reference_prompts=len(set(keys[n_x:])),
+        n_batch=n_x, n_reference=n_y, n_batch_prompts=len(set(keys[:n_x])), n_reference_prompts=len(set(keys[n_x:])),
         n_permutations=int(n_permutations), seed=int(seed),
         shifts={name: float(v) for name, v in zip(names, diff)})
