@@ -1,13 +1,14 @@
-"""How the conditional batch test's statistics are combined: the comparison behind 0.9.0's rule.
+"""How the conditional batch test's statistics are combined: the comparison behind 0.9.0's and 0.10.0's rules.
 
 Measures, for the swaps of the arena answers, how many batches each combination rule flags at alpha 0.05, every rule
 computed from the *same* labellings of the *same* batches: for each batch the package's input-conditional features
 (:func:`conformance.stats.conditional_batch.conditional_features`) and whole-prompt labellings (B = 1000, seed the
 split) give every statistic's value for the observed and the random labellings; a rule is a set of statistics and a
-combination (minP, Fisher) over their per-labelling permutation p-values. Besides the package's four statistics, five
-candidates are recorded: a descriptor mean shift, a residual mean shift, MMDs of the residuals and of the descriptors
-at a quarter and four times the median bandwidth, and energy distances of both. Figures and the steps in which the
-sets were looked at: docs/validation.md, section 10.1 ("The 0.9.0 rule").
+combination (minP, Fisher) over their per-labelling permutation p-values. Besides the package's five statistics (the
+shape residuals from :func:`conformance.stats.conditional_batch.shape_features`), eight candidates are recorded: a
+descriptor mean shift, a residual mean shift, MMDs of the residuals and of the descriptors at a quarter and four
+times the median bandwidth, and energy distances of both. Figures and the steps in which the
+sets were looked at: docs/validation.md, section 10.1 ("The 0.9.0 rule", "The 0.10.0 rule").
 
 Sets (``--set``; prompts held out per split with seed ``[seed + split, size]``, the approved model's other answers the
 reference, each swapped-in model's answers and the approved model's own to the held-out prompts the batches):
@@ -67,19 +68,24 @@ COLUMNS = (*cb.STATISTICS, "descriptor_mean_shift", "residual_mmd_bw0.25", "resi
            "descriptor_mmd_bw0.25", "descriptor_mmd_bw4", "descriptor_energy", "residual_mean_shift")
 #: name -> (columns, combination)
 RULES = {
-    "minP over the four (0.7.0)": (cb.STATISTICS, "minP"),
-    "Fisher over the four": (cb.STATISTICS, "fisher"),
+    "minP over the four (0.7.0)": (cb.STATISTICS[:4], "minP"),
+    "Fisher over the four": (cb.STATISTICS[:4], "fisher"),
+    "Fisher over joint, style, shape (0.10.0)": (("joint_mmd", "style_mmd", "shape_mmd"), "fisher"),
+    "minP over joint, style, shape": (("joint_mmd", "style_mmd", "shape_mmd"), "minP"),
+    "Fisher over joint, shape": (("joint_mmd", "shape_mmd"), "fisher"),
     "minP over joint, style": (("joint_mmd", "style_mmd"), "minP"),
     "Fisher over joint, style (0.9.0)": (("joint_mmd", "style_mmd"), "fisher"),
     "minP over residual, descriptor, style": (("residual_mmd", "descriptor_mmd", "style_mmd"), "minP"),
     "Fisher over residual, descriptor, style": (("residual_mmd", "descriptor_mmd", "style_mmd"), "fisher"),
-    "minP over the four and descriptor mean shift": ((*cb.STATISTICS, "descriptor_mean_shift"), "minP"),
-    "minP over the four and both energies": ((*cb.STATISTICS, "residual_energy", "descriptor_energy"), "minP"),
-    "minP over the four and four bandwidths": ((*cb.STATISTICS, "residual_mmd_bw0.25", "residual_mmd_bw4",
+    "minP over the four and descriptor mean shift": ((*cb.STATISTICS[:4], "descriptor_mean_shift"), "minP"),
+    "minP over the four and both energies": ((*cb.STATISTICS[:4], "residual_energy", "descriptor_energy"), "minP"),
+    "minP over the four and four bandwidths": ((*cb.STATISTICS[:4], "residual_mmd_bw0.25", "residual_mmd_bw4",
                                                 "descriptor_mmd_bw0.25", "descriptor_mmd_bw4"), "minP"),
     **{f"{name} alone": ((name,), "minP") for name in COLUMNS},
 }
-BASE_RULE, NEW_RULE = "minP over the four (0.7.0)", "Fisher over joint, style (0.9.0)"
+#: The pairs of rules whose discordant batches are counted: each release's rule against the one before.
+COMPARED = (("minP over the four (0.7.0)", "Fisher over joint, style (0.9.0)"),
+            ("Fisher over joint, style (0.9.0)", "Fisher over joint, style, shape (0.10.0)"))
 
 
 def record(batch_rows: list[int], ref_rows: list[int], x: np.ndarray, y: np.ndarray, d: np.ndarray, s, keys: list[str],
@@ -88,9 +94,10 @@ def record(batch_rows: list[int], ref_rows: list[int], x: np.ndarray, y: np.ndar
     rows = batch_rows + ref_rows
     k = [keys[i] for i in rows]
     res, scaled, style = cb.conditional_features(x[rows], y[rows], d[rows], k, style=s[rows])
+    shape = cb.shape_features(x[rows], s[rows], k)
     on_x, member = cb.block_labellings(k[:len(batch_rows)], k[len(batch_rows):], 1000, np.random.default_rng(seed))
     signs = cb.sign_matrix(on_x, member)
-    package = cb._statistics(signs, res, scaled, style, on_x, member)
+    package = cb._statistics(signs, res, scaled, style, on_x, member, shape=shape)
     shift = signs @ scaled
     extra = [np.einsum("bj,bj->b", shift, shift)]
     for view in (res, scaled):
@@ -109,8 +116,8 @@ def combined_p(stats_: np.ndarray, rule: str) -> float:
 
 
 def summarise(recorded: dict[str, np.ndarray]) -> dict[str, object]:
-    """Batches flagged per rule, by (approved -> model, size) and pooled, with the discordant pairs of the 0.9.0 rule
-    against 0.7.0's (batches flagged by one of the two only)."""
+    """Batches flagged per rule, by (approved -> model, size) and pooled, with the discordant pairs of each release's
+    rule against the one before (:data:`COMPARED`: batches flagged by one of the two only)."""
     flags: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for key, stats_ in recorded.items():
         approved, model, size, _ = key.split("|")
@@ -128,11 +135,14 @@ def summarise(recorded: dict[str, np.ndarray]) -> dict[str, object]:
                                                                 and k.endswith(f"[{n}]") for f in v] or [np.nan]))
                                          for n in sizes},
                      "by_batch": {k: float(np.mean(v)) for k, v in by.items()}}
-    for side in ("swapped", "null"):
-        base = [f for k, v in flags[BASE_RULE].items() if ("(null)" in k) == (side == "null") for f in v]
-        new = [f for k, v in flags[NEW_RULE].items() if ("(null)" in k) == (side == "null") for f in v]
-        out[f"discordant_{side}"] = {"0.9.0 only": int(sum(n and not b for b, n in zip(base, new))),
-                                     "0.7.0 only": int(sum(b and not n for b, n in zip(base, new)))}
+    for before, after in COMPARED:
+        names = [rule.rsplit("(", 1)[1].rstrip(")") for rule in (before, after)]
+        for side in ("swapped", "null"):
+            base = [f for k, v in flags[before].items() if ("(null)" in k) == (side == "null") for f in v]
+            new = [f for k, v in flags[after].items() if ("(null)" in k) == (side == "null") for f in v]
+            out[f"discordant_{side}_{names[1]}"] = {
+                f"{names[1]} only": int(sum(n and not b for b, n in zip(base, new))),
+                f"{names[0]} only": int(sum(b and not n for b, n in zip(base, new)))}
     return out
 
 
@@ -197,7 +207,10 @@ def report(args: argparse.Namespace, recorded: dict[str, np.ndarray], seconds: f
                   f"null {r['null']:.3f} (n={r['n_null']})")  # type: ignore[index]
         else:
             print(f"{rule:48s} null {r['null']:.3f} (n={r['n_null']})")  # type: ignore[index]
-    print("discordant (swapped):", results["discordant_swapped"], " (null):", results["discordant_null"])
+    for _, after in COMPARED:
+        name = after.rsplit("(", 1)[1].rstrip(")")
+        print(f"discordant, {name}'s rule against the one before (swapped):", results[f"discordant_swapped_{name}"],
+              " (null):", results[f"discordant_null_{name}"])
 
 
 if __name__ == "__main__":

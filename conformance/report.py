@@ -58,11 +58,14 @@ GLOSSARY = (
     ("MMD and energy-distance tests", "Has what the outputs say moved away from what the approved outputs say?"),
     ("Conditional batch test", "How baselines built since 0.6.0 test a batch: each output is reduced to what it says "
                                "and how it is written beyond what its input predicts, and the batch is compared with "
-                               "every approved output of the baseline by tests (MMD) of those features: since 0.9.0, "
-                               "one of both taken together and one of the words and punctuation the outputs use "
-                               "(0.7.0-0.8.0: four tests, 0.6.0: three)."),
+                               "every approved output of the baseline by tests (MMD) of those features: since 0.10.0, "
+                               "one of both taken together, one of the words and punctuation the outputs use and one "
+                               "of how their lines begin and how they open and close (0.9.0: the first two; "
+                               "0.7.0-0.8.0: four tests, 0.6.0: three)."),
     ("Style", "Which words, punctuation marks and pairs of them an output uses, and how often: a model's habits of "
               "writing, which a silent update often changes while what it says stays the same."),
+    ("Shape", "How an output's lines begin (a list item, a numbered step, a heading, a paragraph's first word) and "
+              "its first and last three words and marks: how a model lays out, opens and closes its answers."),
     ("Fisher combination", "How baselines built since 0.9.0 combine the conditional batch test's p-values: by "
                            "asking how often, over the same reshufflings of whole prompts, the product of the "
                            "p-values is as small as observed. Exact, and two tests that each see a little add up."),

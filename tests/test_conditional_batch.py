@@ -7,6 +7,7 @@ computed against anything but the same labellings.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 import numpy as np
@@ -15,6 +16,7 @@ from scipy import stats
 
 from conformance.stats.conditional_batch import (
     STATISTICS,
+    VERDICT_STATISTICS,
     _statistics,
     conditional_batch_test,
     fold_of,
@@ -23,7 +25,15 @@ from conformance.stats.conditional_batch import (
 )
 from conformance.stats.components import ridge_coef, unit_rows
 from conformance.stats.two_sample import block_labellings, sign_matrix
-from conformance.stats.style import BUCKETS, frequent_columns, style_counts, style_matrix, style_rows, tokens
+from conformance.stats.style import (
+    BUCKETS,
+    WIDTH,
+    frequent_columns,
+    style_counts,
+    style_matrix,
+    style_rows,
+    tokens,
+)
 
 DIM = 16
 ALPHA = 0.05
@@ -57,10 +67,12 @@ _FUNCTION_WORDS = [f"w{j}" for j in range(60)] + [",", ".", "!", "however", "cer
 _ZIPF = 1.0 / np.arange(1, len(_FUNCTION_WORDS) + 1)
 
 
-def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0, topic_share: float = 0.3) -> list[str]:
+def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0, topic_share: float = 0.3,
+           opener: str = "", closer: str = "") -> list[str]:
     """One text per output: words of its prompt's topic (the same for every output of a prompt, as answers to one
-    question share their subject) among function words and punctuation drawn by Zipf's law; ``tilt`` multiplies
-    how often "however", "certainly" and "overall" come (a change in how a model writes, not in what about)."""
+    question share their subject) among function words and punctuation drawn by Zipf's law, a new line after each
+    full stop; ``tilt`` multiplies how often "however", "certainly" and "overall" come (a change in how a model
+    writes, not in what about); ``opener`` and ``closer`` are put before and after every text."""
     weights = _ZIPF.copy()
     weights[-3:] *= tilt
     weights /= weights.sum()
@@ -70,7 +82,7 @@ def _texts(rng: np.random.Generator, keys: list[str], *, tilt: float = 1.0, topi
         words = [f"t{topic[rng.integers(5)]}" if rng.random() < topic_share
                  else _FUNCTION_WORDS[rng.choice(len(weights), p=weights)]
                  for _ in range(int(rng.integers(30, 90)))]
-        out.append(" ".join(words))
+        out.append((opener + " ".join(words) + closer).replace(". ", ".\n"))
     return out
 
 
@@ -118,7 +130,9 @@ def _broken_p_value(batch, reference, how: str, *, seed: int) -> float:  # type:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", [{}, {"statistics": STATISTICS, "combination": "minP"}], ids=["since-0.9.0", "0.7.0"])
+@pytest.mark.parametrize("rule", [{}, {"statistics": ("joint_mmd", "style_mmd"), "combination": "fisher"},
+                                  {"statistics": STATISTICS[:4], "combination": "minP"}],
+                         ids=["since-0.10.0", "0.9.0", "0.7.0"])
 def test_null_batches_are_flagged_at_the_level(rule: dict[str, object]) -> None:
     """Under the null (batch and reference prompts alike, 1-2 alike outputs per prompt) the combined p-value is
     exact: its rate is inside the 99.9 % interval around alpha, not only below it, for the rule of new baselines
@@ -305,12 +319,16 @@ def test_a_baseline_keeps_every_approved_output_for_the_batch_test(built_baselin
     # The style counts of the same 240 outputs, as the texts give them, kept and read back exactly (format 5).
     from conformance.baseline.format import FORMAT_VERSION
 
-    assert loaded.format_version == FORMAT_VERSION == 7 and loaded.batch_reference_style is not None
-    # Which statistics its batch verdict combines, and how, is part of the approved artifact (format 7).
-    assert loaded.spec.batch_statistics == ("joint_mmd", "style_mmd") and loaded.spec.batch_combination == "fisher"
-    assert loaded.batch_reference_style.shape == (240, 2 * BUCKETS)
+    assert loaded.format_version == FORMAT_VERSION == 8 and loaded.batch_reference_style is not None
+    # Which statistics its batch verdict combines, and how, is part of the approved artifact (format 7 on).
+    assert loaded.spec.batch_statistics == VERDICT_STATISTICS == ("joint_mmd", "style_mmd", "shape_mmd")
+    assert loaded.spec.batch_combination == "fisher"
+    assert loaded.batch_reference_style.shape == (240, WIDTH) == (240, 3 * BUCKETS)
     assert (loaded.batch_reference_style != b.batch_reference_style).nnz == 0
-    assert sorted(map(str, b.batch_reference_style.sum(axis=1).A.ravel().round(5))) == ["2.0"] * 240
+    words = b.batch_reference_style[:, :2 * BUCKETS].sum(axis=1).A.ravel().round(5)
+    assert sorted(map(str, words)) == ["2.0"] * 240
+    # Each output's shape tokens (format 8): its one line's opening, and its first and last three tokens.
+    assert np.all(np.diff(b.batch_reference_style[:, 2 * BUCKETS:].indptr) >= 4)
     # The reference is part of the approved artifact: changing one value of it is refused.
     altered = tmp_path / "altered"
     shutil.copytree(folder, altered)
@@ -341,10 +359,10 @@ def test_score_runs_the_conditional_test_and_says_what_it_did(built_baseline) ->
     same, moved = run(0).summaries[0], run(1).summaries[0]
     for summary in (same, moved):
         assert summary.tests is not None and summary.tests["test"] == "conditional"
-        assert list(summary.tests["p_values"]) == ["joint_mmd", "style_mmd"]
+        assert list(summary.tests["p_values"]) == ["joint_mmd", "style_mmd", "shape_mmd"]
         assert summary.tests["combination"] == "fisher"
         assert summary.tests["n_reference"] == 240 and summary.tests["n_batch_prompts"] == 20
-        assert "by 2 statistics" in summary.reason and "combined by Fisher's method" in summary.reason
+        assert "by 3 statistics" in summary.reason and "combined by Fisher's method" in summary.reason
         assert "every approved output" in summary.reason
     assert same.verdict == "within_bounds", same.reason
     assert moved.verdict == "out_of_bounds" and moved.p_value is not None and moved.p_value <= 0.01, moved.reason
@@ -388,10 +406,15 @@ def test_power_against_a_change_in_words_alone() -> None:
     reference = _prompts(rng, 80, coef, "r")
     batch = _prompts(rng, 25, coef, "b")
     ref_style = style_counts(_texts(rng, reference[3]))
-    tilted = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], tilt=8.0)),
-                                    reference_style=ref_style)
-    assert list(tilted.p_values) == ["joint_mmd", "style_mmd"]
-    assert tilted.p_values["style_mmd"] <= 0.005 and tilted.p_value <= 0.01
+    tilted_style = style_counts(_texts(rng, batch[3], tilt=8.0))
+    tilted = conditional_batch_test(*batch, *reference, style=tilted_style, reference_style=ref_style)
+    assert list(tilted.p_values) == list(VERDICT_STATISTICS)
+    # Fisher's method pays for each statistic that sees nothing: over three, the combination flags this one-facet
+    # change at alpha; over 0.9.0's two, at 0.01 (docs/method.md, the trade-off).
+    assert tilted.p_values["style_mmd"] <= 0.005 and tilted.p_value <= ALPHA, tilted.p_values
+    two = conditional_batch_test(*batch, *reference, style=tilted_style, reference_style=ref_style,
+                                 statistics=("joint_mmd", "style_mmd"))
+    assert two.p_value <= 0.01 and two.p_value < tilted.p_value
     every = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], tilt=8.0)),
                                    reference_style=ref_style, statistics=STATISTICS, combination="minP")
     assert list(every.p_values) == list(STATISTICS) and every.p_value <= 0.01
@@ -403,17 +426,44 @@ def test_power_against_a_change_in_words_alone() -> None:
         conditional_batch_test(*batch, *reference, style=ref_style)
 
 
+def test_power_against_a_change_in_how_answers_open_and_close() -> None:
+    """The same words, moved: every batch answer ends with "certainly !" where the reference's begin with it. The
+    words' frequencies are the same (two pairs of ~60 differ), the answers' openings and closings are not: the shape
+    statistic sees it, and the combination with it."""
+    rng = np.random.default_rng(5)
+    coef = rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    reference = _prompts(rng, 80, coef, "r")
+    batch = _prompts(rng, 25, coef, "b")
+    ref_style = style_counts(_texts(rng, reference[3], opener="certainly ! "))
+    moved = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], closer=" certainly !")),
+                                   reference_style=ref_style)
+    assert moved.p_values["shape_mmd"] <= 0.005 and moved.p_value <= 0.01, moved.p_values
+    assert moved.p_values["style_mmd"] > 0.05 and moved.p_values["joint_mmd"] > 0.05, moved.p_values
+    # 0.9.0's rule, without the shape statistic, does not see it.
+    moved_style = style_counts(_texts(rng, batch[3], closer=" certainly !"))
+    before = conditional_batch_test(*batch, *reference, style=moved_style, reference_style=ref_style,
+                                    statistics=("joint_mmd", "style_mmd"))
+    assert before.p_value > 0.05, before.p_values
+    same = conditional_batch_test(*batch, *reference, style=style_counts(_texts(rng, batch[3], opener="certainly ! ")),
+                                  reference_style=ref_style)
+    assert same.p_values["shape_mmd"] > 0.05, same.p_values
+
+
 def test_style_counts_are_a_fixed_function_of_the_text() -> None:
     texts = ["Certainly! Here's the answer: 42.", "", "  ", "Über naïve café — déjà vu?", "a " * 500]
     counts = style_counts(texts)
-    assert counts.shape == (5, 2 * BUCKETS) and counts.dtype == np.float32
+    assert counts.shape == (5, WIDTH) and counts.dtype == np.float32
     assert tokens(texts[0]) == ["certainly", "!", "here's", "the", "answer", ":", "42", "."]
     assert counts[1].nnz == 0 and counts[2].nnz == 0  # no tokens: a row of zeros, not an error
-    sums = np.asarray(counts.sum(axis=1)).ravel()
+    sums = np.asarray(counts[:, :2 * BUCKETS].sum(axis=1)).ravel()
     assert sums[0] == pytest.approx(2.0) and sums[3] == pytest.approx(2.0) and sums[4] == pytest.approx(2.0)
+    # The shape block: one line (its first two tokens, weight 1) and the first and last three tokens (weight 1 each;
+    # "a " * 500 has one distinct token at each place but "open0:a" and "close0:a" are different keys).
+    shape = counts[:, 2 * BUCKETS:]
+    assert np.asarray(shape.sum(axis=1)).ravel()[[0, 4]] == pytest.approx([7.0, 7.0])
+    line = int.from_bytes(hashlib.sha256(b"line:certainly !").digest()[:8], "big") % BUCKETS
+    assert counts[0, 2 * BUCKETS + line] == pytest.approx(1.0)
     # The same in every process and release: buckets come from SHA-256, not Python's salted hash.
-    import hashlib
-
     certainly = int.from_bytes(hashlib.sha256(b"certainly").digest()[:8], "big") % BUCKETS
     assert counts[0, certainly] == pytest.approx(1 / 8)
     again = style_counts(list(reversed(texts)))
@@ -422,8 +472,15 @@ def test_style_counts_are_a_fixed_function_of_the_text() -> None:
     assert (style_matrix(style_rows(counts)) != counts).nnz == 0
     # The kept columns: the most used, unigrams first, never an unused bucket.
     cols = frequent_columns(counts, top=3)
-    assert len(cols) == 6 and np.all(cols[:3] < BUCKETS) and np.all(cols[3:] >= BUCKETS)
+    assert len(cols) == 6 and np.all(cols[:3] < BUCKETS) and np.all((cols[3:] >= BUCKETS) & (cols[3:] < 2 * BUCKETS))
     assert np.all(np.asarray((counts[:, cols] > 0).sum(axis=0)).ravel() > 0)
+    shape_cols = frequent_columns(counts, top=3, blocks=("shape",))
+    assert len(shape_cols) == 3 and np.all(shape_cols >= 2 * BUCKETS)
+    with pytest.raises(ValueError, match="unknown style block"):
+        frequent_columns(counts, blocks=("trigrams",))
+    # Counts of the width older baselines stored (two blocks) are refused here: the format reads them at full width.
+    with pytest.raises(ValueError, match="must have shape"):
+        frequent_columns(counts[:, :2 * BUCKETS])
 
 
 def test_a_conditional_baseline_of_format_4_keeps_its_three_statistics() -> None:
@@ -499,7 +556,7 @@ def test_a_stored_conditional_rule_is_read_and_checked(built_baseline) -> None: 
     from conformance.errors import BaselineError
 
     scorer = dict(built_baseline.scorer)
-    assert ScorerSpec.from_stored(scorer).batch_statistics == ("joint_mmd", "style_mmd")
+    assert ScorerSpec.from_stored(scorer).batch_statistics == ("joint_mmd", "style_mmd", "shape_mmd")
     with pytest.raises(BaselineError, match="lacks batch_statistics or batch_combination.*migrated when loaded"):
         ScorerSpec.from_stored({k: v for k, v in scorer.items() if k != "batch_combination"})
     with pytest.raises(BaselineError, match="batch_statistics must name some of residual_mmd"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from dataclasses import replace
@@ -30,7 +31,7 @@ class WindowedFakeEmbedder(FakeEmbedder):
 
 def test_format_1_file_still_loads_verifies_and_scores() -> None:
     baseline = load_baseline(FORMAT1)
-    assert FORMAT_VERSION == 7 and baseline.migrated_from == 1 and baseline.scorer_state == {}
+    assert FORMAT_VERSION == 8 and baseline.migrated_from == 1 and baseline.scorer_state == {}
     assert baseline.digest == "sha256:d656c279b332ccb2e8261316f1302b52663817d83d4feafc2736bfd4e40a541e"
     result = _score(baseline, [f"0:{i}" for i in range(9500, 9520)])
     assert all(0 < v.p_value <= 1 for v in result.verdicts)
@@ -287,6 +288,15 @@ def _words(words: str, seed: int) -> str:
     return " ".join(np.random.default_rng(seed).choice(words.split(), size=40)) + "."
 
 
+def _scored_as_printed(old, rows: list[Record], scores: list[float], p_values: list[float]):  # type: ignore[no-untyped-def]
+    """``rows`` scored against the stored baseline ``old``: each score and p-value as its release printed them."""
+    result = score_record_set(RecordSet(path="<test>", rows=tuple(rows)), lambda mv, ic: ("models:/m-c/1", old),
+                              embedder=TextFakeEmbedder())  # type: ignore[arg-type]
+    assert [v.score for v in result.verdicts] == pytest.approx(scores, abs=1e-9)
+    assert [v.p_value for v in result.verdicts] == pytest.approx(p_values)
+    return result
+
+
 def test_a_format_5_baseline_scores_each_output_as_0_7_0_did() -> None:
     """A combined baseline written by 0.7.0 (format 5; 40 prompts, one in ten Spanish, answered in Spanish) has
     no input-relative descriptors: its language facet looks at the output alone and every score is 0.7.0's
@@ -301,14 +311,10 @@ def test_a_format_5_baseline_scores_each_output_as_0_7_0_did() -> None:
         q, a = [(english, english), (spanish, spanish), (english, german)][i % 3]
         rows.append(Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c",
                            input=_words(q, 20_000 + i), output=_words(a, 30_000 + i), extras={"prompt_id": f"q{i}"}))
-    result = score_record_set(RecordSet(path="<test>", rows=tuple(rows)), lambda mv, ic: ("models:/m-c/1", old),
-                              embedder=TextFakeEmbedder())  # type: ignore[arg-type]
-    assert [v.score for v in result.verdicts] == pytest.approx([
+    result = _scored_as_printed(old, rows, [
         2.3832242678760247, 2.3566622269273934, 2.4611798272918284, 2.3402141771149476, 2.2911729245139894,
         2.5913475216549933, 2.2809420908632867, 2.235215160570893, 2.26030726477029, 2.2892379535562855,
-        2.3052048862078616, 2.526955698601231], abs=1e-9)
-    assert [v.p_value for v in result.verdicts] == pytest.approx(
-        [0.1, 0.2, 0.1, 0.2, 0.2, 0.05, 0.25, 0.3, 0.25, 0.25, 0.2, 0.1])
+        2.3052048862078616, 2.526955698601231], [0.1, 0.2, 0.1, 0.2, 0.2, 0.05, 0.25, 0.3, 0.25, 0.25, 0.2, 0.1])
     # Its batch verdict keeps the rule it was built with (format 7 migration): minP over the four statistics, with
     # the p-values 0.8.0's code gives for the same records.
     assert old.spec.batch_statistics == ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
@@ -318,3 +324,57 @@ def test_a_format_5_baseline_scores_each_output_as_0_7_0_did() -> None:
     assert summary.tests["p_values"] == pytest.approx({"residual_mmd": 40 / 1001, "descriptor_mmd": 1 / 1001,
                                                        "joint_mmd": 1 / 1001, "style_mmd": 1 / 1001})
     assert summary.p_value == pytest.approx(2 / 1001) and "combined by minP" in summary.reason
+
+
+_STEPS = "the list is sorted by a key that returns both fields so order holds and each step keeps it".split()
+
+
+def _step_answer(seed: int, numbered: bool) -> str:
+    """An answer of 2-4 lines: numbered steps after "Sure! Here is how:", or list items before "Hope this helps!"."""
+    rng = np.random.default_rng(seed)
+    lines = ["Sure! Here is how:"] if numbered else []
+    for j in range(int(rng.integers(2, 5))):
+        body = " ".join(rng.choice(_STEPS, size=int(rng.integers(5, 12))))
+        lines.append((f"{j + 1}. " if numbered else "- ") + body)
+    return "\n".join(lines if numbered else [*lines, "Hope this helps!"])
+
+
+def _step_question(i: int) -> str:
+    return " ".join(np.random.default_rng(10_000 + i).choice(_STEPS, size=12)) + "?"
+
+
+def test_a_format_7_baseline_scores_as_0_9_0_did(tmp_path: Path) -> None:
+    """A combined baseline written by 0.9.0 (format 7; 120 numbered-step answers to 40 prompts, ``TextFakeEmbedder``)
+    keeps its batch rule (Fisher over joint and style, no shape statistic: its style counts hold no shape tokens),
+    and scores 12 records, half of them list answers, with the scores and p-values 0.9.0's code printed. Built from
+    the same records now, the baseline combines the shape statistic too."""
+    old = load_baseline(Path(__file__).parent / "data" / "baseline_format7_fisher")
+    assert old.migrated_from == 7 and old.spec.batch_statistics == ("joint_mmd", "style_mmd")
+    assert old.batch_reference_style is not None and old.batch_reference_style[:, 2 * 65536:].nnz == 0
+    audited = [Record(row=i + 1, record_id=f"r{i}", model_version="m", input_class="c", input=_step_question(100 + i),
+                      output=_step_answer(30_000 + i, i % 2 == 0), extras={"prompt_id": f"q{i}"}) for i in range(12)]
+    result = _scored_as_printed(old, audited, [
+        2.1386305156465157, 1.874672743818977, 2.2342187689240443, 2.3162459324113183, 1.9683910406848302,
+        2.0753495738781815, 2.047869968102486, 2.1560695610846974, 1.9809267426574313, 2.1914306082834067,
+        2.669471296266198, 2.0252012884947046], [0.3, 0.75, 0.25, 0.15, 0.6, 0.4, 0.45, 0.3, 0.6, 0.25, 0.05, 0.45])
+    (summary,) = result.summaries
+    assert summary.tests is not None and summary.tests["combination"] == "fisher"
+    assert summary.tests["p_values"] == pytest.approx({"joint_mmd": 11 / 1001, "style_mmd": 1 / 1001})
+    assert summary.p_value == pytest.approx(2 / 1001) and "by 2 statistics" in summary.reason
+    approved = [Record(row=k + 1, record_id=f"a{k}", model_version="m", input_class="c", input=_step_question(k % 40),
+                       output=_step_answer(20_000 + k, True), extras={"prompt_id": f"p{k % 40}"}) for k in range(120)]
+    rebuilt = build_baseline(approved, alpha=0.1, scorer="combined", embedder=TextFakeEmbedder())  # type: ignore[arg-type]
+    assert rebuilt.spec.batch_statistics == ("joint_mmd", "style_mmd", "shape_mmd")
+    assert rebuilt.batch_reference_style is not None and rebuilt.batch_reference_style[:, 2 * 65536:].nnz > 0
+
+
+def test_a_format_7_baseline_naming_the_shape_statistic_is_refused() -> None:
+    """Format 7 had no shape tokens: the migration refuses a format-7 scorer that names shape_mmd (one the digest
+    would also refuse unless it was recomputed), rather than score it against empty shape counts."""
+    from conformance.baseline.format import MIGRATIONS
+
+    meta = json.loads((Path(__file__).parent / "data" / "baseline_format7_fisher" / "baseline.json").read_text())
+    assert MIGRATIONS[7](meta, {})[0]["format_version"] == 8
+    meta["scorer"]["batch_statistics"] = ["joint_mmd", "style_mmd", "shape_mmd"]
+    with pytest.raises(BaselineError, match="cannot combine shape_mmd.*rebuild it"):
+        MIGRATIONS[7](meta, {})

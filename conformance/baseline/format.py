@@ -25,8 +25,7 @@ from scipy import sparse
 from conformance.baseline.spec import ScorerSpec, explicit_scorer
 from conformance.errors import BaselineError, EmbedderMismatchError
 from conformance.files import atomic_write_bytes
-from conformance.stats.conditional_batch import STATISTICS as CONDITIONAL_STATISTICS
-from conformance.stats.style import BUCKETS as STYLE_BUCKETS
+from conformance.stats.style import WIDTH as STYLE_WIDTH
 
 #: The stored format's history (each change bumps it and adds a migration to :data:`MIGRATIONS`):
 #: 1, the kNN bank and calibration scores; 2 added ``scorer_state`` (the arrays of a fitted combined
@@ -37,9 +36,12 @@ from conformance.stats.style import BUCKETS as STYLE_BUCKETS
 #: 6 lets the combined score's components include descriptors measured against the input
 #: (:data:`conformance.stats.descriptors.INPUT_RELATIVE`), which a release before it could not compute;
 #: 7 stores which statistics the conditional batch test combines, and how (``batch_statistics``,
-#: ``batch_combination``).
-FORMAT_VERSION = 7
-READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7)
+#: ``batch_combination``); 8 adds the shape tokens to the reference's style counts (a third block of columns,
+#: :data:`conformance.stats.style.BLOCKS`) and lets the test combine ``shape_mmd``.
+FORMAT_VERSION = 8
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7, 8)
+#: The conditional batch test's statistics before format 8 (0.6.0-0.9.0): a baseline built then keeps these.
+_STATISTICS_BEFORE_8 = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
 META_FILE = "baseline.json"
 ARRAYS_FILE = "arrays.npz"
 _ARRAYS = ("reference", "reference_owner", "calibration_scores", "calibration_embeddings")
@@ -133,7 +135,7 @@ class Baseline:
             return None
         n = len(self.batch_reference_style_rows) - 1
         return sparse.csr_matrix((self.batch_reference_style_values, self.batch_reference_style_columns,
-                                  self.batch_reference_style_rows), shape=(n, 2 * STYLE_BUCKETS))
+                                  self.batch_reference_style_rows), shape=(n, STYLE_WIDTH))
 
     @cached_property
     def spec(self) -> ScorerSpec:
@@ -365,9 +367,19 @@ def _migrate_6_to_7(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tupl
     scorer = dict(meta["scorer"])
     if scorer.get("batch_test") == "conditional":
         has_style = arrays.get("batch_reference_style_values") is not None
-        scorer |= {"batch_statistics": list(CONDITIONAL_STATISTICS if has_style else CONDITIONAL_STATISTICS[:3]),
+        scorer |= {"batch_statistics": list(_STATISTICS_BEFORE_8 if has_style else _STATISTICS_BEFORE_8[:3]),
                    "batch_combination": "minP"}
     return meta | {"format_version": 7, "scorer": scorer}, arrays
+
+
+def _migrate_7_to_8(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Format 8 only added the shape tokens to the style counts: a baseline built before stored the first two
+    blocks (read with the full width, its shape block is empty), and its test names no ``shape_mmd``."""
+    statistics = meta["scorer"].get("batch_statistics", ())
+    if "shape_mmd" in statistics:
+        raise BaselineError("a baseline of format 7 cannot combine shape_mmd: its style counts hold no shape tokens; "
+                            "rebuild it with this release")
+    return meta | {"format_version": 8}, arrays
 
 
 #: ``MIGRATIONS[n]`` turns the metadata and arrays of format ``n`` into those of format ``n + 1``.
@@ -378,4 +390,5 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any], dict[str, np.ndarray]], tuple[di
     4: _migrate_4_to_5,
     5: _migrate_5_to_6,
     6: _migrate_6_to_7,
+    7: _migrate_7_to_8,
 }

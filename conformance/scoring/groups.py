@@ -14,7 +14,7 @@ from conformance.records import prompt_key_of
 from conformance.scoring.reasons import batch_conclusion, conditional_conclusion, score_shift
 from conformance.scoring.reservoir import PromptReservoir, priority
 from conformance.stats.block_ranks import streamed_batch_tests
-from conformance.stats.conditional_batch import conditional_batch_test
+from conformance.stats.conditional_batch import STYLE_STATISTICS, conditional_batch_test
 from conformance.stats.style import style_matrix
 from conformance.stats.two_sample import MAX_PERMUTATION_BATCH, batch_tests
 from conformance.verdict import INVALID, NO_BASELINE, OUT, VERDICTS, WITHIN, GroupSummary, Verdict
@@ -208,7 +208,7 @@ class GroupAccumulator:
         else:
             reference_style = None
         spec = baseline.spec
-        statistics = [name for name in spec.batch_statistics if name != "style_mmd" or style is not None]
+        statistics = [name for name in spec.batch_statistics if name not in STYLE_STATISTICS or style is not None]
         result = conditional_batch_test(
             features[:, :dim], outputs, features[:, dim:], keys, baseline.batch_reference_inputs,
             baseline.batch_reference_outputs, baseline.batch_reference_descriptors,
@@ -244,7 +244,7 @@ class GroupAccumulator:
 _COMBINATION_WORDS = {"minP": "minP", "fisher": "Fisher's method"}
 _STATISTIC_VIEWS = {"residual_mmd": "residual embeddings", "descriptor_mmd": "descriptor residuals",
                     "joint_mmd": "residual embeddings and descriptor residuals together",
-                    "style_mmd": "style residuals"}
+                    "style_mmd": "style residuals", "shape_mmd": "shape residuals"}
 
 #: The rank tests of a large group use every output up to this many; beyond, the whole prompts of smallest
 #: reservoir priority up to this many outputs (so that their working memory stays bounded).

@@ -172,6 +172,7 @@ _CONDITIONAL_WORDS = {
                       "usual for their inputs",
     "joint_mmd": "what they say and how they are written, taken together, differ from approved outputs",
     "style_mmd": "the words and punctuation they use, and how often, differ from what is usual for their inputs",
+    "shape_mmd": "how their lines begin, and how they open and close, differ from what is usual for their inputs",
 }
 #: How a descriptor's shift reads (positive, negative), for descriptors whose shift names a direction.
 _DESCRIPTOR_DIRECTIONS = {

@@ -17,8 +17,10 @@ every approved prompt the baseline kept, not only its calibration part.
 ``style``        its style counts (:mod:`conformance.stats.style`: the relative frequencies of the words,
                  punctuation marks and pairs of them that the most pooled outputs use), each minus what the
                  regression predicts for its input.
+``shape``        its shape tokens (the same module: how its lines begin, how the answer opens and closes), those
+                 that the most pooled outputs use, each minus what the regression predicts for its input.
 
-Four statistics can compare the batch's features with the reference's, each for the observed labelling and ``B``
+Five statistics can compare the batch's features with the reference's, each for the observed labelling and ``B``
 random labellings that move whole prompts, each an MMD (Gretton et al. 2012) of one view of the outputs, the first
 three with a Gaussian kernel (bandwidth the median pairwise distance of the pooled sample, which no labelling
 changes):
@@ -30,15 +32,17 @@ changes):
                      between outputs of different prompts: the squared distance between the batch's mean and the
                      reference's (Burrows' Delta for a batch) less each prompt's pairs with itself, which would
                      otherwise grow as a side's outputs per prompt shrink.
+``shape_mmd``        the shape residuals, scaled and compared in the same way as the style residuals.
 
 Their p-values are combined over the same labellings, so the combined p-value is exact: the observed labelling and
 the random ones are exchangeable under the null, and each labelling's combination is compared with the others'.
-Baselines built since 0.9.0 combine ``joint_mmd`` and ``style_mmd`` by **Fisher's method** (each labelling's
-``-sum(log p)``, a nonparametric combination, Pesarin 2001): the joint view already holds the first two, and the two
-left see different things (what and how against which words), so that evidence from both adds up. Baselines built
-by 0.6.0-0.8.0 combine every statistic their views allow (three before style counts were kept, format 4) by
-**minP** (Westfall & Young 1993): each labelling's smallest per-statistic p-value. The rule was chosen on the
-design swaps of arena-hard-v0.1 and confirmed on pairs of models not used before (docs/validation.md, section 10).
+Baselines built since 0.10.0 combine ``joint_mmd``, ``style_mmd`` and ``shape_mmd`` by **Fisher's method** (each
+labelling's ``-sum(log p)``, a nonparametric combination, Pesarin 2001): the joint view already holds the first two,
+and the three left see different things (what and how, which words, how lines and answers begin and end), so that
+evidence from each adds up; 0.9.0's combine the first two of them the same way. Baselines built by 0.6.0-0.8.0
+combine every statistic their views allow (three before style counts were kept, format 4; four after) by **minP**
+(Westfall & Young 1993): each labelling's smallest per-statistic p-value. Each rule was chosen on the design swaps
+of arena-hard-v0.1 and confirmed on batches not looked at before (docs/validation.md, section 10).
 """
 
 from __future__ import annotations
@@ -60,12 +64,14 @@ from conformance.stats.two_sample import (
     squared_distances,
 )
 
-#: The statistics of :func:`conditional_batch_test`, in the order they are reported (the last one only with style
+#: The statistics of :func:`conditional_batch_test`, in the order they are reported (the last two only with style
 #: counts).
-STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd")
-#: The statistics whose p-values baselines built since 0.9.0 combine (``joint_mmd`` holds both views of the first
+STATISTICS = ("residual_mmd", "descriptor_mmd", "joint_mmd", "style_mmd", "shape_mmd")
+#: The statistics that need the outputs' style counts.
+STYLE_STATISTICS = ("style_mmd", "shape_mmd")
+#: The statistics whose p-values baselines built since 0.10.0 combine (``joint_mmd`` holds both views of the first
 #: two), by :data:`VERDICT_COMBINATION`.
-VERDICT_STATISTICS = ("joint_mmd", "style_mmd")
+VERDICT_STATISTICS = ("joint_mmd", "style_mmd", "shape_mmd")
 VERDICT_COMBINATION = "fisher"
 #: Folds of whole prompts over which the pooled regressions are cross-fitted.
 FOLDS = 5
@@ -164,6 +170,22 @@ def conditional_features(
     return residual, _robust_scaled(d_res), s_res
 
 
+def shape_features(inputs: np.ndarray, style: sparse.spmatrix, prompt_keys: Sequence[str], *, folds: int = FOLDS,
+                   ridge: float = RIDGE) -> np.ndarray:
+    """Scaled shape residuals of the pooled rows, cross-fitted label-blind as :func:`conditional_features`'s style
+    residuals: of the shape block of ``style`` (:func:`conformance.stats.style.style_counts`), the columns that the
+    most rows use, standardised, each minus what a ridge regression on the input embedding fitted on the other folds
+    predicts, standardised again."""
+    x = unit_rows(np.asarray(inputs, dtype=np.float64))
+    if style.shape[0] != x.shape[0] or len(prompt_keys) != x.shape[0]:
+        raise ValueError(f"inputs, style and prompt_keys must have one row per output, got {x.shape[0]}, "
+                         f"{style.shape[0]} and {len(prompt_keys)}")
+    counts = sparse.csr_matrix(style)
+    z = _standardised(counts[:, frequent_columns(counts, blocks=("shape",))].toarray().astype(np.float64))
+    fold = np.array([fold_of(str(k), folds) for k in prompt_keys])
+    return _standardised(_cross_fitted_residuals(x, z, fold, ridge))
+
+
 def _unit_median_norm(z: np.ndarray) -> np.ndarray:
     norm = float(np.median(np.linalg.norm(z, axis=1)))
     return z / (norm if norm > 0 else 1.0)
@@ -188,23 +210,26 @@ def _between_prompts_linear(signs: np.ndarray, z: np.ndarray, on_x: np.ndarray, 
 
 def _statistics(signs: np.ndarray, residual: np.ndarray, descriptors: np.ndarray,
                 style: np.ndarray | None = None, on_x: np.ndarray | None = None,
-                member: np.ndarray | None = None, names: Sequence[str] | None = None) -> np.ndarray:
-    """The statistics ``names`` (of :data:`STATISTICS`; by default every one the views allow) for every labelling,
-    one row of ``signs`` each, one column per name: a biased MMD² (``a^T K a``) for the first three, and for the
-    style one (only with ``style``, ``on_x`` and ``member``) the linear-kernel MMD² between outputs of different
-    prompts (:func:`_between_prompts_linear`)."""
+                member: np.ndarray | None = None, names: Sequence[str] | None = None,
+                shape: np.ndarray | None = None) -> np.ndarray:
+    """The statistics ``names`` (of :data:`STATISTICS`; by default every one the views given allow) for every
+    labelling, one row of ``signs`` each, one column per name: a biased MMD² (``a^T K a``) for the first three, and
+    for the style and shape ones (only with ``style`` or ``shape``, ``on_x`` and ``member``) the linear-kernel MMD²
+    between outputs of different prompts (:func:`_between_prompts_linear`)."""
     if names is None:
-        names = STATISTICS if style is not None else STATISTICS[:3]
+        names = STATISTICS[:3] + (("style_mmd",) if style is not None else ()) \
+            + (("shape_mmd",) if shape is not None else ())
     views = {"residual_mmd": lambda: residual, "descriptor_mmd": lambda: descriptors,
              "joint_mmd": lambda: np.hstack([_unit_median_norm(residual), _unit_median_norm(descriptors)])}
     columns = []
     for name in names:
         if name in views:
             columns.append(quadratic_forms(signs, median_gaussian_kernel(squared_distances(views[name]()))))
-        elif name == "style_mmd":
-            if style is None or on_x is None or member is None:
-                raise ValueError("the style statistic needs style counts and the labellings of whole prompts")
-            columns.append(_between_prompts_linear(signs, style, on_x, member))
+        elif name in STYLE_STATISTICS:
+            view = style if name == "style_mmd" else shape
+            if view is None or on_x is None or member is None:
+                raise ValueError(f"the statistic {name} needs its residuals and the labellings of whole prompts")
+            columns.append(_between_prompts_linear(signs, view, on_x, member))
         else:
             raise ValueError(f"unknown statistic {name!r}; known: {', '.join(STATISTICS)}")
     return np.column_stack(columns)
@@ -277,10 +302,11 @@ def conditional_batch_test(
         Names of the descriptor columns, for :attr:`ConditionalBatchResult.shifts`.
     style, reference_style : sparse matrix, optional
         The style counts (:func:`conformance.stats.style.style_counts`) of the batch's outputs and of the
-        reference's, both or neither: needed for ``style_mmd``.
+        reference's, both or neither: needed for ``style_mmd`` and ``shape_mmd``.
     statistics : sequence of str, optional
         Which of :data:`STATISTICS` to compute and combine: by default :data:`VERDICT_STATISTICS` (``style_mmd``
-        only with style counts). Baselines built before 0.9.0 ask for every one their views allow.
+        and ``shape_mmd`` only with style counts). Baselines built before 0.10.0 ask for the ones they were built
+        with.
     combination : {"fisher", "minP"}, default "fisher"
         How their permutation p-values are combined (:data:`COMBINATIONS`); baselines built before 0.9.0 use minP.
 
@@ -304,21 +330,25 @@ def conditional_batch_test(
     if combination not in COMBINATIONS:
         raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, got {combination!r}")
     if statistics is None:
-        statistics = tuple(n for n in VERDICT_STATISTICS if n != "style_mmd" or style is not None)
+        statistics = tuple(n for n in VERDICT_STATISTICS if n not in STYLE_STATISTICS or style is not None)
     statistics = tuple(statistics)
     if not statistics or len(set(statistics)) != len(statistics) or not set(statistics) <= set(STATISTICS):
         raise ValueError(f"statistics must be distinct names of {', '.join(STATISTICS)}, got {list(statistics)}")
-    if "style_mmd" in statistics and style is None:
-        raise ValueError("the statistic style_mmd needs style and reference_style (the outputs' style counts)")
+    for name in STYLE_STATISTICS:
+        if name in statistics and style is None:
+            raise ValueError(f"the statistic {name} needs style and reference_style (the outputs' style counts)")
     keys = [str(k) for k in prompt_keys] + [str(k) for k in reference_prompt_keys]
     pooled_style = None if style is None else sparse.vstack([style, reference_style], format="csr")
     residual, scaled, style_res = conditional_features(
         np.vstack([inputs, reference_inputs]), np.vstack([outputs, reference_outputs]),
         np.vstack([descriptors, reference_descriptors]), keys, folds=folds, style=pooled_style)
+    shape_res = None
+    if "shape_mmd" in statistics and pooled_style is not None:
+        shape_res = shape_features(np.vstack([inputs, reference_inputs]), pooled_style, keys, folds=folds)
     on_x, member = block_labellings(keys[:n_x], keys[n_x:], int(n_permutations), np.random.default_rng(seed))
     signs = sign_matrix(on_x, member)
     combined, each = COMBINATIONS[combination](
-        _statistics(signs, residual, scaled, style_res, on_x, member, names=statistics))
+        _statistics(signs, residual, scaled, style_res, on_x, member, names=statistics, shape=shape_res))
     names = list(descriptor_names or [f"descriptor_{j}" for j in range(scaled.shape[1] - 1)]) + ["relevance"]
     diff = scaled[:n_x].mean(axis=0) - scaled[n_x:].mean(axis=0)
     return ConditionalBatchResult(
