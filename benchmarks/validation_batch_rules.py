@@ -19,10 +19,10 @@ reference, each swapped-in model's answers and the approved model's own to the h
 ``confirm``    arena-bench-v1, the five confirmation pairs (``validation_arena.CONFIRM_SWAPS``), 20 splits, seed 7000,
                batches of 25, 50 and 100
 ``nullcheck``  arena-bench-v1, claude-1, gpt-3.5-turbo and Mistral-7B-Instruct's own answers only, 120 splits, seed
-               9000, batches of 200 (the level where 200 of the 300 prompts are held out)
+               9000, batches of 100 and 200 (the level where a third or two thirds of the 300 prompts are held out)
 
 Cost on two cores with a warm embedding cache (``benchmarks.validation_cache --arena``): design about 4 min, bench
-4 min, confirm 3 min, nullcheck 4 min. Writes ``batch_rules_<set>.npz`` (the recorded statistics) and
+4 min, confirm 3 min, nullcheck 7 min. Writes ``batch_rules_<set>.npz`` (the recorded statistics) and
 ``batch_rules_<set>.json`` (the rates, by batch size too) to ``--out``; ``--summarise`` re-reads the recorded
 statistics of an earlier run in seconds.
 
@@ -61,7 +61,7 @@ SETS: dict[str, tuple[str, list[tuple[str, tuple[str, ...], int, int]], tuple[in
               (10, 25, 50, 100, 200)),
     "confirm": ("arena-bench-v1", [(a, tuple(o), 20, CONFIRM_SEED) for _, a, o in CONFIRM_SWAPS], (25, 50, 100)),
     "nullcheck": ("arena-bench-v1", [(m, (), 120, 9000) for m in ("claude-1", "gpt-3.5-turbo",
-                                                                   "Mistral-7B-Instruct-v0.1")], (200,)),
+                                                                   "Mistral-7B-Instruct-v0.1")], (100, 200)),
 }
 #: The recorded columns: the package's four statistics, then the candidates.
 COLUMNS = (*cb.STATISTICS, "descriptor_mean_shift", "residual_mmd_bw0.25", "residual_mmd_bw4", "residual_energy",
@@ -108,6 +108,18 @@ def record(batch_rows: list[int], ref_rows: list[int], x: np.ndarray, y: np.ndar
     residual_shift = signs @ res
     extra.append(np.einsum("bj,bj->b", residual_shift, residual_shift))
     return np.hstack([package, np.column_stack(extra)]).astype(np.float32)
+
+
+def pooled_views(rows: list[dict], cache: EmbeddingCache):  # type: ignore[no-untyped-def]
+    """What the conditional batch test reads of ``rows``: pooled input and output embeddings (one row per row of
+    ``rows``), the outputs' descriptors and their style counts (CSR)."""
+    inputs = sorted({r["input"] for r in rows})
+    where = {t: i for i, t in enumerate(inputs)}
+    x = cache.embed(inputs).pooled().astype(np.float64)[[where[r["input"]] for r in rows]]
+    embedded = cache.embed([r["output"] for r in rows])
+    y = embedded.pooled().astype(np.float64)
+    d = describe([r["output"] for r in rows], embedded.n_tokens.tolist(), names=DESCRIPTORS)
+    return x, y, d, style_counts([r["output"] for r in rows]).tocsr()
 
 
 def combined_p(stats_: np.ndarray, rule: str) -> float:
@@ -166,13 +178,7 @@ def main() -> None:
     rows = [r for r in arena_rows([source]) if r["model"] in models and r["output"].strip()]
     cache = EmbeddingCache(args.cache)
     t0 = time.time()
-    inputs = sorted({r["input"] for r in rows})
-    where = {t: i for i, t in enumerate(inputs)}
-    x = cache.embed(inputs).pooled().astype(np.float64)[[where[r["input"]] for r in rows]]
-    embedded = cache.embed([r["output"] for r in rows])
-    y = embedded.pooled().astype(np.float64)
-    d = describe([r["output"] for r in rows], embedded.n_tokens.tolist(), names=DESCRIPTORS)
-    s = style_counts([r["output"] for r in rows]).tocsr()
+    x, y, d, s = pooled_views(rows, cache)
     keys = [r["prompt_id"] for r in rows]
     index = {(r["model"], r["prompt_id"]): i for i, r in enumerate(rows)}
     recorded: dict[str, np.ndarray] = {}

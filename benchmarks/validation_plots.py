@@ -165,7 +165,8 @@ def arena_swaps_plot(runs: list[dict], out: Path) -> Path:
                 continue
             rates = [by_size[str(n)]["batch"]["rate"] for n in sizes]
             style = ":" if label.endswith("llama-13b") else "-"
-            ax.plot(sizes, rates, marker="o", ls=style, lw=1.2, ms=3, label=label.replace("arena-", ""))
+            ax.plot(sizes, rates, marker="o", ls=style, lw=1.2, ms=3, label=label.replace("arena-", ""),
+                    color=plt.get_cmap("tab20")(len(ax.lines) % 20))
     if null_n:
         sizes = sorted(null_n)
         ax.plot(sizes, [null_k[n] / null_n[n] for n in sizes], color="k", marker="x",
@@ -183,7 +184,7 @@ def arena_swaps_plot(runs: list[dict], out: Path) -> Path:
     ax.set_title("Silent model swaps as a batch, through the package (conditional test); the approved model's "
                  "other prompts build the baseline", fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "validation_arena_swaps.png", dpi=90)
+    fig.savefig(out / "validation_arena_swaps.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return out / "validation_arena_swaps.png"
 
