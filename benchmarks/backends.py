@@ -150,7 +150,7 @@ def part_verdicts(args: argparse.Namespace, embedders: dict[str, Embedder]) -> d
                 for v in result.verdicts:
                     verdicts[backend][f"{split}|{a}|{v.record_id}"] = v.verdict
                     p_values[backend][f"{split}|{a}|{v.record_id}"] = v.p_value
-                    if v.record_id.startswith("null:"):
+                    if str(v.record_id).startswith("null:"):
                         nulls.append(v.verdict == "out_of_bounds")
                 per_baseline_null[backend].append(float(np.mean(nulls)))
                 per_split_null[backend][-1].extend(nulls)

@@ -38,7 +38,8 @@ def verdicts(start: int, n: int) -> list[Verdict]:
                   "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "seed": i},
                   "intent": "damaged_item", "metadata": {"channel": "app", "locale": "en-GB"}}
         out.append(Verdict(
-            row=i + 1, record_id=record["record_id"], model_version="support-bot-3.2", input_class="refund_request",
+            row=i + 1, record_id=str(record["record_id"]), model_version="support-bot-3.2",
+            input_class="refund_request",
             verdict="within_bounds", reason="Compared with 412 approved outputs ... within bounds.",
             p_value=0.4 + (i % 100) / 1000, score=0.2 + (i % 97) / 1000, alpha=0.05,
             baseline="models:/conformance.support-bot-3.2.refund_request/3", baseline_digest="9" * 64,

@@ -19,6 +19,7 @@ import platform
 import random
 import resource
 import time
+from typing import Any
 from pathlib import Path
 
 WORDS = ("the parcel left our warehouse on monday and should arrive within three working days if the "
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"chars": n, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_mb())})
         print(f"{n:>12,} characters: {rows[-1]['seconds']:>7.1f} s, peak RSS {rows[-1]['peak_rss_mb']} MB "
               f"(model loaded: {loaded:.0f} MB)", flush=True)
-    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": load_before,
-                          "load_after": os.getloadavg()[0]},
-              "model_loaded_rss_mb": round(loaded), "runs": rows}
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": load_before,
+                    "load_after": os.getloadavg()[0]},
+        "model_loaded_rss_mb": round(loaded), "runs": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "long_output.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"load average {load_before:.2f} before, {result['machine']['load_after']:.2f} after")

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 #: Libraries too heavy for ``--help`` or a missing-file error to import.
@@ -123,7 +124,7 @@ def run_measured(argv: list[str], cwd: str, env: dict[str, str] | None = None) -
     return time.perf_counter() - start, usage.ru_maxrss // 1024, process.returncode
 
 
-def score_one(cli: list[str], store: Path, runs: int, against: Path | None) -> list[dict[str, object]]:
+def score_one(cli: list[str], store: Path, runs: int, against: Path | None) -> list[dict[str, Any]]:
     """``conformance score`` of one quickstart record with a new output text, then again from the cache;
     with ``against`` (another checkout), the same runs of that code interleaved with these, one for one."""
     example = Path(__file__).resolve().parent.parent / "baselines" / "example" / "audited.jsonl"
@@ -187,10 +188,11 @@ def main() -> None:
     cases.append(('python -c "import conformance"', [sys.executable, "-c", "import conformance"], False))
     load_before = os.getloadavg()
     probe_before = cpu_probe()
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as empty:
         for label, argv, target in cases:
-            row = {"command": label, **time_runs(argv, empty, args.runs, args.warmup), **imports(argv, empty)}
+            row: dict[str, Any] = {"command": label, **time_runs(argv, empty, args.runs, args.warmup),
+                                   **imports(argv, empty)}
             row["target_s"] = TARGET_S if target else None
             rows.append(row)
             print(f"timed {label}", file=sys.stderr, flush=True)
@@ -198,7 +200,7 @@ def main() -> None:
               if args.score_store is not None else [])
     load_after = os.getloadavg()
     probe_after = cpu_probe()
-    result = {
+    result: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0))
                     if hasattr(os, "sched_getaffinity") else os.cpu_count(),

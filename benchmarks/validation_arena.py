@@ -127,6 +127,7 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
                     result = score(batch, baseline, embedder)
                     (summary,) = result.summaries
                     assert summary.tests is not None and summary.tests.get("test") == "conditional", summary.tests
+                    assert summary.p_value is not None
                     flags[label][size].append(summary.verdict == "out_of_bounds")
                     p_values[label][size].append(float(summary.p_value))
                     for name, p in summary.tests["p_values"].items():
@@ -156,8 +157,8 @@ def part_swaps(args: argparse.Namespace, rows: list[dict], embedder: CachedEmbed
     write(args, "swaps", results)
     if args.peer_batches:
         path = os.path.join(args.out, "peer_batches_arena" + ("" if args.tag is None else f"_{args.tag}") + ".npz")
-        np.savez_compressed(path, **{f"{k}_{i}": v for k, vs in peer.items() for i, v in enumerate(vs)},
-                            n=np.array(len(peer["x"])))
+        np.savez_compressed(path, **{f"{k}_{i}": v for k, vs in peer.items()  # type: ignore[arg-type]
+                                     for i, v in enumerate(vs)}, n=np.array(len(peer["x"])))
         print(f"wrote {path}: {len(peer['x'])} batches for benchmarks.validation_peers", flush=True)
 
 

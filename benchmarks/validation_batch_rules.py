@@ -143,7 +143,7 @@ def summarise(recorded: dict[str, np.ndarray]) -> dict[str, object]:
         sizes = sorted({int(k.rsplit("[", 1)[1][:-1]) for k in by})
         out[rule] = {"swapped": float(np.mean(alt)) if alt else None, "n_swapped": len(alt),
                      "null": float(np.mean(null)) if null else None, "n_null": len(null),
-                     "swapped_by_size": {str(n): float(np.mean([f for k, v in by.items() if "(null)" not in k
+                     "swapped_by_size": {str(n): float(np.mean([float(f) for k, v in by.items() if "(null)" not in k
                                                                 and k.endswith(f"[{n}]") for f in v] or [np.nan]))
                                          for n in sizes},
                      "by_batch": {k: float(np.mean(v)) for k, v in by.items()}}
@@ -195,7 +195,7 @@ def main() -> None:
                     recorded[f"{approved}|{model}|{size}|{split}"] = record(batch, ref, x, y, d, s, keys, split)
             print(f"{args.set}: {approved} size {size}, {splits} splits [{time.time() - t0:.0f} s]", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out / f"batch_rules_{args.set}.npz", **recorded)
+    np.savez_compressed(args.out / f"batch_rules_{args.set}.npz", **recorded)  # type: ignore[arg-type]
     report(args, recorded, time.time() - t0)
 
 

@@ -46,6 +46,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,8 +116,10 @@ ROUND_CALIBRATION = [True]
 
 
 def score(records: list[Record], baseline: Baseline, embedder: CachedEmbedder) -> ScoringResult:
-    return score_record_set(RecordSet(path="<benchmark>", rows=tuple(records)),
-                            lambda mv, ic, found=baseline: ("benchmark", found),
+    def resolve(model_version: str, input_class: str) -> tuple[str, Baseline]:
+        return "benchmark", baseline
+
+    return score_record_set(RecordSet(path="<benchmark>", rows=tuple(records)), resolve,
                             embedder=embedder, progress=False)  # type: ignore[arg-type]
 
 
@@ -127,7 +130,7 @@ def half_width(rates: Sequence[float]) -> float:
 
 def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedder: CachedEmbedder) -> None:
     """Each swap's 50-output batch against the approved model's baseline, and the approved model's own."""
-    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha,
+    results: dict[str, Any] = {"splits": args.splits, "alpha": args.alpha,
                                   "batch_conversations": args.batch_conversations,
                                   "embeddings": "pooled" if args.pooled_embeddings else "residual"}
     peer: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -177,8 +180,8 @@ def part_swaps(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
         json.dump(results, handle, indent=1)
     if args.peer_batches:
         path = os.path.join(args.out, "peer_batches.npz")
-        np.savez_compressed(path, **{f"{k}_{i}": v for k, vs in peer.items() for i, v in enumerate(vs)},
-                            n=np.array(len(peer["x"])))
+        np.savez_compressed(path, **{f"{k}_{i}": v for k, vs in peer.items()  # type: ignore[arg-type]
+                                     for i, v in enumerate(vs)}, n=np.array(len(peer["x"])))
         print(f"wrote {path}: {len(peer['x'])} batches for benchmarks.validation_peers", flush=True)
 
 
@@ -303,7 +306,7 @@ def part_power(args: argparse.Namespace, by_model: dict[str, list[dict]], embedd
                 for j, name in enumerate(facet_names):
                     facet_beyond[kind][name] += (altered_facets[:, j] > facet_q95[j]).tolist()
         print(f"power {model}: {time.time() - t0:.0f} s", flush=True)
-    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(args.models),
+    results: dict[str, Any] = {"splits": args.splits, "alpha": args.alpha, "models": list(args.models),
                                   "calibration_method": args.calibration_method,
                                   "calibration_conversations": args.calibration_conversations,
                                   "round_calibration": ROUND_CALIBRATION[0],
@@ -394,7 +397,7 @@ def part_batchpower(args: argparse.Namespace, by_model: dict[str, list[dict]], e
                     (summary,) = score(_records(alt, model), baseline, embedder).summaries
                     flags[kind][2 * n_conv].append(summary.verdict == "out_of_bounds")
         print(f"batchpower {model}: {time.time() - t0:.0f} s", flush=True)
-    results: dict[str, object] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
+    results: dict[str, Any] = {"splits": args.splits, "alpha": args.alpha, "models": list(POWER_MODELS)}
     for kind, by_size in flags.items():
         results[kind] = {str(n): rate(f) for n, f in sorted(by_size.items())}
         print(f"{kind}: " + ", ".join(f"{n} outputs {rate(f)['rate']:.2f}" for n, f in sorted(by_size.items())),
@@ -443,7 +446,7 @@ def part_language(args: argparse.Namespace, by_model: dict[str, list[dict]], emb
     print(f"language {LANGUAGE_MODEL}: {time.time() - t0:.0f} s; rule chosen {sorted(set(chosen))}", flush=True)
     level = float(np.mean(per_baseline))
     half = half_width(per_baseline)
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "model": LANGUAGE_MODEL, "splits": args.splits, "alpha": args.alpha, "files": args.language_files,
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
         "round_calibration": ROUND_CALIBRATION[0],
@@ -454,9 +457,10 @@ def part_language(args: argparse.Namespace, by_model: dict[str, list[dict]], emb
     for lang in translations:
         if not flags[lang]:
             continue
-        got = {"questions": len(translations[lang]), "detect": rate(flags[lang]), "null": rate(flags[f"null {lang}"]),
-               "auroc": auroc(np.array(scores[lang]), np.array(scores[f"null {lang}"])),
-               "by_question": {q: rate(f) for q, f in sorted(by_question[lang].items())}}
+        got: dict[str, Any] = {
+            "questions": len(translations[lang]), "detect": rate(flags[lang]), "null": rate(flags[f"null {lang}"]),
+            "auroc": auroc(np.array(scores[lang]), np.array(scores[f"null {lang}"])),
+            "by_question": {q: rate(f) for q, f in sorted(by_question[lang].items())}}
         results["languages"][lang] = got  # type: ignore[index]
         d, n = got["detect"], got["null"]
         print(f"{lang}: {d['rate']:.3f} ({d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}, n={d['n']}); own answers to the same "
@@ -528,7 +532,7 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
     # The interval comes from the spread of (model, split) units: a split's 8 baselines share most test conversations.
     level = float(np.mean(per_baseline))
     half = half_width(per_split)
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "splits": args.splits, "alpha": args.alpha, "models": list(args.models),
         "calibration_method": args.calibration_method, "calibration_conversations": args.calibration_conversations,
         "round_calibration": ROUND_CALIBRATION[0],
@@ -545,7 +549,7 @@ def part_unseenclass(args: argparse.Namespace, by_model: dict[str, list[dict]], 
           "beyond theirs: " + ", ".join(f"{n} {v:.2f}" for n, v in results["facet_beyond_approved_q95"].items()),
           flush=True)
     for kind, by in flags.items():
-        got = rate([f for fs in by.values() for f in fs])
+        got: dict[str, Any] = rate([f for fs in by.values() for f in fs])
         results[kind] = {"detect": got, "per_model": {m: float(np.mean(fs)) for m, fs in by.items()}}
         print(f"{kind}: {got['rate']:.3f} ({got['ci95'][0]:.3f}-{got['ci95'][1]:.3f}, n={got['n']}); "
               + ", ".join(f"{m} {float(np.mean(fs)):.2f}" for m, fs in by.items()), flush=True)
@@ -586,7 +590,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     rows = [r for rs in by_model.values() for r in rs if r["output"].strip()]
     models = sorted(by_model)
     classes = sorted({r["input_class"] for r in rows})
-    by_key = {(r["model"], r["input_class"], r["prompt_id"][-5:]): [] for r in rows}
+    by_key: dict[tuple[str, str, str], list[Any]] = {(r["model"], r["input_class"], r["prompt_id"][-5:]): []
+                                                      for r in rows}
     for r in rows:
         by_key[(r["model"], r["input_class"], r["prompt_id"][-5:])].append(r)
     # With --language-files, gpt-4 is always one of the four test models and its first-turn answers that have a
@@ -623,7 +628,8 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SmallCalibrationWarning)
                 baseline = build_baseline(_model_unit_records([("", r) for r in approved], cls), alpha=args.alpha,
-                                          calibration_fraction=19 / 28, seed=split, embedder=embedder,
+                                          calibration_fraction=19 / 28, seed=split,
+                                          embedder=embedder,  # type: ignore[arg-type]
                                           round_calibration=ROUND_CALIBRATION[0], scorer=args.scorer)
             n_cal.append(int(baseline.n_calibration_prompts))
             altered: list[tuple[str, dict]] = [("null", r) for r in test]
@@ -664,7 +670,7 @@ def part_classcell(args: argparse.Namespace, by_model: dict[str, list[dict]], em
     null_by_split = by_split.pop("null")
     half = half_width(null_by_split)
     groups = sorted({group(k) for k in kinds})
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "splits": args.splits, "alpha": args.alpha, "round_calibration": ROUND_CALIBRATION[0], "scorer": args.scorer,
         "n_calibration_models": {str(n): n_cal.count(n) for n in sorted(set(n_cal))},
         "null_by_baseline": {"n_baselines": len(per_baseline), "mean": level, "ci95": [level - half, level + half],
