@@ -12,6 +12,8 @@ files the results folder holds and skipped where they are absent:
   detection against the batch size);
 * ``arena_cells*.json`` (``benchmarks.validation_arena --parts cells``): validation_arena_injection.png.
 
+validation_arena_shifts.png is drawn by ``benchmarks.validation_shifts --plot`` from the figures it computes.
+
     python -m benchmarks.validation_plots results/validation --out docs/img
 """
 

@@ -29,7 +29,7 @@ Cost on two cores with a warm embedding cache (``benchmarks.validation_cache --a
 rates at 50 outputs that ``validation_arena``'s JSON files in the ``--measured`` folders hold.
 
     python -m benchmarks.validation_shifts --out results/shifts --plot docs/img \
-        --measured results/arena results/arena_confirm
+        --measured results/arena60 results/arena results/arena_confirm
 """
 
 from __future__ import annotations
